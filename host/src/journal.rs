@@ -1,0 +1,441 @@
+//! The journal: workflows, step calls and every attempt, in SQLite (default)
+//! or PostgreSQL through one schema and one set of parameterized statements.
+//! Knows SQL, nothing of wasmtime.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor as _, Row as _};
+
+/// The journal used when neither `--journal` nor `STEPBOX_JOURNAL` is given.
+pub const DEFAULT_JOURNAL: &str = "stepbox.db";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The journal could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the journal {location}: {source}. {hint}")]
+    Open { location: String, hint: &'static str, source: sqlx::Error },
+    #[error("cannot prepare the journal schema in {location}: {source}")]
+    Migrate { location: String, source: sqlx::migrate::MigrateError },
+    #[error("journal write failed ({what}) in {location}: {source}")]
+    Write { location: String, what: &'static str, source: sqlx::Error },
+    #[error("journal read failed ({what}) in {location}: {source}")]
+    Read { location: String, what: &'static str, source: sqlx::Error },
+}
+
+const SQLITE_HINT: &str = "Check that the directory exists and is writable, or pass another path with --journal.";
+const POSTGRES_HINT: &str = "Check that PostgreSQL is running and the URL's host, port, user and database are right \
+     (start a local server with `pg_ctlcluster <version> main start`), or pass another --journal URL.";
+
+/// A workflow's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl WorkflowStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => Self::Running,
+        }
+    }
+}
+
+/// How a step call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepCallStatus {
+    Succeeded,
+    /// The step returned its `permanent` case.
+    Failed,
+    /// Every attempt failed; the workflow got `retries-exhausted`.
+    Exhausted,
+}
+
+impl StepCallStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// The outcome of one attempt as journaled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptOutcome {
+    /// `ok`, `failed` or `permanent`.
+    pub outcome: &'static str,
+    /// The failure kind, for failed attempts.
+    pub kind: Option<&'static str>,
+    pub message: Option<String>,
+    /// The wait before the next attempt, when one follows.
+    pub next_delay: Option<Duration>,
+}
+
+/// A workflow row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowRecord {
+    pub id: String,
+    pub component: String,
+    pub component_digest: String,
+    pub entry: String,
+    pub input: String,
+    pub status: WorkflowStatus,
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A step call row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepCallRecord {
+    pub seq: i64,
+    pub step: String,
+    pub input: String,
+    pub status: String,
+    pub output: Option<String>,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// An attempt row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub seq: i64,
+    pub attempt: i64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub outcome: Option<String>,
+    pub kind: Option<String>,
+    pub message: Option<String>,
+    pub next_delay_ms: Option<i64>,
+}
+
+/// A connection pool to the journal database, migrated on open.
+#[derive(Clone)]
+pub struct Journal {
+    pool: AnyPool,
+    location: String,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `target`: a `postgres://`
+    /// URL, a `sqlite:` URL or a file path.
+    pub async fn open(target: &str) -> Result<Self, JournalError> {
+        sqlx::any::install_default_drivers();
+        let is_postgres = target.starts_with("postgres://") || target.starts_with("postgresql://");
+        let (url, hint) =
+            if is_postgres { (target.to_string(), POSTGRES_HINT) } else { (sqlite_url(target), SQLITE_HINT) };
+        let location = redact(target);
+        let options = AnyPoolOptions::new().max_connections(if is_postgres { 8 } else { 4 });
+        let options = if is_postgres {
+            options
+        } else {
+            options.after_connect(|connection, _| {
+                Box::pin(async move {
+                    connection
+                        .execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+                        .await?;
+                    Ok(())
+                })
+            })
+        };
+        let pool = options
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .map_err(|source| JournalError::Open { location: location.clone(), hint, source })?;
+        MIGRATOR.run(&pool).await.map_err(|source| JournalError::Migrate { location: location.clone(), source })?;
+        Ok(Self { pool, location })
+    }
+
+    /// Where the journal is, with any password hidden.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn write_error(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> JournalError + '_ {
+        move |source| JournalError::Write { location: self.location.clone(), what, source }
+    }
+
+    fn read_error(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> JournalError + '_ {
+        move |source| JournalError::Read { location: self.location.clone(), what, source }
+    }
+
+    /// The workflow `id`, if it was ever started.
+    pub async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, JournalError> {
+        let row = sqlx::query(
+            "SELECT id, component, component_digest, entry, input, status, output, error \
+             FROM workflows WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.read_error("workflow"))?;
+        row.map(|row| workflow_record(&row)).transpose().map_err(self.read_error("workflow"))
+    }
+
+    /// Records a workflow as running before any of its code runs.
+    pub async fn create_workflow(&self, workflow: &WorkflowRecord, executor: &str) -> Result<(), JournalError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO workflows (id, component, component_digest, entry, input, status, executor, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(&workflow.id)
+        .bind(&workflow.component)
+        .bind(&workflow.component_digest)
+        .bind(&workflow.entry)
+        .bind(&workflow.input)
+        .bind(WorkflowStatus::Running.as_str())
+        .bind(executor)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(self.write_error("create workflow"))?;
+        Ok(())
+    }
+
+    /// Records how a workflow ended; done before its output is shown.
+    pub async fn finish_workflow(
+        &self,
+        id: &str,
+        status: WorkflowStatus,
+        output: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), JournalError> {
+        sqlx::query("UPDATE workflows SET status = $1, output = $2, error = $3, updated_at = $4 WHERE id = $5")
+            .bind(status.as_str())
+            .bind(output)
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.write_error("finish workflow"))?;
+        Ok(())
+    }
+
+    /// Records that the workflow called `step`, before its first attempt.
+    pub async fn start_step_call(
+        &self,
+        workflow_id: &str,
+        seq: i64,
+        step: &str,
+        input: &str,
+        max_attempts: u32,
+    ) -> Result<(), JournalError> {
+        sqlx::query(
+            "INSERT INTO step_calls (workflow_id, seq, step, input, status, attempts, max_attempts, started_at) \
+             VALUES ($1, $2, $3, $4, 'running', 0, $5, $6)",
+        )
+        .bind(workflow_id)
+        .bind(seq)
+        .bind(step)
+        .bind(input)
+        .bind(i64::from(max_attempts))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(self.write_error("start step call"))?;
+        Ok(())
+    }
+
+    /// Records that an attempt is about to run: committed before the guest starts.
+    pub async fn start_attempt(&self, workflow_id: &str, seq: i64, attempt: u32) -> Result<(), JournalError> {
+        let mut tx = self.pool.begin().await.map_err(self.write_error("start attempt"))?;
+        sqlx::query("INSERT INTO step_attempts (workflow_id, seq, attempt, started_at) VALUES ($1, $2, $3, $4)")
+            .bind(workflow_id)
+            .bind(seq)
+            .bind(i64::from(attempt))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(self.write_error("start attempt"))?;
+        sqlx::query("UPDATE step_calls SET attempts = $1 WHERE workflow_id = $2 AND seq = $3")
+            .bind(i64::from(attempt))
+            .bind(workflow_id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.write_error("start attempt"))?;
+        tx.commit().await.map_err(self.write_error("start attempt"))?;
+        Ok(())
+    }
+
+    /// Records an attempt's outcome and, when it ends the call, the call's
+    /// result, in one transaction committed before the workflow sees either.
+    pub async fn finish_attempt(
+        &self,
+        workflow_id: &str,
+        seq: i64,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+        call_result: Option<(StepCallStatus, &str)>,
+    ) -> Result<(), JournalError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(self.write_error("finish attempt"))?;
+        let next_delay = outcome.next_delay.map(|delay| i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        sqlx::query(
+            "UPDATE step_attempts SET finished_at = $1, outcome = $2, kind = $3, message = $4, next_delay_ms = $5 \
+             WHERE workflow_id = $6 AND seq = $7 AND attempt = $8",
+        )
+        .bind(now)
+        .bind(outcome.outcome)
+        .bind(outcome.kind)
+        .bind(outcome.message.as_deref())
+        .bind(next_delay)
+        .bind(workflow_id)
+        .bind(seq)
+        .bind(i64::from(attempt))
+        .execute(&mut *tx)
+        .await
+        .map_err(self.write_error("finish attempt"))?;
+        if let Some((status, output)) = call_result {
+            sqlx::query(
+                "UPDATE step_calls SET status = $1, output = $2, finished_at = $3 WHERE workflow_id = $4 AND seq = $5",
+            )
+            .bind(status.as_str())
+            .bind(output)
+            .bind(now)
+            .bind(workflow_id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.write_error("finish step call"))?;
+        }
+        tx.commit().await.map_err(self.write_error("finish attempt"))?;
+        Ok(())
+    }
+
+    /// The step calls of a workflow, in call order.
+    pub async fn step_calls(&self, workflow_id: &str) -> Result<Vec<StepCallRecord>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT seq, step, input, status, output, attempts, max_attempts, started_at, finished_at \
+             FROM step_calls WHERE workflow_id = $1 ORDER BY seq",
+        )
+        .bind(workflow_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.read_error("step calls"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(StepCallRecord {
+                    seq: row.try_get("seq")?,
+                    step: row.try_get("step")?,
+                    input: row.try_get("input")?,
+                    status: row.try_get("status")?,
+                    output: row.try_get("output")?,
+                    attempts: row.try_get("attempts")?,
+                    max_attempts: row.try_get("max_attempts")?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.read_error("step calls"))
+    }
+
+    /// Every attempt of a workflow, by call and attempt number.
+    pub async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms \
+             FROM step_attempts WHERE workflow_id = $1 ORDER BY seq, attempt",
+        )
+        .bind(workflow_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.read_error("attempts"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptRecord {
+                    seq: row.try_get("seq")?,
+                    attempt: row.try_get("attempt")?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    outcome: row.try_get("outcome")?,
+                    kind: row.try_get("kind")?,
+                    message: row.try_get("message")?,
+                    next_delay_ms: row.try_get("next_delay_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.read_error("attempts"))
+    }
+}
+
+fn workflow_record(row: &AnyRow) -> Result<WorkflowRecord, sqlx::Error> {
+    Ok(WorkflowRecord {
+        id: row.try_get("id")?,
+        component: row.try_get("component")?,
+        component_digest: row.try_get("component_digest")?,
+        entry: row.try_get("entry")?,
+        input: row.try_get("input")?,
+        status: WorkflowStatus::parse(&row.try_get::<String, _>("status")?),
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+    })
+}
+
+/// `path` or `sqlite:path` as a URL that creates the file if needed.
+fn sqlite_url(target: &str) -> String {
+    let base = if target.starts_with("sqlite:") { target.to_string() } else { format!("sqlite://{target}") };
+    if base.contains("mode=") {
+        base
+    } else if base.contains('?') {
+        format!("{base}&mode=rwc")
+    } else {
+        format!("{base}?mode=rwc")
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((credentials, host)) = rest.split_once('@') else { return url.to_string() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, the journal's time unit.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("stepbox.db"), "stepbox.db");
+    }
+
+    #[test]
+    fn sqlite_paths_become_creating_urls() {
+        assert_eq!(sqlite_url("stepbox.db"), "sqlite://stepbox.db?mode=rwc");
+        assert_eq!(sqlite_url("sqlite:x.db?mode=ro"), "sqlite:x.db?mode=ro");
+    }
+}

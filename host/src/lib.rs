@@ -1,0 +1,22 @@
+//! stepbox: a durable step runtime for WebAssembly components.
+//!
+//! Data flows one way: the CLI builds [`runtime::RunOptions`]; the runtime
+//! loads and links components and calls the workflow; each step call goes to
+//! the [`invoker`], which runs attempts in the [`sandbox`] and records them in
+//! the [`journal`].
+
+pub mod cache;
+pub mod contract;
+pub mod engine;
+pub mod host_api;
+pub mod invoker;
+pub mod journal;
+pub mod linking;
+pub mod logging;
+pub mod manifest;
+pub mod policy;
+pub mod retry;
+pub mod runtime;
+pub mod sandbox;
+pub mod step_name;
+pub mod values;
