@@ -30,7 +30,7 @@ struct RunArgs {
     /// The workflow component (.wasm).
     workflow: PathBuf,
     /// Arguments of the entry function, one WAVE value each: 3, "us-east-1", [1, 2], {a: true}.
-    #[arg(allow_hyphen_values = true)]
+    #[arg(allow_negative_numbers = true)]
     args: Vec<String>,
     /// A component that exports step interfaces the workflow imports (repeatable).
     #[arg(long = "step", value_name = "FILE")]

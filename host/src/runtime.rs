@@ -16,7 +16,8 @@ use crate::journal::{Journal, JournalError, WorkflowRecord, WorkflowStatus};
 use crate::linking::{self, LinkError, Plan, WORKFLOW};
 use crate::manifest::{Manifest, ManifestError};
 use crate::policy::{PolicyLayer, PolicyLayers, PolicyResolveError};
-use crate::sandbox::{AttemptLimits, GuestState, Identity, Sandbox};
+use crate::retry::RetryPolicy;
+use crate::sandbox::{self, AttemptLimits, GuestState, Identity, Sandbox};
 use crate::step_name::StepName;
 use crate::values::{self, ArgumentError};
 
@@ -93,7 +94,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
         components.push(loader.load(step)?);
     }
     let plan = linking::plan(&engine, &components, options.invoke.as_deref())?;
-    let policies = policy_layers(&options, &plan)?;
+    let policies = resolve_policies(&options, &plan)?;
     let arguments = values::parse_arguments(&plan.entry.name, &plan.entry.func, &options.arguments)?;
 
     let journal = Journal::open(&options.journal).await?;
@@ -151,12 +152,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
             Ok(RunOutcome { workflow_id, output, recorded: false })
         }
         Err(error) => {
-            let mut message = format!("{error:?}");
-            let stderr = store.data().stderr();
-            if !stderr.is_empty() {
-                message.push_str("\nstderr:\n");
-                message.push_str(&stderr);
-            }
+            let message = sandbox::describe_error(&error, store.data());
             journal.finish_workflow(&workflow_id, WorkflowStatus::Failed, None, Some(&message)).await?;
             Err(RunError::WorkflowFailed { id: workflow_id, message })
         }
@@ -177,8 +173,8 @@ fn recorded(existing: WorkflowRecord) -> Result<RunOutcome, RunError> {
     }
 }
 
-/// Policy sources in precedence order: manifest (or `--config`), then the command line.
-fn policy_layers(options: &RunOptions, plan: &Plan) -> Result<PolicyLayers, RunError> {
+/// Each step's policy, from the manifest (or `--config`), then the command line.
+fn resolve_policies(options: &RunOptions, plan: &Plan) -> Result<HashMap<StepName, RetryPolicy>, RunError> {
     let mut layers = PolicyLayers::default();
     let beside = Manifest::beside(&options.workflow);
     let manifest = options.config.clone().or_else(|| beside.exists().then_some(beside));
@@ -188,7 +184,12 @@ fn policy_layers(options: &RunOptions, plan: &Plan) -> Result<PolicyLayers, RunE
     layers.push(options.cli_policy.clone());
     let steps: Vec<StepName> = plan.steps().map(|step| step.name.clone()).collect();
     layers.check_names(&steps)?;
-    Ok(layers)
+    let mut policies = HashMap::new();
+    for step in steps {
+        let policy = layers.resolve(&step)?;
+        policies.insert(step, policy);
+    }
+    Ok(policies)
 }
 
 fn instantiate_error(component: &LoadedComponent, message: String) -> RunError {
@@ -216,7 +217,7 @@ fn step_targets(
     engine: &Engine,
     components: &[LoadedComponent],
     plan: &Plan,
-    policies: &PolicyLayers,
+    policies: &HashMap<StepName, RetryPolicy>,
 ) -> Result<Vec<(StepName, Arc<StepTarget>)>, RunError> {
     let mut linker = base_linker(engine).map_err(|e| instantiate_error(&components[WORKFLOW], format!("{e:#}")))?;
     // A step that imports steps (the one-file case) gets stubs: nested steps are not supported.
@@ -253,7 +254,7 @@ fn step_targets(
         for function in &interface.functions {
             let export = export_index(&provider.component, Some(&interface.name), &function.name.function)
                 .ok_or_else(|| instantiate_error(provider, format!("`{}` is not exported", function.name)))?;
-            let policy = policies.resolve(&function.name)?;
+            let policy = policies.get(&function.name).copied().unwrap_or_default();
             tracing::debug!(source = "host", "step {} from {}: {policy:?}", function.name, provider.path.display());
             let target = StepTarget { name: function.name.clone(), pre: pre.clone(), export, policy };
             targets.push((function.name.clone(), Arc::new(target)));

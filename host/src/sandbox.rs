@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use wasmtime::component::{ComponentExportIndex, InstancePre, ResourceTable, Val};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -101,7 +101,7 @@ impl GuestState {
 
     /// What the guest wrote to stderr, lossily decoded.
     pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim_end().to_string()
+        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
     }
 }
 
@@ -214,7 +214,7 @@ impl Sandbox {
         } else {
             FailureKind::Trapped
         };
-        let mut message = format!("{error:?}");
+        let mut message = describe_error(error, store.data());
         if kind == FailureKind::TimedOut {
             message = format!(
                 "the attempt did not finish within {} (interrupted)\n{message}",
@@ -227,11 +227,25 @@ impl Sandbox {
                 self.limits.max_memory_bytes >> 20
             );
         }
-        let stderr = store.data().stderr();
-        if !stderr.is_empty() {
-            message.push_str("\nstderr:\n");
-            message.push_str(&stderr);
-        }
         CallFailure { kind, message }
     }
+}
+
+/// The error's causes on one line, what the guest wrote to stderr, then its
+/// wasm backtrace if it trapped.
+pub fn describe_error(error: &wasmtime::Error, state: &GuestState) -> String {
+    let backtrace = error.downcast_ref::<WasmBacktrace>().map(ToString::to_string);
+    let causes: Vec<String> =
+        error.chain().map(ToString::to_string).filter(|cause| Some(cause) != backtrace.as_ref()).collect();
+    let mut message = causes.join(": ");
+    let stderr = state.stderr();
+    if !stderr.is_empty() {
+        message.push_str("\nstderr:\n");
+        message.push_str(&stderr);
+    }
+    if let Some(backtrace) = backtrace {
+        message.push('\n');
+        message.push_str(backtrace.trim_end());
+    }
+    message
 }

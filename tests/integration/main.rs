@@ -1,1 +1,10 @@
+//! Integration tests: the real `host` binary, guest components built from
+//! source by `tests/artifacts`, real SQLite files and a real PostgreSQL server.
 
+mod support;
+
+mod cache;
+mod errors;
+mod postgres;
+mod retries;
+mod seed;

@@ -1,0 +1,163 @@
+//! Bad input: one clear `error:` paragraph, exit code 2, never a panic, and
+//! nothing written to the journal.
+
+use std::fs;
+use std::path::Path;
+
+use crate::support::{Scratch, artifacts, host_in};
+
+/// Runs with a SQLite journal in the scratch dir and checks that the refusal
+/// left no journal behind; returns the error line.
+fn refused(scratch: &Scratch, args: &[&str]) -> String {
+    let run = scratch.run(args);
+    let error = run.refused().to_string();
+    assert!(!Path::new(&scratch.journal()).exists(), "bad input must not create a journal");
+    error
+}
+
+fn assert_mentions(error: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(error.contains(needle), "`{needle}` missing from: {error}");
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let scratch = Scratch::new();
+    let error = refused(&scratch, &["nope.wasm"]);
+    assert_mentions(&error, &["cannot read nope.wasm", "No such file"]);
+}
+
+#[test]
+fn garbage_is_not_a_webassembly_file() {
+    let scratch = Scratch::new();
+    let path = scratch.path().join("garbage.wasm");
+    fs::write(&path, b"#!/bin/sh\necho not wasm\n").unwrap();
+    let error = refused(&scratch, &[path.to_str().unwrap()]);
+    assert_mentions(&error, &["is not a WebAssembly file"]);
+}
+
+#[test]
+fn a_core_module_is_told_to_become_a_component() {
+    let scratch = Scratch::new();
+    let path = scratch.path().join("core.wasm");
+    fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let error = refused(&scratch, &[path.to_str().unwrap()]);
+    assert_mentions(&error, &["is a core WebAssembly module, not a component", "wasm32-wasip2"]);
+}
+
+#[test]
+fn a_truncated_component_is_invalid() {
+    let scratch = Scratch::new();
+    let bytes = fs::read(artifacts::FLAKY).unwrap();
+    let path = scratch.path().join("truncated.wasm");
+    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let error = refused(&scratch, &[path.to_str().unwrap()]);
+    assert_mentions(&error, &["is not a valid component"]);
+}
+
+#[test]
+fn an_import_nothing_exports_suggests_step() {
+    let scratch = Scratch::new();
+    let error = refused(&scratch, &[artifacts::RETRY_DEMO]);
+    assert_mentions(&error, &["imports `guests:flaky/steps`", "--step FILE"]);
+    let error = refused(&scratch, &[artifacts::RETRY_DEMO, "--step", artifacts::PROVISION]);
+    assert_mentions(&error, &["imports `guests:flaky/steps`", "the --step components given were:", "provision.wasm"]);
+}
+
+#[test]
+fn a_convention_violation_names_the_function_and_the_missing_case() {
+    let scratch = Scratch::new();
+    let error = refused(&scratch, &[artifacts::BROKEN_CONVENTION]);
+    assert_mentions(
+        &error,
+        &[
+            "step function `guests:broken-convention/steps.greet`",
+            "its error type is `string`, not a variant",
+            "retries-exhausted(exhausted)",
+        ],
+    );
+}
+
+#[test]
+fn entry_functions_must_be_unambiguous_and_known() {
+    let scratch = Scratch::new();
+    let error = refused(&scratch, &[artifacts::RETRY_DEMO, "--step", artifacts::FLAKY]);
+    assert_mentions(
+        &error,
+        &["exports several functions", "`retry-then-succeed`", "`reject`", "`crash`", "--invoke NAME"],
+    );
+    let error = refused(&scratch, &[artifacts::RETRY_DEMO, "--step", artifacts::FLAKY, "--invoke", "nope"]);
+    assert_mentions(&error, &["exports no function named `nope`", "`retry-then-succeed`"]);
+}
+
+#[test]
+fn malformed_wave_arguments_name_the_parameter() {
+    let scratch = Scratch::new();
+    let base = [artifacts::RETRY_DEMO, "--step", artifacts::FLAKY, "--invoke", "retry-then-succeed"];
+    let error = refused(&scratch, &[&base[..], &["abc"]].concat());
+    assert_mentions(
+        &error,
+        &["argument 1 of `retry-then-succeed` (fail-times: u32) is not a valid WAVE value", "\"abc\""],
+    );
+    let error = refused(&scratch, &[&base[..], &["-1"]].concat());
+    assert_mentions(&error, &["fail-times: u32", "\"-1\""]);
+    let error = refused(&scratch, &base);
+    assert_mentions(&error, &["takes 1 argument(s) (fail-times: u32), but 0 were given"]);
+}
+
+#[test]
+fn bad_policy_values_and_unknown_steps_are_refused() {
+    let scratch = Scratch::new();
+    let base = [artifacts::RETRY_DEMO, "--step", artifacts::FLAKY, "--invoke", "reject", r#""x""#];
+    let error = refused(&scratch, &[&base[..], &["--max-attempts", "0"]].concat());
+    assert_mentions(&error, &["invalid retry policy", "max-attempts must be at least 1"]);
+    let error = refused(&scratch, &[&base[..], &["--interval", "soon"]].concat());
+    assert_mentions(&error, &["--interval", "invalid duration \"soon\""]);
+    let error = refused(&scratch, &[&base[..], &["--max-attempts", "flakey=2"]].concat());
+    assert_mentions(&error, &["step `flakey`", "guests:flaky/steps.flaky"]);
+}
+
+#[test]
+fn a_broken_manifest_is_named_with_its_line() {
+    let scratch = Scratch::new();
+    let manifest = scratch.path().join("bad.toml");
+    fs::write(&manifest, "[retry]\nmax-atempts = 3\n").unwrap();
+    let run = scratch.run(&[artifacts::PROVISION, "--config", manifest.to_str().unwrap()]);
+    run.refused();
+    assert!(run.stderr.contains("bad.toml is not valid") && run.stderr.contains("max-atempts"), "{}", run.stderr);
+}
+
+#[test]
+fn an_unwritable_sqlite_path_says_what_to_do() {
+    let scratch = Scratch::new();
+    let run = host_in(scratch.path(), &[artifacts::PROVISION, "--journal", "/dev/null/journal.db"]);
+    let error = run.refused();
+    assert_mentions(error, &["cannot open the journal /dev/null/journal.db", "writable", "--journal"]);
+}
+
+#[test]
+fn an_unreachable_postgres_says_how_to_start_one() {
+    let scratch = Scratch::new();
+    let run = host_in(
+        scratch.path(),
+        &[artifacts::PROVISION, "--journal", "postgres://postgres:secret@127.0.0.1:1/postgres"],
+    );
+    let error = run.refused();
+    assert_mentions(
+        error,
+        &["cannot open the journal postgres://postgres:***@127.0.0.1:1/postgres", "PostgreSQL is running"],
+    );
+    assert!(!error.contains("secret"), "the password is never printed: {error}");
+}
+
+#[test]
+fn a_misconfigured_postgres_database_is_reported() {
+    let scratch = Scratch::new();
+    let url = crate::support::postgres_admin_url();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let run =
+        host_in(scratch.path(), &[artifacts::PROVISION, "--journal", &format!("{base}/stepbox_no_such_database")]);
+    let error = run.refused();
+    assert_mentions(error, &["cannot open the journal", "stepbox_no_such_database", "does not exist"]);
+}

@@ -1,0 +1,262 @@
+//! Running the real `host` binary on guest components built from source, and
+//! reading back the journal it wrote with plain SQL.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sqlx::Row as _;
+
+pub use stepbox_test_artifacts as artifacts;
+
+/// One `host` invocation's result.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The value after `Workflow output: `, failing the test with the logs otherwise.
+    pub fn output(&self) -> &str {
+        self.stdout.lines().find_map(|line| line.strip_prefix("Workflow output: ")).unwrap_or_else(|| {
+            panic!("no workflow output (exit {:?})\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
+        })
+    }
+
+    /// Asserts the run succeeded and returns its output.
+    pub fn success(&self) -> &str {
+        assert_eq!(self.code, Some(0), "host failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self.output()
+    }
+
+    /// Asserts the run was refused as bad input (exit 2, one `error:` paragraph, no panic).
+    pub fn refused(&self) -> &str {
+        assert_eq!(self.code, Some(2), "expected exit 2\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(!self.stderr.contains("panicked"), "host panicked:\n{}", self.stderr);
+        assert!(self.stdout.is_empty(), "no output expected on refusal, got {}", self.stdout);
+        self.stderr.lines().find(|line| line.starts_with("error: ")).unwrap_or_else(|| {
+            panic!("no `error:` line in stderr:\n{}", self.stderr);
+        })
+    }
+
+    /// How many stderr lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.stderr.lines().filter(|line| line.contains(needle)).count()
+    }
+}
+
+/// The compile cache shared by all tests, so each component compiles once per test run.
+pub fn shared_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stepbox-cache")
+}
+
+/// Runs `host run` with `args`, in `dir` (where a default SQLite journal would land).
+pub fn host_in(dir: &Path, args: &[&str]) -> Run {
+    host_with_env(dir, args, &[])
+}
+
+/// As [`host_in`], with extra environment variables.
+pub fn host_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command
+        .current_dir(dir)
+        .arg("run")
+        .args(args)
+        .env_remove("STEPBOX_JOURNAL")
+        .env_remove("RUST_LOG")
+        .env("STEPBOX_CACHE_DIR", shared_cache());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("the host binary runs");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A scratch directory with a SQLite journal path inside it.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The SQLite journal file of this scratch directory.
+    pub fn journal(&self) -> String {
+        self.dir.path().join("journal.db").display().to_string()
+    }
+
+    /// Runs `host run ... --journal <this journal>`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let journal = self.journal();
+        let mut all = args.to_vec();
+        all.extend(["--journal", &journal]);
+        host_in(self.path(), &all)
+    }
+}
+
+/// One row of `step_attempts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub seq: i64,
+    pub attempt: i64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub outcome: Option<String>,
+    pub kind: Option<String>,
+    pub message: Option<String>,
+    pub next_delay_ms: Option<i64>,
+}
+
+/// One row of `step_calls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepCall {
+    pub seq: i64,
+    pub step: String,
+    pub input: String,
+    pub status: String,
+    pub output: Option<String>,
+    pub attempts: i64,
+}
+
+/// The rows the journal at `target` holds for one workflow.
+pub struct Rows {
+    pub workflow: Option<(String, Option<String>)>,
+    pub calls: Vec<StepCall>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Reads a workflow's rows from a journal (SQLite path or postgres URL) with plain SQL.
+pub async fn rows(target: &str, workflow_id: &str) -> Rows {
+    sqlx::any::install_default_drivers();
+    let url = if target.starts_with("postgres") { target.to_string() } else { format!("sqlite://{target}?mode=ro") };
+    let pool = sqlx::AnyPool::connect(&url).await.expect("journal opens");
+    let workflow = sqlx::query("SELECT status, output FROM workflows WHERE id = $1")
+        .bind(workflow_id)
+        .fetch_optional(&pool)
+        .await
+        .expect("workflow query")
+        .map(|row| (row.get::<String, _>("status"), row.get::<Option<String>, _>("output")));
+    let calls = sqlx::query(
+        "SELECT seq, step, input, status, output, attempts FROM step_calls WHERE workflow_id = $1 ORDER BY seq",
+    )
+    .bind(workflow_id)
+    .fetch_all(&pool)
+    .await
+    .expect("step_calls query")
+    .iter()
+    .map(|row| StepCall {
+        seq: row.get("seq"),
+        step: row.get("step"),
+        input: row.get("input"),
+        status: row.get("status"),
+        output: row.get("output"),
+        attempts: row.get("attempts"),
+    })
+    .collect();
+    let attempts = sqlx::query(
+        "SELECT seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms \
+         FROM step_attempts WHERE workflow_id = $1 ORDER BY seq, attempt",
+    )
+    .bind(workflow_id)
+    .fetch_all(&pool)
+    .await
+    .expect("step_attempts query")
+    .iter()
+    .map(|row| Attempt {
+        seq: row.get("seq"),
+        attempt: row.get("attempt"),
+        started_at: row.get("started_at"),
+        finished_at: row.get("finished_at"),
+        outcome: row.get("outcome"),
+        kind: row.get("kind"),
+        message: row.get("message"),
+        next_delay_ms: row.get("next_delay_ms"),
+    })
+    .collect();
+    pool.close().await;
+    Rows { workflow, calls, attempts }
+}
+
+/// Asserts the waits between consecutive attempts: each gap (next start minus
+/// previous finish, in ms) is at least the planned delay and at most `slack` more.
+pub fn assert_gaps(attempts: &[Attempt], planned_ms: &[i64], slack_ms: i64) {
+    assert_eq!(attempts.len(), planned_ms.len() + 1, "attempts: {attempts:#?}");
+    for (pair, planned) in attempts.windows(2).zip(planned_ms) {
+        let finished = pair[0].finished_at.expect("a failed attempt has a finish time");
+        let gap = pair[1].started_at - finished;
+        assert_eq!(pair[0].next_delay_ms, Some(*planned), "journaled delay of attempt {}", pair[0].attempt);
+        assert!(
+            gap >= planned - 2 && gap <= planned + slack_ms,
+            "attempt {} started {gap} ms after attempt {} finished; planned {planned} ms (+{slack_ms} ms slack)",
+            pair[1].attempt,
+            pair[0].attempt
+        );
+    }
+}
+
+/// The PostgreSQL server the tests use: `STEPBOX_TEST_POSTGRES_URL` or the local default.
+pub fn postgres_admin_url() -> String {
+    std::env::var("STEPBOX_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct PostgresDb {
+    pub url: String,
+    name: String,
+}
+
+impl PostgresDb {
+    /// Creates the database; fails the test (never skips) when no server answers.
+    pub async fn create() -> Self {
+        sqlx::any::install_default_drivers();
+        let admin = postgres_admin_url();
+        let pool = sqlx::AnyPool::connect(&admin).await.unwrap_or_else(|error| {
+            panic!(
+                "PostgreSQL is required for this test and is not reachable at {admin}: {error}. \
+                 Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                 (or `.ci/run`, which starts it), or point STEPBOX_TEST_POSTGRES_URL at a server."
+            )
+        });
+        let name = format!("stepbox_test_{}", uuid::Uuid::now_v7().simple());
+        // The name is ours (a UUID); identifiers cannot be bound as parameters.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create test database");
+        pool.close().await;
+        let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
+        Self { url: format!("{base}/{name}"), name }
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let pool = sqlx::AnyPool::connect(&postgres_admin_url()).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&pool)
+                    .await
+                    .ok()?;
+                pool.close().await;
+                Some(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("note: could not drop test database {}", self.name);
+        }
+    }
+}
