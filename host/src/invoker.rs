@@ -64,32 +64,13 @@ impl Invoker {
             let (kind, message) = match result {
                 Ok(value) => match values::classify(&value) {
                     Returned::Ok => {
-                        let outcome = outcome("ok", None, None, None);
-                        let output = values::to_wave(&value);
-                        journal
-                            .finish_attempt(
-                                workflow_id,
-                                seq,
-                                attempt,
-                                &outcome,
-                                Some((StepCallStatus::Succeeded, &output)),
-                            )
-                            .await?;
+                        self.finish(workflow_id, seq, attempt, "ok", StepCallStatus::Succeeded, &value).await?;
                         tracing::debug!(source = "host", "Step {short} succeeded on attempt {attempt} in {elapsed:?}");
                         return Ok(value);
                     }
                     Returned::Permanent => {
-                        let output = values::to_wave(&value);
-                        let outcome = outcome("permanent", None, Some(output.clone()), None);
-                        journal
-                            .finish_attempt(
-                                workflow_id,
-                                seq,
-                                attempt,
-                                &outcome,
-                                Some((StepCallStatus::Failed, &output)),
-                            )
-                            .await?;
+                        let output =
+                            self.finish(workflow_id, seq, attempt, "permanent", StepCallStatus::Failed, &value).await?;
                         tracing::warn!(
                             source = "host",
                             "Step {short} returned a permanent error, not retried: {output}"
@@ -129,6 +110,25 @@ impl Invoker {
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
+    }
+}
+
+impl Invoker {
+    /// Journals an attempt that ended the call with `value`; returns the value as WAVE.
+    async fn finish(
+        &self,
+        workflow_id: &str,
+        seq: i64,
+        attempt: u32,
+        outcome_name: &'static str,
+        status: StepCallStatus,
+        value: &Val,
+    ) -> Result<String, JournalError> {
+        let output = values::to_wave(value);
+        let message = (status == StepCallStatus::Failed).then(|| output.clone());
+        let outcome = outcome(outcome_name, None, message, None);
+        self.journal.finish_attempt(workflow_id, seq, attempt, &outcome, Some((status, &output))).await?;
+        Ok(output)
     }
 }
 

@@ -121,6 +121,11 @@ pub fn plan(engine: &Engine, components: &[LoadedComponent], invoke: Option<&str
         interfaces.push(StepInterface { name: name.clone(), provider, functions: step_functions });
     }
 
+    for (index, component) in components.iter().enumerate().skip(1) {
+        if !interfaces.iter().any(|interface| interface.provider == index) {
+            tracing::warn!("{} provides no step the workflow imports; it is not used", component.path.display());
+        }
+    }
     let step_names: Vec<&str> = step_interfaces.iter().map(|(name, _)| name.as_str()).collect();
     for component in components {
         check_imports(engine, component, &step_names)?;

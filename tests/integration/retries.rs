@@ -98,61 +98,31 @@ async fn policy_precedence_is_cli_then_manifest_then_defaults() {
     )
     .unwrap();
     let workflow = workflow.to_str().unwrap();
+    let run = |id: &str, extra: &[&str]| {
+        let mut args = vec![workflow, "--step", artifacts::FLAKY, "--invoke", "retry-then-succeed", "99", "--id", id];
+        args.extend(extra);
+        scratch.run(&args)
+    };
     let attempts_of = |run: &Run| -> usize { run.count("(flaky) flaky: attempt") };
 
     // Manifest over defaults: 5 attempts, 1 ms apart (rate 1.0 for this step).
-    let run = scratch.run(&[workflow, "--step", artifacts::FLAKY, "--invoke", "retry-then-succeed", "99", "--id", "m"]);
-    assert!(run.success().contains("attempts: 5,"));
-    assert_eq!(attempts_of(&run), 5);
+    let manifest = run("m", &[]);
+    assert!(manifest.success().contains("attempts: 5,"));
+    assert_eq!(attempts_of(&manifest), 5);
     let journal = rows(&scratch.journal(), "m").await;
-    assert_eq!(
-        journal.attempts.iter().map(|a| a.next_delay_ms).collect::<Vec<_>>(),
-        [Some(1), Some(1), Some(1), Some(1), None]
-    );
+    let delays: Vec<_> = journal.attempts.iter().map(|a| a.next_delay_ms).collect();
+    assert_eq!(delays, [Some(1), Some(1), Some(1), Some(1), None]);
 
     // The command line over the manifest, for all steps and then for one step.
-    let run = scratch.run(&[
-        workflow,
-        "--step",
-        artifacts::FLAKY,
-        "--invoke",
-        "retry-then-succeed",
-        "99",
-        "--max-attempts",
-        "2",
-    ]);
-    assert_eq!(attempts_of(&run), 2);
-    let run = scratch.run(&[
-        workflow,
-        "--step",
-        artifacts::FLAKY,
-        "--invoke",
-        "retry-then-succeed",
-        "99",
-        "--max-attempts",
-        "2",
-        "--max-attempts",
-        "flaky=4",
-    ]);
-    assert_eq!(attempts_of(&run), 4);
+    assert_eq!(attempts_of(&run("cli-all", &["--max-attempts", "2"])), 2);
+    assert_eq!(attempts_of(&run("cli-step", &["--max-attempts", "2", "--max-attempts", "flaky=4"])), 4);
 
     // --config replaces the manifest beside the component.
     let other = scratch.path().join("other.toml");
     fs::write(&other, "[steps.\"guests:flaky/steps.flaky\"]\nmax-attempts = 1\n").unwrap();
-    let run = scratch.run(&[
-        workflow,
-        "--step",
-        artifacts::FLAKY,
-        "--invoke",
-        "retry-then-succeed",
-        "99",
-        "--config",
-        other.to_str().unwrap(),
-        "--interval",
-        "1ms",
-    ]);
-    assert_eq!(attempts_of(&run), 1);
-    assert!(run.success().contains("attempts: 1,"));
+    let config = run("config", &["--config", other.to_str().unwrap(), "--interval", "1ms"]);
+    assert_eq!(attempts_of(&config), 1);
+    assert!(config.success().contains("attempts: 1,"));
 }
 
 #[tokio::test]

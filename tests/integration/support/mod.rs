@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sqlx::Row as _;
+use stepbox::journal::{AttemptRecord, Journal, StepCallRecord, WorkflowStatus};
 
 pub use stepbox_test_artifacts as artifacts;
 
@@ -104,92 +105,51 @@ impl Scratch {
     }
 }
 
-/// One row of `step_attempts`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attempt {
-    pub seq: i64,
-    pub attempt: i64,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-    pub outcome: Option<String>,
-    pub kind: Option<String>,
-    pub message: Option<String>,
-    pub next_delay_ms: Option<i64>,
-}
-
-/// One row of `step_calls`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepCall {
-    pub seq: i64,
-    pub step: String,
-    pub input: String,
-    pub status: String,
-    pub output: Option<String>,
-    pub attempts: i64,
-}
-
-/// The rows the journal at `target` holds for one workflow.
+/// The rows the journal holds for one workflow.
 pub struct Rows {
+    /// `(status, output)` of the workflow row.
     pub workflow: Option<(String, Option<String>)>,
-    pub calls: Vec<StepCall>,
-    pub attempts: Vec<Attempt>,
+    pub calls: Vec<StepCallRecord>,
+    pub attempts: Vec<AttemptRecord>,
 }
 
-/// Reads a workflow's rows from a journal (SQLite path or postgres URL) with plain SQL.
+/// Reads a workflow's rows from a journal (SQLite path or postgres URL).
 pub async fn rows(target: &str, workflow_id: &str) -> Rows {
+    let journal = Journal::open(target).await.expect("the journal opens");
+    let workflow = journal.workflow(workflow_id).await.expect("workflow row").map(|record| {
+        let status = match record.status {
+            WorkflowStatus::Running => "running",
+            WorkflowStatus::Succeeded => "succeeded",
+            WorkflowStatus::Failed => "failed",
+        };
+        (status.to_string(), record.output)
+    });
+    let calls = journal.step_calls(workflow_id).await.expect("step_calls rows");
+    let attempts = journal.attempts(workflow_id).await.expect("step_attempts rows");
+    // Cross-check the reader against plain SQL on the same table.
+    let counted = count_attempts(target, workflow_id).await;
+    assert_eq!(counted, attempts.len(), "plain SQL and the journal reader disagree");
+    Rows { workflow, calls, attempts }
+}
+
+/// `SELECT count(*)` of a workflow's attempt rows, without the library's reader.
+async fn count_attempts(target: &str, workflow_id: &str) -> usize {
     sqlx::any::install_default_drivers();
     let url = if target.starts_with("postgres") { target.to_string() } else { format!("sqlite://{target}?mode=ro") };
     let pool = sqlx::AnyPool::connect(&url).await.expect("journal opens");
-    let workflow = sqlx::query("SELECT status, output FROM workflows WHERE id = $1")
+    let count: i64 = sqlx::query("SELECT count(*) AS n FROM step_attempts WHERE workflow_id = $1")
         .bind(workflow_id)
-        .fetch_optional(&pool)
+        .fetch_one(&pool)
         .await
-        .expect("workflow query")
-        .map(|row| (row.get::<String, _>("status"), row.get::<Option<String>, _>("output")));
-    let calls = sqlx::query(
-        "SELECT seq, step, input, status, output, attempts FROM step_calls WHERE workflow_id = $1 ORDER BY seq",
-    )
-    .bind(workflow_id)
-    .fetch_all(&pool)
-    .await
-    .expect("step_calls query")
-    .iter()
-    .map(|row| StepCall {
-        seq: row.get("seq"),
-        step: row.get("step"),
-        input: row.get("input"),
-        status: row.get("status"),
-        output: row.get("output"),
-        attempts: row.get("attempts"),
-    })
-    .collect();
-    let attempts = sqlx::query(
-        "SELECT seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms \
-         FROM step_attempts WHERE workflow_id = $1 ORDER BY seq, attempt",
-    )
-    .bind(workflow_id)
-    .fetch_all(&pool)
-    .await
-    .expect("step_attempts query")
-    .iter()
-    .map(|row| Attempt {
-        seq: row.get("seq"),
-        attempt: row.get("attempt"),
-        started_at: row.get("started_at"),
-        finished_at: row.get("finished_at"),
-        outcome: row.get("outcome"),
-        kind: row.get("kind"),
-        message: row.get("message"),
-        next_delay_ms: row.get("next_delay_ms"),
-    })
-    .collect();
+        .expect("count query")
+        .get("n");
     pool.close().await;
-    Rows { workflow, calls, attempts }
+    usize::try_from(count).expect("a count is not negative")
 }
 
 /// Asserts the waits between consecutive attempts: each gap (next start minus
 /// previous finish, in ms) is at least the planned delay and at most `slack` more.
-pub fn assert_gaps(attempts: &[Attempt], planned_ms: &[i64], slack_ms: i64) {
+pub fn assert_gaps(attempts: &[AttemptRecord], planned_ms: &[i64], slack_ms: i64) {
     assert_eq!(attempts.len(), planned_ms.len() + 1, "attempts: {attempts:#?}");
     for (pair, planned) in attempts.windows(2).zip(planned_ms) {
         let finished = pair[0].finished_at.expect("a failed attempt has a finish time");
