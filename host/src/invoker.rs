@@ -1,30 +1,62 @@
-//! One step call, end to end: journal it, run each attempt in a fresh
-//! instance, classify the outcome, back off, and hand the workflow the value,
-//! the step's permanent error, or `retries-exhausted`.
+//! One step call, end to end: replay it from the journal if it finished,
+//! continue its attempts if it was interrupted, else journal it; run each
+//! attempt in a fresh instance, classify the outcome, back off, and hand the
+//! workflow the value, the step's permanent error, or `retries-exhausted`.
 //!
 //! Write ordering (the journal is the source of truth):
 //! 1. the step call row is committed before the first attempt;
 //! 2. each attempt row is committed before the guest starts running;
 //! 3. an attempt's outcome (and, when it ends the call, the call's output) is
 //!    committed in one transaction before the workflow sees the value or the
-//!    host starts waiting for the next attempt.
+//!    host starts waiting for the next attempt; the wait's length is in that
+//!    row, so a restarted host waits only what remains of it.
 
 use std::time::{Duration, Instant};
 
+use wasmtime::component::types::Type;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
-use crate::journal::{AttemptOutcome, Journal, JournalError, StepCallStatus};
+use crate::journal::{self, AttemptOutcome, AttemptRecord, Journal, JournalError, StepCallStatus};
 use crate::retry::RetryPolicy;
 use crate::sandbox::{FailureKind, GuestState, Sandbox, StepStatus};
 use crate::step_name::StepName;
 use crate::values::{self, AttemptFailure, Returned};
 
-/// A step function ready to be called: its component, export and policy.
+/// A step function ready to be called: its component, export, result type and policy.
 pub struct StepTarget {
     pub name: StepName,
     pub pre: InstancePre<GuestState>,
     pub export: ComponentExportIndex,
+    /// The step's `result<T, E>`, to read journaled outputs back.
+    pub result_type: Type,
     pub policy: RetryPolicy,
+}
+
+/// A step call could not be made; the workflow stops without being marked failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(
+        "non-determinism in workflow {workflow_id}: step call {seq} is `{now}` now, but the journal recorded \
+         `{recorded}` for it. The workflow must make the same step calls, with the same arguments, on every \
+         replay; resume it with the component and inputs it started with"
+    )]
+    NonDeterminism { workflow_id: String, seq: i64, recorded: String, now: String },
+    #[error("the journaled output of step call {seq} ({step}) does not fit its result type: {message}")]
+    UnreadableOutput { seq: i64, step: String, message: String },
+}
+
+/// Where an interrupted call picks up.
+struct Progress {
+    max_attempts: u32,
+    /// The number of the next attempt (or of the interrupted one).
+    attempt: u32,
+    failures: Vec<AttemptFailure>,
+    /// An attempt that started but never finished: it counts as failed.
+    interrupted: bool,
+    /// Wall-clock ms at which the next attempt is due.
+    due_at: Option<i64>,
 }
 
 /// Runs step calls against the journal and the sandbox.
@@ -39,51 +71,101 @@ impl Invoker {
         Self { journal, sandbox }
     }
 
-    /// Calls `target` as call `seq` of `workflow_id`. Only a journal failure
-    /// is an error; every guest failure becomes a value for the workflow.
+    /// Calls `target` as call `seq` of `workflow_id`. Guest failures become
+    /// values for the workflow; only the journal and replay can fail the call.
     pub async fn call(
         &self,
         workflow_id: &str,
         seq: i64,
         target: &StepTarget,
         params: &[Val],
-    ) -> Result<Val, JournalError> {
+    ) -> Result<Val, InvokeError> {
         let step = target.name.to_string();
         let short = &target.name.function;
-        let policy = target.policy;
+        let input = values::to_wave_tuple(params);
         let journal = &self.journal;
-        journal.start_step_call(workflow_id, seq, &step, &values::to_wave_tuple(params), policy.max_attempts).await?;
-        let mut failures = Vec::new();
-        let mut attempt = 1;
+        let mut progress = match journal.step_call(workflow_id, seq).await? {
+            Some(call) if call.step != step || call.input != input => {
+                return Err(InvokeError::NonDeterminism {
+                    workflow_id: workflow_id.to_string(),
+                    seq,
+                    recorded: format!("{}{}", call.step, call.input),
+                    now: format!("{step}{input}"),
+                });
+            }
+            Some(call) if call.status != "running" => {
+                let output = call.output.unwrap_or_default();
+                let value = Val::from_wave(&target.result_type, &output).map_err(|error| {
+                    InvokeError::UnreadableOutput { seq, step: step.clone(), message: error.to_string() }
+                })?;
+                tracing::debug!(source = "host", "Step {short} (call {seq}) replayed from the journal: {output}");
+                return Ok(value);
+            }
+            Some(call) => {
+                let max_attempts = u32::try_from(call.max_attempts).unwrap_or(target.policy.max_attempts);
+                let attempts = journal.call_attempts(workflow_id, seq).await?;
+                let progress = resume(&attempts, max_attempts);
+                tracing::info!(
+                    source = "host",
+                    "Step {short} (call {seq}) resumes at attempt {} of {max_attempts}",
+                    progress.attempt
+                );
+                progress
+            }
+            None => {
+                journal.start_step_call(workflow_id, seq, &step, &input, target.policy.max_attempts).await?;
+                Progress {
+                    max_attempts: target.policy.max_attempts,
+                    attempt: 1,
+                    failures: Vec::new(),
+                    interrupted: false,
+                    due_at: None,
+                }
+            }
+        };
+        let policy = RetryPolicy { max_attempts: progress.max_attempts, ..target.policy };
         loop {
-            journal.start_attempt(workflow_id, seq, attempt).await?;
-            let started = Instant::now();
-            let status = StepStatus { workflow_id: workflow_id.to_string(), step: step.clone(), attempt, policy };
-            let result = self.sandbox.call_step(&target.pre, &target.export, status, params).await;
-            let elapsed = started.elapsed();
-            let (kind, message) = match result {
-                Ok(value) => match values::classify(&value) {
-                    Returned::Ok => {
-                        self.finish(workflow_id, seq, attempt, "ok", StepCallStatus::Succeeded, &value).await?;
-                        tracing::debug!(source = "host", "Step {short} succeeded on attempt {attempt} in {elapsed:?}");
-                        return Ok(value);
-                    }
-                    Returned::Permanent => {
-                        let output =
-                            self.finish(workflow_id, seq, attempt, "permanent", StepCallStatus::Failed, &value).await?;
-                        tracing::warn!(
-                            source = "host",
-                            "Step {short} returned a permanent error, not retried: {output}"
-                        );
-                        return Ok(value);
-                    }
-                    Returned::Error(message) => (FailureKind::ReturnedError, message),
-                },
-                Err(failure) => (failure.kind, failure.message),
+            let attempt = progress.attempt;
+            let (kind, message, elapsed) = if std::mem::take(&mut progress.interrupted) {
+                let message = "the host stopped while this attempt was running".to_string();
+                (FailureKind::Interrupted, message, Duration::ZERO)
+            } else {
+                if let Some(due_at) = progress.due_at.take() {
+                    wait_until(due_at, short, attempt).await;
+                }
+                journal.start_attempt(workflow_id, seq, attempt).await?;
+                let started = Instant::now();
+                let status = StepStatus { workflow_id: workflow_id.to_string(), step: step.clone(), attempt, policy };
+                let result = self.sandbox.call_step(&target.pre, &target.export, status, params).await;
+                let elapsed = started.elapsed();
+                match result {
+                    Ok(value) => match values::classify(&value) {
+                        Returned::Ok => {
+                            self.finish(workflow_id, seq, attempt, "ok", StepCallStatus::Succeeded, &value).await?;
+                            tracing::debug!(
+                                source = "host",
+                                "Step {short} succeeded on attempt {attempt} in {elapsed:?}"
+                            );
+                            return Ok(value);
+                        }
+                        Returned::Permanent => {
+                            let output = self
+                                .finish(workflow_id, seq, attempt, "permanent", StepCallStatus::Failed, &value)
+                                .await?;
+                            tracing::warn!(
+                                source = "host",
+                                "Step {short} returned a permanent error, not retried: {output}"
+                            );
+                            return Ok(value);
+                        }
+                        Returned::Error(message) => (FailureKind::ReturnedError, message, elapsed),
+                    },
+                    Err(failure) => (failure.kind, failure.message, elapsed),
+                }
             };
-            failures.push(AttemptFailure { attempt, kind: kind.as_str(), message: message.clone(), elapsed });
+            progress.failures.push(AttemptFailure { attempt, kind: kind.as_str(), message: message.clone(), elapsed });
             let Some(delay) = policy.delay_after(attempt, jitter_unit(&policy)) else {
-                let value = values::exhausted(&step, &failures);
+                let value = values::exhausted(&step, &progress.failures);
                 let output = values::to_wave(&value);
                 let outcome = outcome("failed", Some(kind), Some(message.clone()), None);
                 journal
@@ -108,12 +190,10 @@ impl Invoker {
                 indent(&format!("{}: {message}", kind.as_str()))
             );
             tokio::time::sleep(delay).await;
-            attempt += 1;
+            progress.attempt += 1;
         }
     }
-}
 
-impl Invoker {
     /// Journals an attempt that ended the call with `value`; returns the value as WAVE.
     async fn finish(
         &self,
@@ -129,6 +209,47 @@ impl Invoker {
         let outcome = outcome(outcome_name, None, message, None);
         self.journal.finish_attempt(workflow_id, seq, attempt, &outcome, Some((status, &output))).await?;
         Ok(output)
+    }
+}
+
+/// Rebuilds an interrupted call's state from its attempt rows: the failures
+/// so far, the next attempt's number, and when its backoff wait ends.
+fn resume(attempts: &[AttemptRecord], max_attempts: u32) -> Progress {
+    let mut progress = Progress { max_attempts, attempt: 1, failures: Vec::new(), interrupted: false, due_at: None };
+    for row in attempts {
+        let number = u32::try_from(row.attempt).unwrap_or(u32::MAX);
+        match row.finished_at {
+            Some(finished_at) => {
+                progress.failures.push(AttemptFailure {
+                    attempt: number,
+                    kind: FailureKind::parse(row.kind.as_deref().unwrap_or_default()).as_str(),
+                    message: row.message.clone().unwrap_or_default(),
+                    elapsed: Duration::from_millis(u64::try_from(finished_at - row.started_at).unwrap_or(0)),
+                });
+                progress.due_at = row.next_delay_ms.map(|delay| finished_at + delay);
+                progress.attempt = number.saturating_add(1);
+            }
+            None => {
+                progress.interrupted = true;
+                progress.due_at = None;
+                progress.attempt = number;
+            }
+        }
+    }
+    progress
+}
+
+/// Sleeps until the wall-clock time `due_at` (ms), if it is still ahead.
+async fn wait_until(due_at: i64, step: &str, attempt: u32) {
+    let remaining = due_at - journal::now_ms();
+    if remaining > 0 {
+        let remaining = Duration::from_millis(u64::try_from(remaining).unwrap_or(0));
+        tracing::info!(
+            source = "host",
+            "Step {step} waits the remaining {} of its backoff before attempt {attempt}",
+            humantime::format_duration(remaining)
+        );
+        tokio::time::sleep(remaining).await;
     }
 }
 
@@ -152,4 +273,44 @@ fn round_to_millis(delay: Duration) -> Duration {
 
 fn indent(text: &str) -> String {
     text.lines().map(|line| format!("    {line}")).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(attempt: i64, started_at: i64, finished: Option<(i64, &str, Option<i64>)>) -> AttemptRecord {
+        AttemptRecord {
+            seq: 1,
+            attempt,
+            started_at,
+            finished_at: finished.map(|f| f.0),
+            outcome: finished.map(|_| "failed".to_string()),
+            kind: finished.map(|f| f.1.to_string()),
+            message: finished.map(|_| "boom".to_string()),
+            next_delay_ms: finished.and_then(|f| f.2),
+        }
+    }
+
+    #[test]
+    fn resume_continues_after_the_last_finished_attempt_at_its_planned_time() {
+        let progress = resume(&[row(1, 100, Some((150, "returned-error", Some(1000))))], 3);
+        assert_eq!((progress.attempt, progress.interrupted, progress.due_at), (2, false, Some(1150)));
+        assert_eq!(progress.failures.len(), 1);
+        assert_eq!(progress.failures[0].elapsed, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn an_unfinished_attempt_is_interrupted_and_keeps_its_number() {
+        let rows = [row(1, 100, Some((150, "trapped", Some(10)))), row(2, 200, None)];
+        let progress = resume(&rows, 3);
+        assert_eq!((progress.attempt, progress.interrupted, progress.due_at), (2, true, None));
+        assert_eq!(progress.failures[0].kind, "trapped");
+    }
+
+    #[test]
+    fn a_call_with_no_attempt_yet_starts_at_one() {
+        let progress = resume(&[], 3);
+        assert_eq!((progress.attempt, progress.interrupted, progress.failures.len()), (1, false, 0));
+    }
 }

@@ -38,7 +38,8 @@ pub enum WorkflowStatus {
 }
 
 impl WorkflowStatus {
-    fn as_str(self) -> &'static str {
+    /// The value stored in `workflows.status`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
@@ -46,11 +47,13 @@ impl WorkflowStatus {
         }
     }
 
-    fn parse(text: &str) -> Self {
+    /// Reads `workflows.status`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
         match text {
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            _ => Self::Running,
+            "running" => Some(Self::Running),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            _ => None,
         }
     }
 }
@@ -66,7 +69,8 @@ pub enum StepCallStatus {
 }
 
 impl StepCallStatus {
-    fn as_str(self) -> &'static str {
+    /// The value stored in `step_calls.status`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
@@ -98,10 +102,15 @@ pub struct WorkflowRecord {
     pub status: WorkflowStatus,
     pub output: Option<String>,
     pub error: Option<String>,
+    /// The run options as JSON, enough to resume without the command line.
+    pub options: String,
+    pub executor: String,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 /// A step call row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepCallRecord {
     pub seq: i64,
     pub step: String,
@@ -115,7 +124,7 @@ pub struct StepCallRecord {
 }
 
 /// An attempt row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AttemptRecord {
     pub seq: i64,
     pub attempt: i64,
@@ -181,8 +190,8 @@ impl Journal {
     /// The workflow `id`, if it was ever started.
     pub async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, JournalError> {
         let row = sqlx::query(
-            "SELECT id, component, component_digest, entry, input, status, output, error \
-             FROM workflows WHERE id = $1",
+            "SELECT id, component, component_digest, entry, input, status, output, error, options, executor, \
+             created_at, updated_at FROM workflows WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -191,45 +200,122 @@ impl Journal {
         row.map(|row| workflow_record(&row)).transpose().map_err(self.read_error("workflow"))
     }
 
-    /// Records a workflow as running before any of its code runs.
-    pub async fn create_workflow(&self, workflow: &WorkflowRecord, executor: &str) -> Result<(), JournalError> {
+    /// Records a workflow as running, owned by `workflow.executor` until
+    /// `lease_until`, before any of its code runs. False if the id exists.
+    pub async fn create_workflow(&self, workflow: &WorkflowRecord, lease_until: i64) -> Result<bool, JournalError> {
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO workflows (id, component, component_digest, entry, input, status, executor, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        let result = sqlx::query(
+            "INSERT INTO workflows (id, component, component_digest, entry, input, status, options, executor, \
+             lease_expires_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, $9) \
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(&workflow.id)
         .bind(&workflow.component)
         .bind(&workflow.component_digest)
         .bind(&workflow.entry)
         .bind(&workflow.input)
-        .bind(WorkflowStatus::Running.as_str())
-        .bind(executor)
+        .bind(&workflow.options)
+        .bind(&workflow.executor)
+        .bind(lease_until)
         .bind(now)
         .execute(&self.pool)
         .await
         .map_err(self.write_error("create workflow"))?;
-        Ok(())
+        Ok(result.rows_affected() == 1)
     }
 
-    /// Records how a workflow ended; done before its output is shown.
+    /// Takes over a running workflow whose lease has expired (or that
+    /// `executor` already owns). False when another live executor owns it.
+    pub async fn claim_workflow(&self, id: &str, executor: &str, lease_until: i64) -> Result<bool, JournalError> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "UPDATE workflows SET executor = $1, lease_expires_at = $2, updated_at = $3 \
+             WHERE id = $4 AND status = 'running' \
+             AND (executor = $1 OR lease_expires_at IS NULL OR lease_expires_at < $3)",
+        )
+        .bind(executor)
+        .bind(lease_until)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(self.write_error("claim workflow"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Extends `executor`'s lease; false if it no longer owns the workflow.
+    pub async fn renew_lease(&self, id: &str, executor: &str, lease_until: i64) -> Result<bool, JournalError> {
+        let result = sqlx::query(
+            "UPDATE workflows SET lease_expires_at = $1 WHERE id = $2 AND executor = $3 AND status = 'running'",
+        )
+        .bind(lease_until)
+        .bind(id)
+        .bind(executor)
+        .execute(&self.pool)
+        .await
+        .map_err(self.write_error("renew lease"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Running workflows whose owner's lease has expired: interrupted, free to resume.
+    pub async fn interrupted_workflows(&self) -> Result<Vec<String>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT id FROM workflows WHERE status = 'running' \
+             AND (lease_expires_at IS NULL OR lease_expires_at < $1) ORDER BY created_at",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.read_error("interrupted workflows"))?;
+        rows.iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()
+            .map_err(self.read_error("interrupted workflows"))
+    }
+
+    /// Workflows, newest first, optionally only those with `status`.
+    pub async fn list_workflows(
+        &self,
+        status: Option<WorkflowStatus>,
+        limit: i64,
+    ) -> Result<Vec<WorkflowRecord>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT id, component, component_digest, entry, input, status, output, error, options, executor, \
+             created_at, updated_at FROM workflows WHERE ($1 = '' OR status = $1) \
+             ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(status.map_or("", WorkflowStatus::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.read_error("workflows"))?;
+        rows.iter().map(workflow_record).collect::<Result<_, _>>().map_err(self.read_error("workflows"))
+    }
+
+    /// Records how a workflow ended, if `executor` still owns it; done
+    /// before its output is shown. False if the lease was lost.
     pub async fn finish_workflow(
         &self,
         id: &str,
+        executor: &str,
         status: WorkflowStatus,
         output: Option<&str>,
         error: Option<&str>,
-    ) -> Result<(), JournalError> {
-        sqlx::query("UPDATE workflows SET status = $1, output = $2, error = $3, updated_at = $4 WHERE id = $5")
-            .bind(status.as_str())
-            .bind(output)
-            .bind(error)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(self.write_error("finish workflow"))?;
-        Ok(())
+    ) -> Result<bool, JournalError> {
+        let result = sqlx::query(
+            "UPDATE workflows SET status = $1, output = $2, error = $3, updated_at = $4, lease_expires_at = NULL \
+             WHERE id = $5 AND executor = $6 AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(output)
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .bind(executor)
+        .execute(&self.pool)
+        .await
+        .map_err(self.write_error("finish workflow"))?;
+        Ok(result.rows_affected() == 1)
     }
 
     /// Records that the workflow called `step`, before its first attempt.
@@ -326,58 +412,76 @@ impl Journal {
 
     /// The step calls of a workflow, in call order.
     pub async fn step_calls(&self, workflow_id: &str) -> Result<Vec<StepCallRecord>, JournalError> {
+        self.read_step_calls(workflow_id, None).await
+    }
+
+    /// Step call `seq` of a workflow, if it was made.
+    pub async fn step_call(&self, workflow_id: &str, seq: i64) -> Result<Option<StepCallRecord>, JournalError> {
+        Ok(self.read_step_calls(workflow_id, Some(seq)).await?.pop())
+    }
+
+    async fn read_step_calls(&self, workflow_id: &str, seq: Option<i64>) -> Result<Vec<StepCallRecord>, JournalError> {
         let rows = sqlx::query(
             "SELECT seq, step, input, status, output, attempts, max_attempts, started_at, finished_at \
-             FROM step_calls WHERE workflow_id = $1 ORDER BY seq",
+             FROM step_calls WHERE workflow_id = $1 AND ($2 < 0 OR seq = $2) ORDER BY seq",
         )
         .bind(workflow_id)
+        .bind(seq.unwrap_or(-1))
         .fetch_all(&self.pool)
         .await
         .map_err(self.read_error("step calls"))?;
-        rows.iter()
-            .map(|row| {
-                Ok(StepCallRecord {
-                    seq: row.try_get("seq")?,
-                    step: row.try_get("step")?,
-                    input: row.try_get("input")?,
-                    status: row.try_get("status")?,
-                    output: row.try_get("output")?,
-                    attempts: row.try_get("attempts")?,
-                    max_attempts: row.try_get("max_attempts")?,
-                    started_at: row.try_get("started_at")?,
-                    finished_at: row.try_get("finished_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(self.read_error("step calls"))
+        rows.iter().map(step_call_record).collect::<Result<_, _>>().map_err(self.read_error("step calls"))
     }
 
     /// Every attempt of a workflow, by call and attempt number.
     pub async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, JournalError> {
+        self.read_attempts(workflow_id, None).await
+    }
+
+    /// The attempts of step call `seq`, in order.
+    pub async fn call_attempts(&self, workflow_id: &str, seq: i64) -> Result<Vec<AttemptRecord>, JournalError> {
+        self.read_attempts(workflow_id, Some(seq)).await
+    }
+
+    async fn read_attempts(&self, workflow_id: &str, seq: Option<i64>) -> Result<Vec<AttemptRecord>, JournalError> {
         let rows = sqlx::query(
             "SELECT seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms \
-             FROM step_attempts WHERE workflow_id = $1 ORDER BY seq, attempt",
+             FROM step_attempts WHERE workflow_id = $1 AND ($2 < 0 OR seq = $2) ORDER BY seq, attempt",
         )
         .bind(workflow_id)
+        .bind(seq.unwrap_or(-1))
         .fetch_all(&self.pool)
         .await
         .map_err(self.read_error("attempts"))?;
-        rows.iter()
-            .map(|row| {
-                Ok(AttemptRecord {
-                    seq: row.try_get("seq")?,
-                    attempt: row.try_get("attempt")?,
-                    started_at: row.try_get("started_at")?,
-                    finished_at: row.try_get("finished_at")?,
-                    outcome: row.try_get("outcome")?,
-                    kind: row.try_get("kind")?,
-                    message: row.try_get("message")?,
-                    next_delay_ms: row.try_get("next_delay_ms")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(self.read_error("attempts"))
+        rows.iter().map(attempt_record).collect::<Result<_, _>>().map_err(self.read_error("attempts"))
     }
+}
+
+fn step_call_record(row: &AnyRow) -> Result<StepCallRecord, sqlx::Error> {
+    Ok(StepCallRecord {
+        seq: row.try_get("seq")?,
+        step: row.try_get("step")?,
+        input: row.try_get("input")?,
+        status: row.try_get("status")?,
+        output: row.try_get("output")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn attempt_record(row: &AnyRow) -> Result<AttemptRecord, sqlx::Error> {
+    Ok(AttemptRecord {
+        seq: row.try_get("seq")?,
+        attempt: row.try_get("attempt")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        outcome: row.try_get("outcome")?,
+        kind: row.try_get("kind")?,
+        message: row.try_get("message")?,
+        next_delay_ms: row.try_get("next_delay_ms")?,
+    })
 }
 
 fn workflow_record(row: &AnyRow) -> Result<WorkflowRecord, sqlx::Error> {
@@ -387,9 +491,17 @@ fn workflow_record(row: &AnyRow) -> Result<WorkflowRecord, sqlx::Error> {
         component_digest: row.try_get("component_digest")?,
         entry: row.try_get("entry")?,
         input: row.try_get("input")?,
-        status: WorkflowStatus::parse(&row.try_get::<String, _>("status")?),
+        status: {
+            let status: String = row.try_get("status")?;
+            WorkflowStatus::parse(&status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown status {status:?}").into()))?
+        },
         output: row.try_get("output")?,
         error: row.try_get("error")?,
+        options: row.try_get("options")?,
+        executor: row.try_get("executor")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod linking;
 pub mod logging;
 pub mod manifest;
 pub mod policy;
+pub mod report;
 pub mod retry;
 pub mod runtime;
 pub mod sandbox;

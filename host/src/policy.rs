@@ -4,21 +4,34 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::retry::{PolicyError, RetryPolicy};
 use crate::step_name::StepName;
 
 /// Policy fields one source sets; unset fields fall through to the level below.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PolicyOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "duration_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interval: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff_rate: Option<f64>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "duration_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_interval: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jitter: Option<f64>,
 }
 
@@ -41,6 +54,14 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
     parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
+/// Writes durations the way [`duration`] reads them.
+fn duration_text<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(duration) => serializer.serialize_str(&humantime::format_duration(*duration).to_string()),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// Parses "250ms", "1s", "1h 30m"; the error says what is accepted.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
@@ -48,7 +69,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// One source of policy (the manifest, the command line).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct PolicyLayer {
     /// Where it came from, for error messages: a file path or "command line".
     pub origin: String,
@@ -192,6 +213,18 @@ mod tests {
         layers.push(layer("m.toml", attempts(0), &[]));
         let error = layers.resolve(&provision()).unwrap_err();
         assert!(error.to_string().starts_with("m.toml gives step `example:provision/steps.provision`"), "{error}");
+    }
+
+    #[test]
+    fn a_layer_round_trips_through_json() {
+        let layer = layer(
+            "command line",
+            attempts(2),
+            &[("provision", PolicyOverrides { interval: Some(Duration::from_millis(1500)), ..Default::default() })],
+        );
+        let text = serde_json::to_string(&layer).unwrap();
+        assert!(text.contains(r#""interval":"1s 500ms""#), "{text}");
+        assert_eq!(serde_json::from_str::<PolicyLayer>(&text).unwrap(), layer);
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! the workflow, call its entry function, record and return its output.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Val};
@@ -11,8 +15,8 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, 
 use crate::cache::{ComponentLoader, LoadError, LoadedComponent};
 use crate::engine;
 use crate::host_api;
-use crate::invoker::{Invoker, StepTarget};
-use crate::journal::{Journal, JournalError, WorkflowRecord, WorkflowStatus};
+use crate::invoker::{InvokeError, Invoker, StepTarget};
+use crate::journal::{self, Journal, JournalError, WorkflowRecord, WorkflowStatus};
 use crate::linking::{self, LinkError, Plan, WORKFLOW};
 use crate::manifest::{Manifest, ManifestError};
 use crate::policy::{PolicyLayer, PolicyLayers, PolicyResolveError};
@@ -22,7 +26,7 @@ use crate::step_name::StepName;
 use crate::values::{self, ArgumentError};
 
 /// Everything `host run` needs to know.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     pub workflow: PathBuf,
     pub steps: Vec<PathBuf>,
@@ -38,6 +42,23 @@ pub struct RunOptions {
     pub cli_policy: PolicyLayer,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// How long this process owns the workflow without renewing; a crashed
+    /// owner's workflow can be resumed once it lapses.
+    pub lease: Duration,
+}
+
+/// The default `--lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// What the journal keeps of the options, to resume a workflow without its command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RecordedOptions {
+    workflow: PathBuf,
+    steps: Vec<PathBuf>,
+    invoke: Option<String>,
+    arguments: Vec<String>,
+    config: Option<PathBuf>,
+    cli_policy: PolicyLayer,
 }
 
 /// A workflow that ran to the end (its own result may still be an `err`).
@@ -69,24 +90,44 @@ pub enum RunError {
     Instantiate { component: String, message: String },
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+    #[error("no workflow {id} in the journal {journal}")]
+    UnknownWorkflow { id: String, journal: String },
     #[error(
-        "workflow {id} is already in the journal with status `running` (another process runs it, or it \
-         was interrupted); resuming interrupted workflows is not supported yet, so pick another --id"
+        "workflow {id} was started with {field} {recorded}, not {given}; a workflow resumes only with what it          started with (use `host resume {id}`, or another --id for a new workflow)"
     )]
-    AlreadyRunning { id: String },
+    Conflict { id: String, field: &'static str, recorded: String, given: String },
+    #[error(
+        "workflow {id} is being run by {executor} (its lease is live); two processes never run one workflow. \
+         If that process is gone, resume after its lease expires"
+    )]
+    Owned { id: String, executor: String },
+    #[error("the journal of workflow {id} has options this host cannot read: {message}")]
+    UnreadableOptions { id: String, message: String },
+    #[error("workflow {id} stopped and can be resumed with `host resume {id}`: {source}")]
+    Interrupted { id: String, source: InvokeError },
+    #[error("workflow {id} stopped: this process lost its lease to another executor; nothing more was written")]
+    LeaseLost { id: String },
     #[error("workflow {id} failed: {message}")]
     WorkflowFailed { id: String, message: String },
 }
 
 impl RunError {
-    /// True when the workflow itself ran and failed, as opposed to bad input.
+    /// True when the workflow ran and stopped (failed or interrupted), as opposed to bad input.
     pub fn is_workflow_failure(&self) -> bool {
-        matches!(self, Self::WorkflowFailed { .. })
+        matches!(self, Self::WorkflowFailed { .. } | Self::Interrupted { .. } | Self::LeaseLost { .. })
     }
 }
 
-/// Runs the workflow described by `options` to completion.
-pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
+/// Components, plan, policies and arguments: everything checked before the journal is touched.
+struct Prepared {
+    engine: Engine,
+    components: Vec<LoadedComponent>,
+    plan: Plan,
+    policies: HashMap<StepName, RetryPolicy>,
+    arguments: Vec<Val>,
+}
+
+fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
     let engine = engine::new_engine().map_err(|error| RunError::Engine(format!("{error:#}")))?;
     let loader = ComponentLoader::new(&engine, options.cache_dir.clone());
     let mut components = vec![loader.load(&options.workflow)?];
@@ -94,15 +135,144 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
         components.push(loader.load(step)?);
     }
     let plan = linking::plan(&engine, &components, options.invoke.as_deref())?;
-    let policies = resolve_policies(&options, &plan)?;
+    let policies = resolve_policies(options, &plan)?;
     let arguments = values::parse_arguments(&plan.entry.name, &plan.entry.func, &options.arguments)?;
+    Ok(Prepared { engine, components, plan, policies, arguments })
+}
 
+/// Runs the workflow described by `options` to completion: a new one, or,
+/// for an `--id` the journal has as interrupted, continues it by replay.
+pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
+    let prepared = prepare(&options)?;
     let journal = Journal::open(&options.journal).await?;
-    let workflow_id = options.workflow_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    if let Some(existing) = journal.workflow(&workflow_id).await? {
+    let workflow = &prepared.components[WORKFLOW];
+    let recorded_options = RecordedOptions {
+        workflow: absolute(&options.workflow),
+        steps: options.steps.iter().map(|step| absolute(step)).collect(),
+        invoke: options.invoke.clone(),
+        arguments: options.arguments.clone(),
+        config: options.config.as_deref().map(absolute),
+        cli_policy: options.cli_policy.clone(),
+    };
+    let mut record = WorkflowRecord {
+        id: options.workflow_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        component: workflow.path.display().to_string(),
+        component_digest: workflow.digest.clone(),
+        entry: prepared.plan.entry.name.clone(),
+        input: values::to_wave_tuple(&prepared.arguments),
+        status: WorkflowStatus::Running,
+        output: None,
+        error: None,
+        options: serde_json::to_string(&recorded_options).unwrap_or_default(),
+        executor: executor(),
+        created_at: journal::now_ms(),
+        updated_at: journal::now_ms(),
+    };
+    let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
+    if journal.create_workflow(&record, journal::now_ms() + lease_ms).await? {
+        tracing::info!(
+            source = "host",
+            "Workflow {} started: {} {}{} (journal {})",
+            record.id,
+            workflow.path.display(),
+            record.entry,
+            record.input,
+            journal.location()
+        );
+    } else {
+        let existing = journal
+            .workflow(&record.id)
+            .await?
+            .ok_or_else(|| RunError::UnknownWorkflow { id: record.id.clone(), journal: journal.location().into() })?;
+        if existing.status != WorkflowStatus::Running {
+            return recorded(existing);
+        }
+        check_same(&existing, &record)?;
+        if !journal.claim_workflow(&record.id, &record.executor, journal::now_ms() + lease_ms).await? {
+            return Err(RunError::Owned { id: record.id, executor: existing.executor });
+        }
+        tracing::info!(source = "host", "Workflow {} resumes from its journal (replaying finished steps)", record.id);
+        record.created_at = existing.created_at;
+    }
+    execute(prepared, journal, record, options.lease).await
+}
+
+/// Continues workflow `id` with the options it was started with.
+pub async fn resume(
+    journal_url: &str,
+    id: &str,
+    cache_dir: Option<PathBuf>,
+    lease: Duration,
+) -> Result<RunOutcome, RunError> {
+    let journal = Journal::open(journal_url).await?;
+    let existing = journal
+        .workflow(id)
+        .await?
+        .ok_or_else(|| RunError::UnknownWorkflow { id: id.into(), journal: journal.location().into() })?;
+    if existing.status != WorkflowStatus::Running {
         return recorded(existing);
     }
+    let recorded_options: RecordedOptions = serde_json::from_str(&existing.options)
+        .map_err(|error| RunError::UnreadableOptions { id: id.into(), message: error.to_string() })?;
+    run(RunOptions {
+        workflow: recorded_options.workflow,
+        steps: recorded_options.steps,
+        journal: journal_url.to_string(),
+        workflow_id: Some(id.to_string()),
+        invoke: recorded_options.invoke,
+        arguments: recorded_options.arguments,
+        config: recorded_options.config,
+        cli_policy: recorded_options.cli_policy,
+        cache_dir,
+        lease,
+    })
+    .await
+}
 
+/// Continues every interrupted workflow of the journal that no live process owns, one after another.
+pub async fn recover(
+    journal_url: &str,
+    cache_dir: Option<PathBuf>,
+    lease: Duration,
+) -> Result<Vec<(String, Result<RunOutcome, RunError>)>, RunError> {
+    let journal = Journal::open(journal_url).await?;
+    let mut results = Vec::new();
+    for id in journal.interrupted_workflows().await? {
+        tracing::info!(source = "host", "Recovering workflow {id}");
+        let result = resume(journal_url, &id, cache_dir.clone(), lease).await;
+        results.push((id, result));
+    }
+    Ok(results)
+}
+
+/// Refuses to resume with another component, entry or input than the journal's.
+fn check_same(existing: &WorkflowRecord, given: &WorkflowRecord) -> Result<(), RunError> {
+    let fields = [
+        ("component digest", &existing.component_digest, &given.component_digest),
+        ("entry function", &existing.entry, &given.entry),
+        ("input", &existing.input, &given.input),
+    ];
+    for (field, recorded, now) in fields {
+        if recorded != now {
+            let (recorded, given) = if field == "component digest" {
+                (format!("{recorded} ({})", existing.component), format!("{now} ({})", given.component))
+            } else {
+                (recorded.clone(), now.clone())
+            };
+            return Err(RunError::Conflict { id: existing.id.clone(), field, recorded, given });
+        }
+    }
+    Ok(())
+}
+
+/// Links and calls the workflow this process now owns, renewing its lease meanwhile.
+async fn execute(
+    prepared: Prepared,
+    journal: Journal,
+    record: WorkflowRecord,
+    lease: Duration,
+) -> Result<RunOutcome, RunError> {
+    let Prepared { engine, components, plan, policies, arguments } = prepared;
     let sandbox = Sandbox::new(&engine, AttemptLimits::default());
     let targets = step_targets(&engine, &components, &plan, &policies)?;
     let invoker = Arc::new(Invoker::new(journal.clone(), sandbox.clone()));
@@ -110,67 +280,65 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
     let entry = export_index(&components[WORKFLOW].component, plan.entry.interface.as_deref(), &plan.entry.function)
         .ok_or_else(|| instantiate_error(&components[WORKFLOW], "the entry function is not exported".into()))?;
 
-    let workflow = &components[WORKFLOW];
-    let record = WorkflowRecord {
-        id: workflow_id.clone(),
-        component: workflow.path.display().to_string(),
-        component_digest: workflow.digest.clone(),
-        entry: plan.entry.name.clone(),
-        input: values::to_wave_tuple(&arguments),
-        status: WorkflowStatus::Running,
-        output: None,
-        error: None,
-    };
-    journal.create_workflow(&record, &executor()).await?;
-    tracing::info!(
-        source = "host",
-        "Workflow {workflow_id} started: {} {}{} (journal {})",
-        workflow.path.display(),
-        record.entry,
-        record.input,
-        journal.location()
-    );
-
-    let mut store = sandbox.store(Identity::Workflow { workflow_id: workflow_id.clone(), next_seq: 1 });
-    let result: wasmtime::Result<Vec<Val>> = async {
+    let id = record.id.clone();
+    let mut store =
+        sandbox.store(Identity::Workflow { workflow_id: id.clone(), next_seq: 1, started_at_ms: record.created_at });
+    let heartbeat = Heartbeat::start(journal.clone(), id.clone(), record.executor.clone(), lease);
+    let call = async {
         let instance = workflow_pre.instantiate_async(&mut store).await?;
         let func = instance
             .get_func(&mut store, entry)
             .ok_or_else(|| wasmtime::format_err!("the entry function is not exported"))?;
         let mut results = vec![Val::Bool(false); func.ty(&store).results().len()];
         func.call_async(&mut store, &arguments, &mut results).await?;
-        Ok(results)
-    }
-    .await;
-    match result {
+        wasmtime::Result::<Vec<Val>>::Ok(results)
+    };
+    let result = tokio::select! {
+        result = call => Some(result),
+        () = heartbeat.lost() => None,
+    };
+    heartbeat.stop();
+    let Some(result) = result else {
+        return Err(RunError::LeaseLost { id });
+    };
+    let (status, output, error) = match result {
         Ok(results) => {
             let output = match results.as_slice() {
                 [single] => values::to_wave(single),
                 many => values::to_wave_tuple(many),
             };
-            journal.finish_workflow(&workflow_id, WorkflowStatus::Succeeded, Some(&output), None).await?;
-            Ok(RunOutcome { workflow_id, output, recorded: false })
+            (WorkflowStatus::Succeeded, Some(output), None)
         }
-        Err(error) => {
-            let message = sandbox::describe_error(&error, store.data());
-            journal.finish_workflow(&workflow_id, WorkflowStatus::Failed, None, Some(&message)).await?;
-            Err(RunError::WorkflowFailed { id: workflow_id, message })
-        }
+        // The journal failed or replay diverged: the workflow is not failed,
+        // it stays `running` (its lease lapses) to be resumed.
+        Err(error) => match error.downcast::<InvokeError>() {
+            Ok(source) => return Err(RunError::Interrupted { id, source }),
+            Err(error) => (WorkflowStatus::Failed, None, Some(sandbox::describe_error(&error, store.data()))),
+        },
+    };
+    if !journal.finish_workflow(&id, &record.executor, status, output.as_deref(), error.as_deref()).await? {
+        return Err(RunError::LeaseLost { id });
+    }
+    match (output, error) {
+        (Some(output), _) => Ok(RunOutcome { workflow_id: id, output, recorded: false }),
+        (None, message) => Err(RunError::WorkflowFailed { id, message: message.unwrap_or_default() }),
     }
 }
 
-/// A workflow already in the journal: its recorded output, without running anything.
+/// A workflow already finished in the journal: its recorded output, without running anything.
 fn recorded(existing: WorkflowRecord) -> Result<RunOutcome, RunError> {
     match existing.status {
-        WorkflowStatus::Succeeded => {
-            Ok(RunOutcome { workflow_id: existing.id, output: existing.output.unwrap_or_default(), recorded: true })
-        }
         WorkflowStatus::Failed => Err(RunError::WorkflowFailed {
             id: existing.id,
             message: format!("(recorded) {}", existing.error.unwrap_or_default()),
         }),
-        WorkflowStatus::Running => Err(RunError::AlreadyRunning { id: existing.id }),
+        _ => Ok(RunOutcome { workflow_id: existing.id, output: existing.output.unwrap_or_default(), recorded: true }),
     }
+}
+
+/// `path` made absolute, so a recorded workflow can be resumed from any directory.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Each step's policy, from the manifest (or `--config`), then the command line.
@@ -256,7 +424,12 @@ fn step_targets(
                 .ok_or_else(|| instantiate_error(provider, format!("`{}` is not exported", function.name)))?;
             let policy = policies.get(&function.name).copied().unwrap_or_default();
             tracing::debug!(source = "host", "step {} from {}: {policy:?}", function.name, provider.path.display());
-            let target = StepTarget { name: function.name.clone(), pre: pre.clone(), export, policy };
+            let result_type = function
+                .func
+                .results()
+                .next()
+                .ok_or_else(|| instantiate_error(provider, format!("`{}` returns nothing", function.name)))?;
+            let target = StepTarget { name: function.name.clone(), pre: pre.clone(), export, result_type, policy };
             targets.push((function.name.clone(), Arc::new(target)));
         }
     }
@@ -289,7 +462,8 @@ fn workflow_pre(
                             .data_mut()
                             .next_step_call()
                             .ok_or_else(|| wasmtime::format_err!("only a workflow can call a step"))?;
-                        let value = invoker.call(&workflow_id, seq, &target, params).await?;
+                        let value =
+                            invoker.call(&workflow_id, seq, &target, params).await.map_err(wasmtime::Error::new)?;
                         if let Some(slot) = results.first_mut() {
                             *slot = value;
                         }
@@ -300,6 +474,46 @@ fn workflow_pre(
         }
     }
     linker.instantiate_pre(&workflow.component).map_err(fail)
+}
+
+/// Renews this process's lease on a workflow while it runs, and says when it was lost.
+struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+    lost: watch::Receiver<bool>,
+}
+
+impl Heartbeat {
+    fn start(journal: Journal, id: String, executor: String, lease: Duration) -> Self {
+        let (lost_tx, lost) = watch::channel(false);
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match journal.renew_lease(&id, &executor, journal::now_ms() + lease_ms).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(source = "host", "workflow {id}: another executor took over the lease");
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    Err(error) => tracing::warn!(source = "host", "cannot renew the lease of workflow {id}: {error}"),
+                }
+            }
+        });
+        Self { task, lost }
+    }
+
+    /// Completes when the lease is lost; never otherwise.
+    async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        if lost.wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
 }
 
 /// Who runs the workflow, recorded in the journal.

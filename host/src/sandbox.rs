@@ -2,12 +2,17 @@
 //! grants nothing, captured stdout/stderr, a memory limit and an epoch
 //! deadline. Knows wasmtime, nothing of SQL or retries.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+use sha2::{Digest as _, Sha256};
 
 use wasmtime::component::{ComponentExportIndex, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::engine;
 use crate::retry::RetryPolicy;
@@ -41,8 +46,54 @@ pub struct StepStatus {
 /// Who runs in a store: a workflow (which may call steps) or one step attempt.
 #[derive(Debug, Clone)]
 pub enum Identity {
-    Workflow { workflow_id: String, next_seq: i64 },
+    Workflow {
+        workflow_id: String,
+        next_seq: i64,
+        /// When the workflow was first started (ms): its clock on every replay.
+        started_at_ms: i64,
+    },
     Step(StepStatus),
+}
+
+/// A workflow's wall clock: the time it first started, on every replay.
+struct FrozenWallClock(Duration);
+
+impl HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// A workflow's monotonic clock: advances 1 ms per reading, the same on every replay.
+#[derive(Default)]
+struct ReplayMonotonicClock(AtomicU64);
+
+impl HostMonotonicClock for ReplayMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        self.0.fetch_add(1_000_000, Ordering::Relaxed)
+    }
+}
+
+/// Workflows get no ambient nondeterminism: clocks and randomness derive from
+/// the workflow id and start time, so a replay takes the same path.
+fn make_deterministic(builder: &mut WasiCtxBuilder, workflow_id: &str, started_at_ms: i64) {
+    let seed: [u8; 32] = Sha256::digest(workflow_id.as_bytes()).into();
+    let mut half = [0u8; 16];
+    half.copy_from_slice(&seed[..16]);
+    builder
+        .wall_clock(FrozenWallClock(Duration::from_millis(u64::try_from(started_at_ms).unwrap_or(0))))
+        .monotonic_clock(ReplayMonotonicClock::default())
+        .secure_random(StdRng::from_seed(seed))
+        .insecure_random(StdRng::from_seed(seed))
+        .insecure_random_seed(u128::from_le_bytes(half));
 }
 
 /// Denies memory growth past the limit and remembers that it did.
@@ -90,7 +141,7 @@ impl GuestState {
     /// The next step call of a workflow: its id and the call's sequence number.
     pub fn next_step_call(&mut self) -> Option<(String, i64)> {
         match &mut self.identity {
-            Identity::Workflow { workflow_id, next_seq } => {
+            Identity::Workflow { workflow_id, next_seq, .. } => {
                 let seq = *next_seq;
                 *next_seq += 1;
                 Some((workflow_id.clone(), seq))
@@ -112,6 +163,8 @@ pub enum FailureKind {
     Trapped,
     TimedOut,
     OutOfMemory,
+    /// The host stopped during the attempt (set on resume, not by the sandbox).
+    Interrupted,
 }
 
 impl FailureKind {
@@ -122,7 +175,16 @@ impl FailureKind {
             Self::Trapped => "trapped",
             Self::TimedOut => "timed-out",
             Self::OutOfMemory => "out-of-memory",
+            Self::Interrupted => "interrupted",
         }
+    }
+
+    /// Reads a journaled kind; unknown text counts as a trap.
+    pub fn parse(text: &str) -> Self {
+        [Self::ReturnedError, Self::TimedOut, Self::OutOfMemory, Self::Interrupted]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .unwrap_or(Self::Trapped)
     }
 }
 
@@ -151,13 +213,12 @@ impl Sandbox {
     pub fn store(&self, identity: Identity) -> Store<GuestState> {
         let stdout = MemoryOutputPipe::new(self.limits.max_output_bytes);
         let stderr = MemoryOutputPipe::new(self.limits.max_output_bytes);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout)
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let mut builder = WasiCtxBuilder::new();
+        builder.stdout(stdout).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        if let Identity::Workflow { workflow_id, started_at_ms, .. } = &identity {
+            make_deterministic(&mut builder, workflow_id, *started_at_ms);
+        }
+        let wasi = builder.build();
         let limiter = MemoryLimiter { max_memory_bytes: self.limits.max_memory_bytes, denied: false };
         let is_step = matches!(identity, Identity::Step(_));
         let mut store =

@@ -11,6 +11,7 @@ use std::process::Command;
 const GUESTS: &[(&str, &str)] = &[
     ("provision", "PROVISION"),
     ("retry-demo", "RETRY_DEMO"),
+    ("pipeline", "PIPELINE"),
     ("flaky", "FLAKY"),
     ("broken-convention", "BROKEN_CONVENTION"),
 ];

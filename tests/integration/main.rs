@@ -4,6 +4,7 @@
 mod support;
 
 mod cache;
+mod durability;
 mod errors;
 mod postgres;
 mod retries;

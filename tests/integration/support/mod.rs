@@ -58,17 +58,23 @@ pub fn host_in(dir: &Path, args: &[&str]) -> Run {
 
 /// As [`host_in`], with extra environment variables.
 pub fn host_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = host_command_line(dir);
+    command.arg("run").args(args).envs(env.iter().copied());
+    finish(command)
+}
+
+/// `host` in `dir` with a clean environment and the shared compile cache.
+fn host_command_line(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
     command
         .current_dir(dir)
-        .arg("run")
-        .args(args)
         .env_remove("STEPBOX_JOURNAL")
         .env_remove("RUST_LOG")
         .env("STEPBOX_CACHE_DIR", shared_cache());
-    for (key, value) in env {
-        command.env(key, value);
-    }
+    command
+}
+
+fn finish(mut command: Command) -> Run {
     let output = command.output().expect("the host binary runs");
     Run {
         code: output.status.code(),
@@ -219,4 +225,58 @@ impl Drop for PostgresDb {
             eprintln!("note: could not drop test database {}", self.name);
         }
     }
+}
+
+/// A `host` child process whose stderr goes to a file, so it survives a SIGKILL.
+pub struct Child {
+    pub process: std::process::Child,
+    stderr: PathBuf,
+}
+
+impl Child {
+    /// Starts `host ARGS...` in `dir` (the subcommand is part of `args`).
+    pub fn spawn(dir: &Path, args: &[&str]) -> Self {
+        let stderr = dir.join(format!("stderr-{}.log", uuid::Uuid::now_v7().simple()));
+        let process = host_command_line(dir)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("the host binary starts");
+        Self { process, stderr }
+    }
+
+    /// Everything the child wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Runs `host ARGS...` (any subcommand) in `dir`.
+pub fn host_command(dir: &Path, args: &[&str]) -> Run {
+    let mut command = host_command_line(dir);
+    command.args(args);
+    finish(command)
+}
+
+/// Polls `condition` every 10 ms for up to `timeout`; false if it never held.
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
 }

@@ -1,0 +1,391 @@
+//! Durability: SIGKILL at random points and resume, durable backoff and
+//! attempt numbering, idempotent ids, non-determinism, and the journal CLI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
+
+use crate::support::{Child, PostgresDb, Scratch, artifacts, eventually, host_command, rows};
+
+const LEASE: &str = "300ms";
+/// Longer than the lease, so a killed owner's workflow is free to resume.
+const AFTER_LEASE: Duration = Duration::from_millis(400);
+const ITEMS: u32 = 8;
+
+/// `process item I attempt A started` lines: the executions a run made.
+fn executions(stderr: &str) -> Vec<(i64, i64)> {
+    stderr
+        .lines()
+        .filter_map(|line| line.split("process item ").nth(1))
+        .filter_map(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            match words.as_slice() {
+                [item, "attempt", attempt, "started"] => Some((item.parse().ok()?, attempt.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Runs pipeline workflows, SIGKILLing each run at a seeded random moment and
+/// resuming, until `kills` kill points are covered; checks every invariant.
+async fn crash_and_resume(journal: &str, kills: usize) {
+    let seed: u64 = std::env::var("STEPBOX_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261128);
+    println!("crash test seed {seed} (set STEPBOX_CRASH_SEED to replay)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let scratch = Scratch::new();
+    let items = ITEMS.to_string();
+    let mut killed = 0;
+    let mut workflow = 0;
+    while killed < kills {
+        workflow += 1;
+        let id = format!("crash-{seed}-{workflow}");
+        let args = [
+            "run",
+            artifacts::PIPELINE,
+            &items,
+            "15",
+            "--id",
+            &id,
+            "--journal",
+            journal,
+            "--interval",
+            "30ms",
+            "--lease",
+            LEASE,
+        ];
+        let mut runs = 0;
+        loop {
+            runs += 1;
+            assert!(runs < 60, "workflow {id} never finished");
+            let completed: BTreeSet<i64> = rows(journal, &id)
+                .await
+                .calls
+                .iter()
+                .filter(|call| call.status == "succeeded")
+                .map(|call| call.seq)
+                .collect();
+            let mut child = Child::spawn(scratch.path(), &args);
+            let kill_at = Duration::from_millis(rng.random_range(30..700));
+            tokio::time::sleep(kill_at).await;
+            let finished = child.process.try_wait().expect("child status").is_some();
+            if !finished {
+                child.kill();
+                killed += 1;
+            }
+            let stderr = child.stderr();
+            for (item, attempt) in executions(&stderr) {
+                assert!(
+                    !completed.contains(&item),
+                    "seed {seed}: item {item} ran again (attempt {attempt}) after its completion was journaled\n{stderr}"
+                );
+            }
+            if finished {
+                let status = child.process.wait().expect("child status");
+                assert!(status.success(), "seed {seed}: the final run of {id} failed:\n{stderr}");
+                break;
+            }
+            tokio::time::sleep(AFTER_LEASE).await;
+        }
+        let journal_rows = rows(journal, &id).await;
+        let shown = host_command(scratch.path(), &["show", &id, "--journal", journal]).stdout;
+        assert_eq!(journal_rows.calls.len(), ITEMS as usize, "seed {seed}, {id}:\n{shown}");
+        let mut by_call: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+        for attempt in &journal_rows.attempts {
+            by_call.entry(attempt.seq).or_default().push(attempt);
+        }
+        let mut expected = 0;
+        for call in &journal_rows.calls {
+            let attempts = &by_call[&call.seq];
+            let numbers: Vec<i64> = attempts.iter().map(|a| a.attempt).collect();
+            assert_eq!(
+                numbers,
+                (1..=attempts.len() as i64).collect::<Vec<_>>(),
+                "seed {seed}: numbering of call {}",
+                call.seq
+            );
+            assert_eq!(call.attempts, attempts.len() as i64);
+            for attempt in attempts {
+                assert!(attempt.finished_at.is_some(), "seed {seed}: no attempt left unfinished: {attempt:?}");
+                if attempt.outcome.as_deref() == Some("failed") {
+                    assert!(matches!(attempt.kind.as_deref(), Some("returned-error" | "interrupted")), "{attempt:?}");
+                }
+            }
+            let oks = attempts.iter().filter(|a| a.outcome.as_deref() == Some("ok")).count();
+            match call.status.as_str() {
+                "succeeded" => {
+                    assert_eq!(oks, 1, "seed {seed}: call {} has exactly one successful attempt\n{shown}", call.seq);
+                    assert_eq!(attempts.last().and_then(|a| a.outcome.as_deref()), Some("ok"));
+                    expected += 2 * call.seq;
+                    if call.seq % 3 == 0 {
+                        assert!(attempts.len() >= 2, "seed {seed}: flaky item {} failed its first attempt", call.seq);
+                    }
+                }
+                // Interrupted attempts count: kills during every allowed attempt exhaust the call.
+                "exhausted" => {
+                    assert_eq!((oks, attempts.len()), (0, 3), "seed {seed}: {call:?}\n{shown}");
+                    assert!(attempts.iter().any(|a| a.kind.as_deref() == Some("interrupted")), "{shown}");
+                }
+                other => panic!("seed {seed}: call {} ended {other}\n{shown}", call.seq),
+            }
+        }
+        assert_eq!(
+            journal_rows.workflow,
+            Some(("succeeded".into(), Some(expected.to_string()))),
+            "seed {seed}, {id}: the output sums the calls that succeeded\n{shown}"
+        );
+    }
+    println!("crash test: {killed} kill points over {workflow} workflows");
+}
+
+#[tokio::test]
+async fn sigkill_at_random_points_then_resume_on_sqlite() {
+    let scratch = Scratch::new();
+    crash_and_resume(&scratch.journal(), 24).await;
+}
+
+#[tokio::test]
+async fn sigkill_at_random_points_then_resume_on_postgres() {
+    let db = PostgresDb::create().await;
+    crash_and_resume(&db.url, 10).await;
+}
+
+/// Kill during a 2 s backoff: the resumed run waits only what remains.
+#[tokio::test]
+async fn a_backoff_wait_survives_a_restart() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let args = [
+        "run",
+        artifacts::RETRY_DEMO,
+        "--step",
+        artifacts::FLAKY,
+        "--invoke",
+        "retry-then-succeed",
+        "1",
+        "--id",
+        "backoff",
+        "--journal",
+        &journal,
+        "--interval",
+        "2s",
+        "--lease",
+        LEASE,
+    ];
+    let mut child = Child::spawn(scratch.path(), &args);
+    let failed_once = eventually(Duration::from_secs(10), || async {
+        rows(&journal, "backoff").await.attempts.first().is_some_and(|a| a.finished_at.is_some())
+    })
+    .await;
+    assert!(failed_once, "attempt 1 never finished:\n{}", child.stderr());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill();
+    tokio::time::sleep(AFTER_LEASE).await;
+
+    let resumed = host_command(scratch.path(), &["resume", "backoff", "--journal", &journal]);
+    assert_eq!(resumed.success(), "ok(2)");
+    assert_eq!(resumed.count("waits the remaining"), 1, "{}", resumed.stderr);
+    let journal_rows = rows(&journal, "backoff").await;
+    crate::support::assert_gaps(&journal_rows.attempts, &[2000], 400);
+}
+
+/// An attempt cut short by a crash is journaled as `interrupted`, counts, and
+/// the next attempt has the next number; a live owner's workflow cannot be taken.
+#[tokio::test]
+async fn an_interrupted_attempt_counts_and_a_live_lease_is_respected() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let args = [
+        "run",
+        artifacts::PIPELINE,
+        "1",
+        "1500",
+        "--id",
+        "cut",
+        "--journal",
+        &journal,
+        "--interval",
+        "10ms",
+        "--lease",
+        "1s",
+    ];
+    let mut child = Child::spawn(scratch.path(), &args);
+    let running =
+        eventually(Duration::from_secs(10), || async { !rows(&journal, "cut").await.attempts.is_empty() }).await;
+    assert!(running, "attempt 1 never started:\n{}", child.stderr());
+
+    let refused = host_command(scratch.path(), &["resume", "cut", "--journal", &journal]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("is being run by") && refused.stderr.contains("lease"), "{}", refused.stderr);
+
+    child.kill();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let recovered = host_command(scratch.path(), &["recover", "--journal", &journal]);
+    assert_eq!(recovered.code, Some(0), "{}", recovered.stderr);
+    assert_eq!(recovered.stdout.trim(), "cut: Workflow output: 2");
+
+    let journal_rows = rows(&journal, "cut").await;
+    let outcomes: Vec<_> = journal_rows
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.outcome.clone().unwrap_or_default(), a.kind.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(outcomes, [(1, "failed".into(), "interrupted".into()), (2, "ok".into(), String::new())]);
+    assert_eq!(journal_rows.calls[0].attempts, 2);
+}
+
+/// A different component for the same id is refused before anything runs; an
+/// edited journal that no longer matches the replay is a non-determinism error.
+#[tokio::test]
+async fn changed_components_and_diverging_replays_are_refused_and_leave_the_journal_alone() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let args = ["run", artifacts::PIPELINE, "4", "150", "--id", "nd", "--journal", &journal, "--lease", LEASE];
+    let mut child = Child::spawn(scratch.path(), &args);
+    let one_done = eventually(Duration::from_secs(10), || async {
+        rows(&journal, "nd").await.calls.iter().any(|c| c.status == "succeeded")
+    })
+    .await;
+    assert!(one_done, "{}", child.stderr());
+    child.kill();
+    tokio::time::sleep(AFTER_LEASE).await;
+    let before = rows(&journal, "nd").await;
+
+    // Another component under the same id.
+    let other = host_command(
+        scratch.path(),
+        &[
+            "run",
+            artifacts::RETRY_DEMO,
+            "--step",
+            artifacts::FLAKY,
+            "--invoke",
+            "reject",
+            "\"x\"",
+            "--id",
+            "nd",
+            "--journal",
+            &journal,
+        ],
+    );
+    let error = other.refused();
+    assert!(
+        error.contains("workflow nd was started with component digest") && error.contains("pipeline.wasm"),
+        "{error}"
+    );
+    let after = rows(&journal, "nd").await;
+    assert_eq!((after.calls, after.attempts), (before.calls.clone(), before.attempts.clone()), "journal untouched");
+
+    // The journal says step call 1 had other arguments than the replay makes.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&format!("sqlite://{journal}")).await.unwrap();
+    sqlx::query("UPDATE step_calls SET input = '(1, 150, false, 7)' WHERE workflow_id = 'nd' AND seq = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let edited = rows(&journal, "nd").await;
+    let resumed = host_command(scratch.path(), &["resume", "nd", "--journal", &journal]);
+    assert_eq!(resumed.code, Some(1), "{}", resumed.stderr);
+    assert!(
+        resumed
+            .stderr
+            .contains("non-determinism in workflow nd: step call 1 is `example:pipeline/steps.process(1, 150, false,")
+            && resumed.stderr.contains("the journal recorded `example:pipeline/steps.process(1, 150, false, 7)`"),
+        "{}",
+        resumed.stderr
+    );
+    let after = rows(&journal, "nd").await;
+    assert_eq!((after.calls, after.attempts), (edited.calls, edited.attempts), "nothing written on divergence");
+    assert_eq!(after.workflow.map(|w| w.0), Some("running".into()), "the workflow stays resumable");
+}
+
+async fn journal_cli(journal: &str) {
+    let scratch = Scratch::new();
+    let ok = host_command(
+        scratch.path(),
+        &[
+            "run",
+            artifacts::RETRY_DEMO,
+            "--step",
+            artifacts::FLAKY,
+            "--invoke",
+            "retry-then-succeed",
+            "1",
+            "--id",
+            "cli-ok",
+            "--journal",
+            journal,
+            "--interval",
+            "5ms",
+        ],
+    );
+    assert_eq!(ok.success(), "ok(2)");
+    let mut child = Child::spawn(
+        scratch.path(),
+        &["run", artifacts::PIPELINE, "1", "3000", "--id", "cli-running", "--journal", journal],
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async { !rows(journal, "cli-running").await.attempts.is_empty() }).await
+    );
+    child.kill();
+
+    let list = host_command(scratch.path(), &["list", "--journal", journal]);
+    assert_eq!(list.code, Some(0), "{}", list.stderr);
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS") && lines[0].contains("DURATION"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cli-ok ") && l.contains("succeeded") && l.contains("retry-then-succeed(1)"))
+    );
+    assert!(lines.iter().any(|l| l.starts_with("cli-running ") && l.contains("running")));
+    let running = host_command(scratch.path(), &["list", "--status", "running", "--journal", journal]);
+    assert_eq!(running.stdout.lines().count(), 2, "header + one running workflow:\n{}", running.stdout);
+
+    let show = host_command(scratch.path(), &["show", "cli-ok", "--journal", journal]);
+    assert_eq!(show.code, Some(0), "{}", show.stderr);
+    for needle in [
+        "workflow  cli-ok",
+        "status    succeeded",
+        "output    ok(2)",
+        "#1 guests:flaky/steps.flaky(1)  succeeded  attempts 2/3",
+        "ATTEMPT  STARTED",
+        "returned-error  5ms",
+        r#"failed("transient failure on attempt 1")"#,
+    ] {
+        assert!(show.stdout.contains(needle), "`{needle}` missing from:\n{}", show.stdout);
+    }
+    let json = host_command(scratch.path(), &["show", "cli-ok", "--json", "--journal", journal]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("show --json prints JSON");
+    assert_eq!(value["status"], "succeeded");
+    assert_eq!(value["step_calls"][0]["attempt_rows"][0]["kind"], "returned-error");
+    assert_eq!(value["step_calls"][0]["attempt_rows"][1]["outcome"], "ok");
+
+    let result = host_command(scratch.path(), &["result", "cli-ok", "--journal", journal]);
+    assert_eq!((result.code, result.stdout.as_str()), (Some(0), "Workflow output: ok(2)\n"));
+    let unfinished = host_command(scratch.path(), &["result", "cli-running", "--journal", journal]);
+    assert_eq!(unfinished.code, Some(3));
+    assert!(unfinished.stderr.contains("has not finished"), "{}", unfinished.stderr);
+    let unknown = host_command(scratch.path(), &["show", "nope", "--journal", journal]);
+    assert_eq!(unknown.code, Some(2));
+    assert!(unknown.stderr.contains("no workflow nope"), "{}", unknown.stderr);
+}
+
+#[tokio::test]
+async fn list_show_and_result_on_sqlite() {
+    let scratch = Scratch::new();
+    journal_cli(&scratch.journal()).await;
+}
+
+#[tokio::test]
+async fn list_show_and_result_on_postgres() {
+    let db = PostgresDb::create().await;
+    journal_cli(&db.url).await;
+}
