@@ -4,9 +4,9 @@
 //! workflow the value, the step's permanent error, or `retries-exhausted`.
 //!
 //! Write ordering (the journal is the source of truth):
-//! 1. the step call row is committed before the first attempt;
-//! 2. each attempt row is committed before the guest starts running;
-//! 3. an attempt's outcome (and, when it ends the call, the call's output) is
+//! 1. each attempt row is committed before the guest starts running (with the
+//!    step call row, for the call's first attempt);
+//! 2. an attempt's outcome (and, when it ends the call, the call's output) is
 //!    committed in one transaction before the workflow sees the value or the
 //!    host starts waiting for the next attempt; the wait's length is in that
 //!    row, so a restarted host waits only what remains of it.
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::types::Type;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
-use crate::journal::{self, AttemptOutcome, AttemptRecord, Journal, JournalError, StepCallStatus};
+use crate::journal::{self, AttemptOutcome, AttemptRecord, Journal, JournalError, NewStepCall, StepCallStatus};
 use crate::retry::RetryPolicy;
 use crate::sandbox::{FailureKind, GuestState, Sandbox, StepStatus};
 use crate::step_name::StepName;
@@ -84,6 +84,7 @@ impl Invoker {
         let short = &target.name.function;
         let input = values::to_wave_tuple(params);
         let journal = &self.journal;
+        let mut new_call = None;
         let mut progress = match journal.step_call(workflow_id, seq).await? {
             Some(call) if call.step != step || call.input != input => {
                 return Err(InvokeError::NonDeterminism {
@@ -113,7 +114,7 @@ impl Invoker {
                 progress
             }
             None => {
-                journal.start_step_call(workflow_id, seq, &step, &input, target.policy.max_attempts).await?;
+                new_call = Some(NewStepCall { step: &step, input: &input, max_attempts: target.policy.max_attempts });
                 Progress {
                     max_attempts: target.policy.max_attempts,
                     attempt: 1,
@@ -133,7 +134,7 @@ impl Invoker {
                 if let Some(due_at) = progress.due_at.take() {
                     wait_until(due_at, short, attempt).await;
                 }
-                journal.start_attempt(workflow_id, seq, attempt).await?;
+                journal.start_attempt(workflow_id, seq, attempt, new_call.take().as_ref()).await?;
                 let started = Instant::now();
                 let status = StepStatus { workflow_id: workflow_id.to_string(), step: step.clone(), attempt, policy };
                 let result = self.sandbox.call_step(&target.pre, &target.export, status, params).await;

@@ -79,6 +79,16 @@ impl StepCallStatus {
     }
 }
 
+/// A step call's first row, written with its first attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct NewStepCall<'a> {
+    /// Qualified step name.
+    pub step: &'a str,
+    /// Arguments as a WAVE tuple.
+    pub input: &'a str,
+    pub max_attempts: u32,
+}
+
 /// The outcome of one attempt as journaled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptOutcome {
@@ -318,39 +328,38 @@ impl Journal {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Records that the workflow called `step`, before its first attempt.
-    pub async fn start_step_call(
+    /// Records that an attempt is about to run, committed before the guest
+    /// starts; for a call's first attempt, `new_call` creates the call row in
+    /// the same transaction.
+    pub async fn start_attempt(
         &self,
         workflow_id: &str,
         seq: i64,
-        step: &str,
-        input: &str,
-        max_attempts: u32,
+        attempt: u32,
+        new_call: Option<&NewStepCall<'_>>,
     ) -> Result<(), JournalError> {
-        sqlx::query(
-            "INSERT INTO step_calls (workflow_id, seq, step, input, status, attempts, max_attempts, started_at) \
-             VALUES ($1, $2, $3, $4, 'running', 0, $5, $6)",
-        )
-        .bind(workflow_id)
-        .bind(seq)
-        .bind(step)
-        .bind(input)
-        .bind(i64::from(max_attempts))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(self.write_error("start step call"))?;
-        Ok(())
-    }
-
-    /// Records that an attempt is about to run: committed before the guest starts.
-    pub async fn start_attempt(&self, workflow_id: &str, seq: i64, attempt: u32) -> Result<(), JournalError> {
+        let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(self.write_error("start attempt"))?;
+        if let Some(call) = new_call {
+            sqlx::query(
+                "INSERT INTO step_calls (workflow_id, seq, step, input, status, attempts, max_attempts, started_at) \
+                 VALUES ($1, $2, $3, $4, 'running', 0, $5, $6)",
+            )
+            .bind(workflow_id)
+            .bind(seq)
+            .bind(call.step)
+            .bind(call.input)
+            .bind(i64::from(call.max_attempts))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.write_error("start step call"))?;
+        }
         sqlx::query("INSERT INTO step_attempts (workflow_id, seq, attempt, started_at) VALUES ($1, $2, $3, $4)")
             .bind(workflow_id)
             .bind(seq)
             .bind(i64::from(attempt))
-            .bind(now_ms())
+            .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(self.write_error("start attempt"))?;
