@@ -180,7 +180,9 @@ impl Journal {
             .connect(&url)
             .await
             .map_err(|source| JournalError::Open { location: location.clone(), hint, source })?;
-        MIGRATOR.run(&pool).await.map_err(|source| JournalError::Migrate { location: location.clone(), source })?;
+        migrate(&pool, is_postgres)
+            .await
+            .map_err(|source| JournalError::Migrate { location: location.clone(), source })?;
         Ok(Self { pool, location })
     }
 
@@ -491,6 +493,22 @@ fn attempt_record(row: &AnyRow) -> Result<AttemptRecord, sqlx::Error> {
         message: row.try_get("message")?,
         next_delay_ms: row.try_get("next_delay_ms")?,
     })
+}
+
+/// Applies the embedded migrations. PostgreSQL serializes concurrent
+/// migrators with an advisory lock; SQLite has none, so a process that loses
+/// the race to create a fresh journal retries and finds the schema in place.
+async fn migrate(pool: &AnyPool, is_postgres: bool) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut tries = if is_postgres { 1 } else { 5 };
+    loop {
+        match MIGRATOR.run(pool).await {
+            Err(_) if tries > 1 => {
+                tries -= 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 fn workflow_record(row: &AnyRow) -> Result<WorkflowRecord, sqlx::Error> {

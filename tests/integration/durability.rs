@@ -389,3 +389,36 @@ async fn list_show_and_result_on_postgres() {
     let db = PostgresDb::create().await;
     journal_cli(&db.url).await;
 }
+
+/// Several processes opening one fresh SQLite journal at once all get its schema.
+#[tokio::test]
+async fn concurrent_first_runs_share_a_fresh_sqlite_journal() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let mut children: Vec<Child> = (0..6)
+        .map(|n| {
+            let id = format!("fresh-{n}");
+            let args = [
+                "run",
+                artifacts::RETRY_DEMO,
+                "--step",
+                artifacts::FLAKY,
+                "--invoke",
+                "reject",
+                "\"x\"",
+                "--id",
+                &id,
+                "--journal",
+                &journal,
+            ];
+            Child::spawn(scratch.path(), &args)
+        })
+        .collect();
+    for child in &mut children {
+        let status = child.process.wait().expect("child status");
+        assert!(status.success(), "{}", child.stderr());
+    }
+    for n in 0..6 {
+        assert_eq!(rows(&journal, &format!("fresh-{n}")).await.attempts.len(), 1);
+    }
+}

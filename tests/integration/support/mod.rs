@@ -122,19 +122,15 @@ pub struct Rows {
 /// Reads a workflow's rows from a journal (SQLite path or postgres URL).
 pub async fn rows(target: &str, workflow_id: &str) -> Rows {
     let journal = Journal::open(target).await.expect("the journal opens");
-    let workflow = journal.workflow(workflow_id).await.expect("workflow row").map(|record| {
-        let status = match record.status {
-            WorkflowStatus::Running => "running",
-            WorkflowStatus::Succeeded => "succeeded",
-            WorkflowStatus::Failed => "failed",
-        };
-        (status.to_string(), record.output)
-    });
+    let record = journal.workflow(workflow_id).await.expect("workflow row");
     let calls = journal.step_calls(workflow_id).await.expect("step_calls rows");
     let attempts = journal.attempts(workflow_id).await.expect("step_attempts rows");
-    // Cross-check the reader against plain SQL on the same table.
-    let counted = count_attempts(target, workflow_id).await;
-    assert_eq!(counted, attempts.len(), "plain SQL and the journal reader disagree");
+    if record.as_ref().is_some_and(|record| record.status != WorkflowStatus::Running) {
+        // Nothing writes a finished workflow: cross-check the reader against plain SQL.
+        let counted = count_attempts(target, workflow_id).await;
+        assert_eq!(counted, attempts.len(), "plain SQL and the journal reader disagree");
+    }
+    let workflow = record.map(|record| (record.status.as_str().to_string(), record.output));
     Rows { workflow, calls, attempts }
 }
 
