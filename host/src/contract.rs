@@ -11,7 +11,8 @@ pub const EXHAUSTED_CASE: &str = "retries-exhausted";
 /// The case a step returns for errors that retrying cannot fix.
 pub const PERMANENT_CASE: &str = "permanent";
 /// The `failure-kind` cases of `stepbox:runtime/types`, in WIT order.
-pub const FAILURE_KINDS: [&str; 5] = ["returned-error", "trapped", "timed-out", "out-of-memory", "interrupted"];
+pub const FAILURE_KINDS: [&str; 6] =
+    ["returned-error", "trapped", "timed-out", "out-of-memory", "interrupted", "result-too-large"];
 
 /// A step function breaks the convention; says what to change.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -44,6 +44,20 @@ struct WitRetryPolicy {
     jitter: f64,
 }
 
+/// `stepbox:runtime/types.attempt-limits`.
+#[derive(ComponentType, Lower, Clone, Copy, Debug)]
+#[component(record)]
+struct WitAttemptLimits {
+    #[component(name = "timeout-ms")]
+    timeout_ms: u64,
+    #[component(name = "max-memory-bytes")]
+    max_memory_bytes: u64,
+    #[component(name = "max-output-bytes")]
+    max_output_bytes: u64,
+    #[component(name = "max-result-bytes")]
+    max_result_bytes: u64,
+}
+
 /// `stepbox:runtime/step-context.step-status`.
 #[derive(ComponentType, Lower, Clone, Debug)]
 #[component(record)]
@@ -55,6 +69,7 @@ struct WitStepStatus {
     #[component(name = "max-attempts")]
     max_attempts: u32,
     policy: WitRetryPolicy,
+    limits: WitAttemptLimits,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -75,6 +90,12 @@ impl From<&StepStatus> for WitStepStatus {
                 backoff_rate,
                 max_interval_ms: millis(max_interval),
                 jitter,
+            },
+            limits: WitAttemptLimits {
+                timeout_ms: millis(status.limits.timeout),
+                max_memory_bytes: status.limits.max_memory_bytes,
+                max_output_bytes: status.limits.max_output_bytes,
+                max_result_bytes: status.limits.max_result_bytes,
             },
         }
     }

@@ -18,7 +18,8 @@ use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use crate::journal::{self, AttemptOutcome, AttemptRecord, Journal, JournalError, NewStepCall, StepCallStatus};
 use crate::retry::RetryPolicy;
-use crate::sandbox::{FailureKind, GuestState, Sandbox, StepStatus};
+use crate::sandbox::{AttemptReport, FailureKind, GuestState, Sandbox, StepStatus};
+use crate::settings::StepSettings;
 use crate::step_name::StepName;
 use crate::values::{self, AttemptFailure, Returned};
 
@@ -29,7 +30,7 @@ pub struct StepTarget {
     pub export: ComponentExportIndex,
     /// The step's `result<T, E>`, to read journaled outputs back.
     pub result_type: Type,
-    pub policy: RetryPolicy,
+    pub settings: StepSettings,
 }
 
 /// A step call could not be made; the workflow stops without being marked failed.
@@ -103,7 +104,7 @@ impl Invoker {
                 return Ok(value);
             }
             Some(call) => {
-                let max_attempts = u32::try_from(call.max_attempts).unwrap_or(target.policy.max_attempts);
+                let max_attempts = u32::try_from(call.max_attempts).unwrap_or(target.settings.policy.max_attempts);
                 let attempts = journal.call_attempts(workflow_id, seq).await?;
                 let progress = resume(&attempts, max_attempts);
                 tracing::info!(
@@ -114,9 +115,10 @@ impl Invoker {
                 progress
             }
             None => {
-                new_call = Some(NewStepCall { step: &step, input: &input, max_attempts: target.policy.max_attempts });
+                new_call =
+                    Some(NewStepCall { step: &step, input: &input, max_attempts: target.settings.policy.max_attempts });
                 Progress {
-                    max_attempts: target.policy.max_attempts,
+                    max_attempts: target.settings.policy.max_attempts,
                     attempt: 1,
                     failures: Vec::new(),
                     interrupted: false,
@@ -124,9 +126,10 @@ impl Invoker {
                 }
             }
         };
-        let policy = RetryPolicy { max_attempts: progress.max_attempts, ..target.policy };
+        let policy = RetryPolicy { max_attempts: progress.max_attempts, ..target.settings.policy };
         loop {
             let attempt = progress.attempt;
+            let mut output = Output::default();
             let (kind, message, elapsed) = if std::mem::take(&mut progress.interrupted) {
                 let message = "the host stopped while this attempt was running".to_string();
                 (FailureKind::Interrupted, message, Duration::ZERO)
@@ -136,13 +139,22 @@ impl Invoker {
                 }
                 journal.start_attempt(workflow_id, seq, attempt, new_call.take().as_ref()).await?;
                 let started = Instant::now();
-                let status = StepStatus { workflow_id: workflow_id.to_string(), step: step.clone(), attempt, policy };
-                let result = self.sandbox.call_step(&target.pre, &target.export, status, params).await;
+                let status = StepStatus {
+                    workflow_id: workflow_id.to_string(),
+                    step: step.clone(),
+                    attempt,
+                    policy,
+                    limits: target.settings.limits,
+                };
+                let report =
+                    self.sandbox.call_step(&target.pre, &target.export, status, &target.settings.grants, params).await;
                 let elapsed = started.elapsed();
-                match result {
+                output = Output::captured(short, attempt, &report);
+                match report.result {
                     Ok(value) => match values::classify(&value) {
                         Returned::Ok => {
-                            self.finish(workflow_id, seq, attempt, "ok", StepCallStatus::Succeeded, &value).await?;
+                            self.finish(workflow_id, seq, attempt, "ok", StepCallStatus::Succeeded, &value, output)
+                                .await?;
                             tracing::debug!(
                                 source = "host",
                                 "Step {short} succeeded on attempt {attempt} in {elapsed:?}"
@@ -151,7 +163,7 @@ impl Invoker {
                         }
                         Returned::Permanent => {
                             let output = self
-                                .finish(workflow_id, seq, attempt, "permanent", StepCallStatus::Failed, &value)
+                                .finish(workflow_id, seq, attempt, "permanent", StepCallStatus::Failed, &value, output)
                                 .await?;
                             tracing::warn!(
                                 source = "host",
@@ -167,10 +179,10 @@ impl Invoker {
             progress.failures.push(AttemptFailure { attempt, kind: kind.as_str(), message: message.clone(), elapsed });
             let Some(delay) = policy.delay_after(attempt, jitter_unit(&policy)) else {
                 let value = values::exhausted(&step, &progress.failures);
-                let output = values::to_wave(&value);
-                let outcome = outcome("failed", Some(kind), Some(message.clone()), None);
+                let wave = values::to_wave(&value);
+                let outcome = outcome("failed", Some(kind), Some(message.clone()), None, output);
                 journal
-                    .finish_attempt(workflow_id, seq, attempt, &outcome, Some((StepCallStatus::Exhausted, &output)))
+                    .finish_attempt(workflow_id, seq, attempt, &outcome, Some((StepCallStatus::Exhausted, &wave)))
                     .await?;
                 tracing::error!(
                     source = "host",
@@ -181,7 +193,7 @@ impl Invoker {
                 );
                 return Ok(value);
             };
-            let outcome = outcome("failed", Some(kind), Some(message.clone()), Some(delay));
+            let outcome = outcome("failed", Some(kind), Some(message.clone()), Some(delay), output);
             journal.finish_attempt(workflow_id, seq, attempt, &outcome, None).await?;
             tracing::warn!(
                 source = "host",
@@ -196,6 +208,7 @@ impl Invoker {
     }
 
     /// Journals an attempt that ended the call with `value`; returns the value as WAVE.
+    #[expect(clippy::too_many_arguments, reason = "one journal row's worth of fields")]
     async fn finish(
         &self,
         workflow_id: &str,
@@ -204,12 +217,13 @@ impl Invoker {
         outcome_name: &'static str,
         status: StepCallStatus,
         value: &Val,
+        output: Output,
     ) -> Result<String, JournalError> {
-        let output = values::to_wave(value);
-        let message = (status == StepCallStatus::Failed).then(|| output.clone());
-        let outcome = outcome(outcome_name, None, message, None);
-        self.journal.finish_attempt(workflow_id, seq, attempt, &outcome, Some((status, &output))).await?;
-        Ok(output)
+        let wave = values::to_wave(value);
+        let message = (status == StepCallStatus::Failed).then(|| wave.clone());
+        let outcome = outcome(outcome_name, None, message, None, output);
+        self.journal.finish_attempt(workflow_id, seq, attempt, &outcome, Some((status, &wave))).await?;
+        Ok(wave)
     }
 }
 
@@ -254,13 +268,45 @@ async fn wait_until(due_at: i64, step: &str, attempt: u32) {
     }
 }
 
+/// What an attempt wrote to stdout and stderr (when captured), for its journal row.
+#[derive(Debug, Default)]
+struct Output {
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+impl Output {
+    /// Takes the attempt's output and shows it in the log.
+    fn captured(step: &str, attempt: u32, report: &AttemptReport) -> Self {
+        let keep = |text: &str, stream: &str| {
+            if text.is_empty() {
+                return None;
+            }
+            for line in text.lines() {
+                tracing::info!(target: "stepbox::guest", source = format!("{step} {stream}").as_str(), "{line}");
+            }
+            tracing::debug!(source = "host", "attempt {attempt} of {step} wrote {} bytes to {stream}", text.len());
+            Some(text.to_string())
+        };
+        Self { stdout: keep(&report.stdout, "stdout"), stderr: keep(&report.stderr, "stderr") }
+    }
+}
+
 fn outcome(
     outcome: &'static str,
     kind: Option<FailureKind>,
     message: Option<String>,
     next_delay: Option<Duration>,
+    output: Output,
 ) -> AttemptOutcome {
-    AttemptOutcome { outcome, kind: kind.map(FailureKind::as_str), message, next_delay }
+    AttemptOutcome {
+        outcome,
+        kind: kind.map(FailureKind::as_str),
+        message,
+        next_delay,
+        stdout: output.stdout,
+        stderr: output.stderr,
+    }
 }
 
 /// A uniform draw in `[0, 1)` when the policy asks for jitter.
@@ -290,6 +336,8 @@ mod tests {
             kind: finished.map(|f| f.1.to_string()),
             message: finished.map(|_| "boom".to_string()),
             next_delay_ms: finished.and_then(|f| f.2),
+            stdout: None,
+            stderr: None,
         }
     }
 

@@ -99,6 +99,9 @@ pub struct AttemptOutcome {
     pub message: Option<String>,
     /// The wait before the next attempt, when one follows.
     pub next_delay: Option<Duration>,
+    /// Captured output, if any.
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
 }
 
 /// A workflow row.
@@ -144,6 +147,8 @@ pub struct AttemptRecord {
     pub kind: Option<String>,
     pub message: Option<String>,
     pub next_delay_ms: Option<i64>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
 }
 
 /// A connection pool to the journal database, migrated on open.
@@ -390,14 +395,16 @@ impl Journal {
         let mut tx = self.pool.begin().await.map_err(self.write_error("finish attempt"))?;
         let next_delay = outcome.next_delay.map(|delay| i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         sqlx::query(
-            "UPDATE step_attempts SET finished_at = $1, outcome = $2, kind = $3, message = $4, next_delay_ms = $5 \
-             WHERE workflow_id = $6 AND seq = $7 AND attempt = $8",
+            "UPDATE step_attempts SET finished_at = $1, outcome = $2, kind = $3, message = $4, next_delay_ms = $5, \
+             stdout = $6, stderr = $7 WHERE workflow_id = $8 AND seq = $9 AND attempt = $10",
         )
         .bind(now)
         .bind(outcome.outcome)
         .bind(outcome.kind)
         .bind(outcome.message.as_deref())
         .bind(next_delay)
+        .bind(outcome.stdout.as_deref())
+        .bind(outcome.stderr.as_deref())
         .bind(workflow_id)
         .bind(seq)
         .bind(i64::from(attempt))
@@ -456,7 +463,7 @@ impl Journal {
 
     async fn read_attempts(&self, workflow_id: &str, seq: Option<i64>) -> Result<Vec<AttemptRecord>, JournalError> {
         let rows = sqlx::query(
-            "SELECT seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms \
+            "SELECT seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms, stdout, stderr \
              FROM step_attempts WHERE workflow_id = $1 AND ($2 < 0 OR seq = $2) ORDER BY seq, attempt",
         )
         .bind(workflow_id)
@@ -492,6 +499,8 @@ fn attempt_record(row: &AnyRow) -> Result<AttemptRecord, sqlx::Error> {
         kind: row.try_get("kind")?,
         message: row.try_get("message")?,
         next_delay_ms: row.try_get("next_delay_ms")?,
+        stdout: row.try_get("stdout")?,
+        stderr: row.try_get("stderr")?,
     })
 }
 

@@ -6,18 +6,21 @@
 //! the [`journal`].
 
 pub mod cache;
+pub mod capture;
 pub mod contract;
 pub mod engine;
+pub mod grants;
 pub mod host_api;
 pub mod invoker;
 pub mod journal;
+pub mod limits;
 pub mod linking;
 pub mod logging;
 pub mod manifest;
-pub mod policy;
 pub mod report;
 pub mod retry;
 pub mod runtime;
 pub mod sandbox;
+pub mod settings;
 pub mod step_name;
 pub mod values;

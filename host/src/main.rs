@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use stepbox::cache::default_cache_dir;
 use stepbox::journal::{DEFAULT_JOURNAL, Journal, JournalError, WorkflowStatus};
-use stepbox::policy::{PolicyLayer, PolicyOverrides, parse_duration};
+use stepbox::limits::parse_size;
 use stepbox::runtime::{self, DEFAULT_LEASE, RunError, RunOptions, RunOutcome};
+use stepbox::settings::{Scope, SettingsLayer, parse_duration};
 
 /// Durable step runtime for WebAssembly components.
 #[derive(Parser)]
@@ -140,6 +141,12 @@ struct RunArgs {
     /// Fraction (0..=1) of each delay that may be randomly shaved off [default: 0].
     #[arg(long, value_name = "[STEP=]FRACTION")]
     jitter: Vec<String>,
+    /// Time limit of each attempt [default: 5m].
+    #[arg(long, value_name = "[STEP=]DURATION")]
+    timeout: Vec<String>,
+    /// Memory limit of each attempt [default: 256MiB].
+    #[arg(long, value_name = "[STEP=]SIZE")]
+    memory: Vec<String>,
     #[command(flatten)]
     exec: ExecArgs,
 }
@@ -242,7 +249,7 @@ where
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let cli_policy = match cli_policy(&args) {
+    let cli_settings = match cli_settings(&args) {
         Ok(layer) => layer,
         Err(message) => {
             eprintln!("error: {message}");
@@ -259,7 +266,7 @@ async fn run(args: RunArgs) -> ExitCode {
         invoke: args.invoke,
         arguments: args.args,
         config: args.config,
-        cli_policy,
+        cli_settings,
     };
     let started = Instant::now();
     report(runtime::run(options).await, started)
@@ -309,35 +316,34 @@ fn report(result: Result<RunOutcome, RunError>, started: Instant) -> ExitCode {
     }
 }
 
-/// The policy flags as a policy source: `VALUE` applies to every step, `STEP=VALUE` to one.
-fn cli_policy(args: &RunArgs) -> Result<PolicyLayer, String> {
-    let mut layer = PolicyLayer { origin: "the command line".into(), ..PolicyLayer::default() };
-    let number = |flag: &'static str| {
-        move |text: &str| f64::from_str(text.trim()).map_err(|_| format!("--{flag} needs a number, got {text:?}"))
-    };
-    for (flags, set) in [
+/// The policy and limit flags as a settings source: `VALUE` applies to every step, `STEP=VALUE` to one.
+fn cli_settings(args: &RunArgs) -> Result<SettingsLayer, String> {
+    let mut layer = SettingsLayer { origin: "the command line".into(), ..SettingsLayer::default() };
+    for (flags, setter) in [
         (&args.max_attempts, Setter::MaxAttempts),
         (&args.interval, Setter::Interval),
         (&args.backoff_rate, Setter::BackoffRate),
         (&args.max_interval, Setter::MaxInterval),
         (&args.jitter, Setter::Jitter),
+        (&args.timeout, Setter::Timeout),
+        (&args.memory, Setter::Memory),
     ] {
         for flag in flags {
             let (step, value) = match flag.split_once('=') {
                 Some((step, value)) => (Some(step.trim().to_string()), value),
                 None => (None, flag.as_str()),
             };
-            let overrides = match &step {
+            let scope = match &step {
                 Some(step) => layer.steps.entry(step.clone()).or_default(),
                 None => &mut layer.all,
             };
-            set.apply(overrides, value, &number)?;
+            setter.apply(scope, value)?;
         }
     }
     Ok(layer)
 }
 
-/// Which policy field a flag sets.
+/// Which setting a flag sets.
 #[derive(Clone, Copy)]
 enum Setter {
     MaxAttempts,
@@ -345,28 +351,32 @@ enum Setter {
     BackoffRate,
     MaxInterval,
     Jitter,
+    Timeout,
+    Memory,
 }
 
 impl Setter {
-    fn apply<F, G>(self, overrides: &mut PolicyOverrides, value: &str, number: &F) -> Result<(), String>
-    where
-        F: Fn(&'static str) -> G,
-        G: Fn(&str) -> Result<f64, String>,
-    {
+    fn apply(self, scope: &mut Scope, value: &str) -> Result<(), String> {
+        let number =
+            |flag: &str| f64::from_str(value.trim()).map_err(|_| format!("--{flag} needs a number, got {value:?}"));
+        let duration = |flag: &str| parse_duration(value).map_err(|error| format!("--{flag}: {error}"));
+        let retry = &mut scope.retry;
         match self {
             Self::MaxAttempts => {
                 let attempts = value
                     .trim()
                     .parse()
                     .map_err(|_| format!("--max-attempts needs a whole number >= 1, got {value:?}"))?;
-                overrides.max_attempts = Some(attempts);
+                retry.max_attempts = Some(attempts);
             }
-            Self::Interval => overrides.interval = Some(parse_duration(value).map_err(|e| format!("--interval: {e}"))?),
-            Self::MaxInterval => {
-                overrides.max_interval = Some(parse_duration(value).map_err(|e| format!("--max-interval: {e}"))?);
+            Self::Interval => retry.interval = Some(duration("interval")?),
+            Self::MaxInterval => retry.max_interval = Some(duration("max-interval")?),
+            Self::BackoffRate => retry.backoff_rate = Some(number("backoff-rate")?),
+            Self::Jitter => retry.jitter = Some(number("jitter")?),
+            Self::Timeout => scope.limits.timeout = Some(duration("timeout")?),
+            Self::Memory => {
+                scope.limits.memory = Some(parse_size(value).map_err(|error| format!("--memory: {error}"))?)
             }
-            Self::BackoffRate => overrides.backoff_rate = Some(number("backoff-rate")(value)?),
-            Self::Jitter => overrides.jitter = Some(number("jitter")(value)?),
         }
         Ok(())
     }

@@ -1,23 +1,35 @@
 //! The TOML manifest beside a component (`provision.toml` for
-//! `provision.wasm`) or passed with `--config`.
+//! `provision.wasm`) or passed with `--config`: retry policy, limits and
+//! grants for all steps, per component and per step.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::policy::{PolicyLayer, PolicyOverrides};
+use crate::grants::GrantOverrides;
+use crate::limits::LimitOverrides;
+use crate::settings::{PolicyOverrides, Scope, SettingsLayer};
 
 /// The manifest file's contents.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Manifest {
-    /// Policy for every step of the workflow.
+    /// Retry policy for every step of the workflow.
     #[serde(default)]
     pub retry: PolicyOverrides,
-    /// Policy for one step, keyed by its bare or qualified name.
+    /// Limits for every step.
     #[serde(default)]
-    pub steps: BTreeMap<String, PolicyOverrides>,
+    pub limits: LimitOverrides,
+    /// Grants for every step (never for the workflow).
+    #[serde(default)]
+    pub grants: GrantOverrides,
+    /// Settings for the steps of one component, keyed by its file name.
+    #[serde(default)]
+    pub components: BTreeMap<String, Scope>,
+    /// Settings for one step, keyed by its bare or qualified name.
+    #[serde(default)]
+    pub steps: BTreeMap<String, Scope>,
 }
 
 /// The manifest cannot be read or does not parse.
@@ -47,9 +59,23 @@ impl Manifest {
         toml::from_str(text).map_err(|error| error.to_string().trim_end().to_string())
     }
 
-    /// This manifest as a policy source named after its file.
-    pub fn policy_layer(&self, path: &Path) -> PolicyLayer {
-        PolicyLayer { origin: path.display().to_string(), all: self.retry.clone(), steps: self.steps.clone() }
+    /// This manifest as a settings source named after its file, granted
+    /// directories anchored at the manifest's folder.
+    pub fn settings_layer(&self, path: &Path) -> SettingsLayer {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let all = Scope { retry: self.retry.clone(), limits: self.limits.clone(), grants: self.grants.clone() };
+        let mut layer = SettingsLayer {
+            origin: path.display().to_string(),
+            all,
+            components: self.components.clone(),
+            steps: self.steps.clone(),
+        };
+        let scopes =
+            std::iter::once(&mut layer.all).chain(layer.components.values_mut()).chain(layer.steps.values_mut());
+        for scope in scopes {
+            scope.grants.anchor(base);
+        }
+        layer
     }
 }
 
@@ -70,10 +96,24 @@ mod tests {
             max-interval = "1m"
             jitter = 0.1
 
-            [steps.provision]
+            [limits]
+            timeout = "30s"
+            memory = "64MiB"
+
+            [grants]
+            env = ["API_TOKEN"]
+
+            [components."flaky.wasm".retry]
+            max-attempts = 4
+
+            [steps.provision.retry]
             max-attempts = 2
 
-            [steps."example:provision/steps.other"]
+            [steps.provision.grants]
+            dirs = [{ host = "data", guest = "/data", write = true }]
+            stdout = "inherit"
+
+            [steps."example:provision/steps.other".retry]
             interval = "2s"
             "#,
         )
@@ -81,8 +121,15 @@ mod tests {
         assert_eq!(manifest.retry.max_attempts, Some(5));
         assert_eq!(manifest.retry.interval, Some(Duration::from_millis(10)));
         assert_eq!(manifest.retry.max_interval, Some(Duration::from_secs(60)));
-        assert_eq!(manifest.steps["provision"].max_attempts, Some(2));
-        assert_eq!(manifest.steps["example:provision/steps.other"].interval, Some(Duration::from_secs(2)));
+        assert_eq!(manifest.limits.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(manifest.limits.memory.map(|size| size.as_u64()), Some(64 << 20));
+        assert_eq!(manifest.grants.env.as_deref(), Some(&["API_TOKEN".to_string()][..]));
+        assert_eq!(manifest.components["flaky.wasm"].retry.max_attempts, Some(4));
+        assert_eq!(manifest.steps["provision"].retry.max_attempts, Some(2));
+        assert_eq!(manifest.steps["example:provision/steps.other"].retry.interval, Some(Duration::from_secs(2)));
+        let layer = manifest.settings_layer(Path::new("/srv/app/provision.toml"));
+        let dirs = layer.steps["provision"].grants.dirs.clone().unwrap();
+        assert_eq!((dirs[0].host.as_path(), dirs[0].write), (Path::new("/srv/app/data"), true));
     }
 
     #[test]
@@ -91,6 +138,10 @@ mod tests {
         assert!(error.contains("max-atempts") && error.contains("line 2"), "{error}");
         let error = Manifest::parse("[retry]\ninterval = \"soon\"\n").unwrap_err();
         assert!(error.contains("invalid duration"), "{error}");
+        let error = Manifest::parse("[steps.provision]\nmax-attempts = 2\n").unwrap_err();
+        assert!(error.contains("max-attempts"), "step entries hold retry/limits/grants tables: {error}");
+        let error = Manifest::parse("[grants]\nnetwork = true\n").unwrap_err();
+        assert!(error.contains("network"), "{error}");
     }
 
     #[test]

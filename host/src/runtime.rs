@@ -19,9 +19,8 @@ use crate::invoker::{InvokeError, Invoker, StepTarget};
 use crate::journal::{self, Journal, JournalError, WorkflowRecord, WorkflowStatus};
 use crate::linking::{self, LinkError, Plan, WORKFLOW};
 use crate::manifest::{Manifest, ManifestError};
-use crate::policy::{PolicyLayer, PolicyLayers, PolicyResolveError};
-use crate::retry::RetryPolicy;
-use crate::sandbox::{self, AttemptLimits, GuestState, Identity, Sandbox};
+use crate::sandbox::{self, GuestState, Sandbox};
+use crate::settings::{SettingsError, SettingsLayer, SettingsLayers, StepSettings, StepSource};
 use crate::step_name::StepName;
 use crate::values::{self, ArgumentError};
 
@@ -38,8 +37,8 @@ pub struct RunOptions {
     pub arguments: Vec<String>,
     /// A manifest to use instead of the one beside the workflow.
     pub config: Option<PathBuf>,
-    /// Policy given on the command line, the highest precedence.
-    pub cli_policy: PolicyLayer,
+    /// Settings given on the command line, the highest precedence.
+    pub cli_settings: SettingsLayer,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     /// How long this process owns the workflow without renewing; a crashed
@@ -58,7 +57,7 @@ struct RecordedOptions {
     invoke: Option<String>,
     arguments: Vec<String>,
     config: Option<PathBuf>,
-    cli_policy: PolicyLayer,
+    cli_settings: SettingsLayer,
 }
 
 /// A workflow that ran to the end (its own result may still be an `err`).
@@ -81,7 +80,7 @@ pub enum RunError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
-    Policy(#[from] PolicyResolveError),
+    Settings(#[from] SettingsError),
     #[error(transparent)]
     Arguments(#[from] ArgumentError),
     #[error(transparent)]
@@ -123,7 +122,7 @@ struct Prepared {
     engine: Engine,
     components: Vec<LoadedComponent>,
     plan: Plan,
-    policies: HashMap<StepName, RetryPolicy>,
+    settings: HashMap<StepName, StepSettings>,
     arguments: Vec<Val>,
 }
 
@@ -135,9 +134,9 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
         components.push(loader.load(step)?);
     }
     let plan = linking::plan(&engine, &components, options.invoke.as_deref())?;
-    let policies = resolve_policies(options, &plan)?;
+    let settings = resolve_settings(options, &components, &plan)?;
     let arguments = values::parse_arguments(&plan.entry.name, &plan.entry.func, &options.arguments)?;
-    Ok(Prepared { engine, components, plan, policies, arguments })
+    Ok(Prepared { engine, components, plan, settings, arguments })
 }
 
 /// Runs the workflow described by `options` to completion: a new one, or,
@@ -152,7 +151,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
         invoke: options.invoke.clone(),
         arguments: options.arguments.clone(),
         config: options.config.as_deref().map(absolute),
-        cli_policy: options.cli_policy.clone(),
+        cli_settings: options.cli_settings.clone(),
     };
     let mut record = WorkflowRecord {
         id: options.workflow_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
@@ -222,7 +221,7 @@ pub async fn resume(
         invoke: recorded_options.invoke,
         arguments: recorded_options.arguments,
         config: recorded_options.config,
-        cli_policy: recorded_options.cli_policy,
+        cli_settings: recorded_options.cli_settings,
         cache_dir,
         lease,
     })
@@ -272,17 +271,16 @@ async fn execute(
     record: WorkflowRecord,
     lease: Duration,
 ) -> Result<RunOutcome, RunError> {
-    let Prepared { engine, components, plan, policies, arguments } = prepared;
-    let sandbox = Sandbox::new(&engine, AttemptLimits::default());
-    let targets = step_targets(&engine, &components, &plan, &policies)?;
+    let Prepared { engine, components, plan, settings, arguments } = prepared;
+    let sandbox = Sandbox::new(&engine);
+    let targets = step_targets(&engine, &components, &plan, &settings)?;
     let invoker = Arc::new(Invoker::new(journal.clone(), sandbox.clone()));
     let workflow_pre = workflow_pre(&engine, &components[WORKFLOW], targets, invoker)?;
     let entry = export_index(&components[WORKFLOW].component, plan.entry.interface.as_deref(), &plan.entry.function)
         .ok_or_else(|| instantiate_error(&components[WORKFLOW], "the entry function is not exported".into()))?;
 
     let id = record.id.clone();
-    let mut store =
-        sandbox.store(Identity::Workflow { workflow_id: id.clone(), next_seq: 1, started_at_ms: record.created_at });
+    let mut store = sandbox.workflow_store(&id, record.created_at);
     let heartbeat = Heartbeat::start(journal.clone(), id.clone(), record.executor.clone(), lease);
     let call = async {
         let instance = workflow_pre.instantiate_async(&mut store).await?;
@@ -341,23 +339,39 @@ fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Each step's policy, from the manifest (or `--config`), then the command line.
-fn resolve_policies(options: &RunOptions, plan: &Plan) -> Result<HashMap<StepName, RetryPolicy>, RunError> {
-    let mut layers = PolicyLayers::default();
+/// Each step's settings, from the manifest (or `--config`), then the command line.
+fn resolve_settings(
+    options: &RunOptions,
+    components: &[LoadedComponent],
+    plan: &Plan,
+) -> Result<HashMap<StepName, StepSettings>, RunError> {
+    let mut layers = SettingsLayers::default();
     let beside = Manifest::beside(&options.workflow);
     let manifest = options.config.clone().or_else(|| beside.exists().then_some(beside));
     if let Some(path) = manifest {
-        layers.push(Manifest::load(&path)?.policy_layer(&path));
+        layers.push(Manifest::load(&path)?.settings_layer(&path));
     }
-    layers.push(options.cli_policy.clone());
-    let steps: Vec<StepName> = plan.steps().map(|step| step.name.clone()).collect();
-    layers.check_names(&steps)?;
-    let mut policies = HashMap::new();
-    for step in steps {
-        let policy = layers.resolve(&step)?;
-        policies.insert(step, policy);
+    layers.push(options.cli_settings.clone());
+    let sources: Vec<StepSource> = plan
+        .interfaces
+        .iter()
+        .flat_map(|interface| {
+            let path = &components[interface.provider].path;
+            let component =
+                path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned());
+            interface
+                .functions
+                .iter()
+                .map(move |function| StepSource { step: function.name.clone(), component: component.clone() })
+        })
+        .collect();
+    layers.check_names(&sources)?;
+    let mut settings = HashMap::new();
+    for source in sources {
+        let resolved = layers.resolve(&source)?;
+        settings.insert(source.step, resolved);
     }
-    Ok(policies)
+    Ok(settings)
 }
 
 fn instantiate_error(component: &LoadedComponent, message: String) -> RunError {
@@ -385,7 +399,7 @@ fn step_targets(
     engine: &Engine,
     components: &[LoadedComponent],
     plan: &Plan,
-    policies: &HashMap<StepName, RetryPolicy>,
+    settings: &HashMap<StepName, StepSettings>,
 ) -> Result<Vec<(StepName, Arc<StepTarget>)>, RunError> {
     let mut linker = base_linker(engine).map_err(|e| instantiate_error(&components[WORKFLOW], format!("{e:#}")))?;
     // A step that imports steps (the one-file case) gets stubs: nested steps are not supported.
@@ -422,14 +436,27 @@ fn step_targets(
         for function in &interface.functions {
             let export = export_index(&provider.component, Some(&interface.name), &function.name.function)
                 .ok_or_else(|| instantiate_error(provider, format!("`{}` is not exported", function.name)))?;
-            let policy = policies.get(&function.name).copied().unwrap_or_default();
-            tracing::debug!(source = "host", "step {} from {}: {policy:?}", function.name, provider.path.display());
+            let step_settings = settings.get(&function.name).cloned().ok_or_else(|| {
+                instantiate_error(provider, format!("no settings were resolved for `{}`", function.name))
+            })?;
+            tracing::debug!(
+                source = "host",
+                "step {} from {}: {step_settings:?}",
+                function.name,
+                provider.path.display()
+            );
             let result_type = function
                 .func
                 .results()
                 .next()
                 .ok_or_else(|| instantiate_error(provider, format!("`{}` returns nothing", function.name)))?;
-            let target = StepTarget { name: function.name.clone(), pre: pre.clone(), export, result_type, policy };
+            let target = StepTarget {
+                name: function.name.clone(),
+                pre: pre.clone(),
+                export,
+                result_type,
+                settings: step_settings,
+            };
             targets.push((function.name.clone(), Arc::new(target)));
         }
     }

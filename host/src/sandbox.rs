@@ -1,6 +1,7 @@
 //! One guest instance's world: a fresh `Store` with a WASI context that
-//! grants nothing, captured stdout/stderr, a memory limit and an epoch
-//! deadline. Knows wasmtime, nothing of SQL or retries.
+//! grants only what the step's grants say, captured stdout/stderr, memory and
+//! instance limits and an epoch deadline. Knows wasmtime, nothing of SQL or
+//! retries.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,28 +12,14 @@ use sha2::{Digest as _, Sha256};
 
 use wasmtime::component::{ComponentExportIndex, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, WasmBacktrace};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::capture::Capture;
 use crate::engine;
+use crate::grants::{Grants, Stdio};
+use crate::limits::AttemptLimits;
 use crate::retry::RetryPolicy;
-
-/// Per-attempt limits. Issue-level defaults; grants and overrides come with the manifest.
-#[derive(Debug, Clone, Copy)]
-pub struct AttemptLimits {
-    /// Wall-clock and CPU time an attempt may take.
-    pub timeout: Duration,
-    /// Largest size any one linear memory may grow to.
-    pub max_memory_bytes: usize,
-    /// Bytes of stdout and of stderr kept per instance.
-    pub max_output_bytes: usize,
-}
-
-impl Default for AttemptLimits {
-    fn default() -> Self {
-        Self { timeout: Duration::from_secs(300), max_memory_bytes: 512 << 20, max_output_bytes: 64 << 10 }
-    }
-}
+use crate::values;
 
 /// What a running step knows about itself (`stepbox:runtime/step-context`).
 #[derive(Debug, Clone)]
@@ -41,6 +28,7 @@ pub struct StepStatus {
     pub step: String,
     pub attempt: u32,
     pub policy: RetryPolicy,
+    pub limits: AttemptLimits,
 }
 
 /// Who runs in a store: a workflow (which may call steps) or one step attempt.
@@ -96,21 +84,42 @@ fn make_deterministic(builder: &mut WasiCtxBuilder, workflow_id: &str, started_a
         .insecure_random_seed(u128::from_le_bytes(half));
 }
 
-/// Denies memory growth past the limit and remembers that it did.
+/// Denies memory growth past the limit (and remembers that it did), and
+/// bounds tables and instance counts.
 struct MemoryLimiter {
-    max_memory_bytes: usize,
+    max_memory_bytes: u64,
     denied: bool,
 }
 
+/// Table elements, instances, tables and memories one store may have: far
+/// above what real components use (a Python component has a handful of
+/// instances), far below what exhausts the host.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+const MAX_INSTANCES: usize = 64;
+const MAX_TABLES: usize = 64;
+const MAX_MEMORIES: usize = 16;
+
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.max_memory_bytes;
+        let allowed = u64::try_from(desired).is_ok_and(|desired| desired <= self.max_memory_bytes);
         self.denied |= !allowed;
         Ok(allowed)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -119,7 +128,8 @@ pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
-    stderr: MemoryOutputPipe,
+    stdout: Capture,
+    stderr: Capture,
     pub identity: Identity,
 }
 
@@ -150,9 +160,9 @@ impl GuestState {
         }
     }
 
-    /// What the guest wrote to stderr, lossily decoded.
+    /// What the guest wrote to stderr (when captured), lossily decoded.
     pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
+        self.stderr.text()
     }
 }
 
@@ -165,6 +175,7 @@ pub enum FailureKind {
     OutOfMemory,
     /// The host stopped during the attempt (set on resume, not by the sandbox).
     Interrupted,
+    ResultTooLarge,
 }
 
 impl FailureKind {
@@ -176,12 +187,13 @@ impl FailureKind {
             Self::TimedOut => "timed-out",
             Self::OutOfMemory => "out-of-memory",
             Self::Interrupted => "interrupted",
+            Self::ResultTooLarge => "result-too-large",
         }
     }
 
     /// Reads a journaled kind; unknown text counts as a trap.
     pub fn parse(text: &str) -> Self {
-        [Self::ReturnedError, Self::TimedOut, Self::OutOfMemory, Self::Interrupted]
+        [Self::ReturnedError, Self::TimedOut, Self::OutOfMemory, Self::Interrupted, Self::ResultTooLarge]
             .into_iter()
             .find(|kind| kind.as_str() == text)
             .unwrap_or(Self::Trapped)
@@ -192,58 +204,96 @@ impl FailureKind {
 #[derive(Debug, Clone)]
 pub struct CallFailure {
     pub kind: FailureKind,
-    /// The trap with the guest backtrace, then the guest's stderr.
+    /// What happened: the trap with the guest's stderr and wasm backtrace, or the limit hit.
     pub message: String,
+}
+
+/// One attempt: its value or failure, and the output it wrote (when captured).
+#[derive(Debug)]
+pub struct AttemptReport {
+    pub result: Result<Val, CallFailure>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Creates stores for guests.
 #[derive(Clone)]
 pub struct Sandbox {
     engine: Engine,
-    limits: AttemptLimits,
 }
 
+/// Output a workflow may write: captured, never granted anything else.
+const WORKFLOW_OUTPUT_BYTES: usize = 64 << 10;
+
 impl Sandbox {
-    /// A sandbox on `engine` with `limits` for every attempt.
-    pub fn new(engine: &Engine, limits: AttemptLimits) -> Self {
-        Self { engine: engine.clone(), limits }
+    /// A sandbox on `engine`.
+    pub fn new(engine: &Engine) -> Self {
+        Self { engine: engine.clone() }
     }
 
-    /// A fresh store: nothing granted (no files, env, sockets), output captured.
-    pub fn store(&self, identity: Identity) -> Store<GuestState> {
-        let stdout = MemoryOutputPipe::new(self.limits.max_output_bytes);
-        let stderr = MemoryOutputPipe::new(self.limits.max_output_bytes);
-        let mut builder = WasiCtxBuilder::new();
-        builder.stdout(stdout).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
-        if let Identity::Workflow { workflow_id, started_at_ms, .. } = &identity {
-            make_deterministic(&mut builder, workflow_id, *started_at_ms);
-        }
-        let wasi = builder.build();
-        let limiter = MemoryLimiter { max_memory_bytes: self.limits.max_memory_bytes, denied: false };
-        let is_step = matches!(identity, Identity::Step(_));
-        let mut store =
-            Store::new(&self.engine, GuestState { wasi, table: ResourceTable::new(), limiter, stderr, identity });
+    /// A workflow's store: nothing granted, output captured, clocks and
+    /// randomness deterministic; not timed, only made to yield.
+    pub fn workflow_store(&self, workflow_id: &str, started_at_ms: i64) -> Store<GuestState> {
+        let stdout = Capture::new(WORKFLOW_OUTPUT_BYTES);
+        let stderr = Capture::new(WORKFLOW_OUTPUT_BYTES);
+        let mut builder = base_wasi(&stdout, &stderr);
+        make_deterministic(&mut builder, workflow_id, started_at_ms);
+        let identity = Identity::Workflow { workflow_id: workflow_id.to_string(), next_seq: 1, started_at_ms };
+        let limiter = MemoryLimiter { max_memory_bytes: AttemptLimits::default().max_memory_bytes, denied: false };
+        let state =
+            GuestState { wasi: builder.build(), table: ResourceTable::new(), limiter, stdout, stderr, identity };
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        if is_step {
-            store.epoch_deadline_trap();
-            store.set_epoch_deadline(engine::ticks(self.limits.timeout));
-        } else {
-            // Workflows wait on steps; they are not timed, only made to yield.
-            store.epoch_deadline_async_yield_and_update(engine::ticks(Duration::from_secs(1)));
-        }
+        store.epoch_deadline_async_yield_and_update(engine::ticks(Duration::from_secs(1)));
         store
     }
 
-    /// Runs one step attempt in a brand-new instance and returns its value.
+    /// A step attempt's store: only `grants`, within `status.limits`.
+    fn step_store(&self, status: StepStatus, grants: &Grants) -> wasmtime::Result<Store<GuestState>> {
+        let limits = status.limits;
+        let output_limit = usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX);
+        let (stdout, stderr) = (Capture::new(output_limit), Capture::new(output_limit));
+        let mut builder = base_wasi(&stdout, &stderr);
+        if grants.stdout == Stdio::Inherit {
+            builder.inherit_stdout();
+        }
+        if grants.stderr == Stdio::Inherit {
+            builder.inherit_stderr();
+        }
+        grants.apply(&mut builder)?;
+        let limiter = MemoryLimiter { max_memory_bytes: limits.max_memory_bytes, denied: false };
+        let identity = Identity::Step(status);
+        let state =
+            GuestState { wasi: builder.build(), table: ResourceTable::new(), limiter, stdout, stderr, identity };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine::ticks(limits.timeout));
+        Ok(store)
+    }
+
+    /// Runs one step attempt in a brand-new instance.
     pub async fn call_step(
         &self,
         pre: &InstancePre<GuestState>,
         function: &ComponentExportIndex,
         status: StepStatus,
+        grants: &Grants,
         params: &[Val],
-    ) -> Result<Val, CallFailure> {
-        let mut store = self.store(Identity::Step(status));
-        let outcome = tokio::time::timeout(self.limits.timeout, async {
+    ) -> AttemptReport {
+        let limits = status.limits;
+        let mut store = match self.step_store(status, grants) {
+            Ok(store) => store,
+            Err(error) => {
+                let failure = CallFailure {
+                    kind: FailureKind::Trapped,
+                    message: format!("cannot set up the attempt: {error:#}"),
+                };
+                return AttemptReport { result: Err(failure), stdout: String::new(), stderr: String::new() };
+            }
+        };
+        // The epoch deadline stops guest code; this timeout also stops waits in host calls.
+        let outcome = tokio::time::timeout(limits.timeout, async {
             let instance = pre.instantiate_async(&mut store).await?;
             let func = instance
                 .get_func(&mut store, function)
@@ -253,43 +303,61 @@ impl Sandbox {
             results.pop().ok_or_else(|| wasmtime::format_err!("the step function returned no value"))
         })
         .await;
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(self.failure(&store, &error)),
+        let result = match outcome {
+            Ok(Ok(value)) => check_size(value, limits.max_result_bytes),
+            Ok(Err(error)) => Err(failure(&store, &error, &limits)),
             Err(_) => Err(CallFailure {
                 kind: FailureKind::TimedOut,
-                message: format!(
-                    "the attempt did not finish within {}",
-                    humantime::format_duration(self.limits.timeout)
-                ),
+                message: format!("the attempt did not finish within {}", humantime::format_duration(limits.timeout)),
             }),
-        }
-    }
-
-    fn failure(&self, store: &Store<GuestState>, error: &wasmtime::Error) -> CallFailure {
-        let trap = error.downcast_ref::<Trap>();
-        let kind = if matches!(trap, Some(Trap::Interrupt)) {
-            FailureKind::TimedOut
-        } else if store.data().limiter.denied {
-            FailureKind::OutOfMemory
-        } else {
-            FailureKind::Trapped
         };
-        let mut message = describe_error(error, store.data());
-        if kind == FailureKind::TimedOut {
-            message = format!(
-                "the attempt did not finish within {} (interrupted)\n{message}",
-                humantime::format_duration(self.limits.timeout)
-            );
-        }
-        if kind == FailureKind::OutOfMemory {
-            message = format!(
-                "the attempt tried to grow its memory past {} MiB\n{message}",
-                self.limits.max_memory_bytes >> 20
-            );
-        }
-        CallFailure { kind, message }
+        let state = store.data();
+        AttemptReport { result, stdout: state.stdout.text(), stderr: state.stderr.text() }
     }
+}
+
+/// WASI with nothing granted: no files, env, sockets or name lookups; output to `stdout`/`stderr`.
+fn base_wasi(stdout: &Capture, stderr: &Capture) -> WasiCtxBuilder {
+    let mut builder = WasiCtxBuilder::new();
+    builder.stdout(stdout.clone()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    builder
+}
+
+/// Refuses a value larger than the journal should hold.
+fn check_size(value: Val, max_result_bytes: u64) -> Result<Val, CallFailure> {
+    let size = values::to_wave(&value).len();
+    if u64::try_from(size).unwrap_or(u64::MAX) > max_result_bytes {
+        return Err(CallFailure {
+            kind: FailureKind::ResultTooLarge,
+            message: format!(
+                "the step returned {size} bytes (as WAVE), more than its result limit of {max_result_bytes} bytes"
+            ),
+        });
+    }
+    Ok(value)
+}
+
+fn failure(store: &Store<GuestState>, error: &wasmtime::Error, limits: &AttemptLimits) -> CallFailure {
+    let trap = error.downcast_ref::<Trap>();
+    let kind = if matches!(trap, Some(Trap::Interrupt)) {
+        FailureKind::TimedOut
+    } else if store.data().limiter.denied {
+        FailureKind::OutOfMemory
+    } else {
+        FailureKind::Trapped
+    };
+    let message = describe_error(error, store.data());
+    let message = match kind {
+        FailureKind::TimedOut => format!(
+            "the attempt did not finish within {} (interrupted)\n{message}",
+            humantime::format_duration(limits.timeout)
+        ),
+        FailureKind::OutOfMemory => {
+            format!("the attempt tried to grow its memory past {} MiB\n{message}", limits.max_memory_bytes >> 20)
+        }
+        _ => message,
+    };
+    CallFailure { kind, message }
 }
 
 /// The error's causes on one line, what the guest wrote to stderr, then its

@@ -14,6 +14,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("pipeline", "PIPELINE"),
     ("flaky", "FLAKY"),
     ("broken-convention", "BROKEN_CONVENTION"),
+    ("hostile", "HOSTILE"),
+    ("hostile-caller", "HOSTILE_CALLER"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

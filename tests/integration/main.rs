@@ -8,4 +8,5 @@ mod durability;
 mod errors;
 mod postgres;
 mod retries;
+mod sandbox;
 mod seed;

@@ -94,7 +94,7 @@ async fn policy_precedence_is_cli_then_manifest_then_defaults() {
     fs::copy(artifacts::RETRY_DEMO, &workflow).unwrap();
     fs::write(
         scratch.path().join("demo.toml"),
-        "[retry]\nmax-attempts = 5\ninterval = \"1ms\"\n\n[steps.flaky]\nbackoff-rate = 1.0\n",
+        "[retry]\nmax-attempts = 5\ninterval = \"1ms\"\n\n[steps.flaky.retry]\nbackoff-rate = 1.0\n",
     )
     .unwrap();
     let workflow = workflow.to_str().unwrap();
@@ -119,7 +119,7 @@ async fn policy_precedence_is_cli_then_manifest_then_defaults() {
 
     // --config replaces the manifest beside the component.
     let other = scratch.path().join("other.toml");
-    fs::write(&other, "[steps.\"guests:flaky/steps.flaky\"]\nmax-attempts = 1\n").unwrap();
+    fs::write(&other, "[steps.\"guests:flaky/steps.flaky\".retry]\nmax-attempts = 1\n").unwrap();
     let config = run("config", &["--config", other.to_str().unwrap(), "--interval", "1ms"]);
     assert_eq!(attempts_of(&config), 1);
     assert!(config.success().contains("attempts: 1,"));

@@ -1,0 +1,89 @@
+//! Hostile and broken steps: each tries something the sandbox must stop or
+//! contain. Denials the guest observes come back as `permanent(...)`.
+
+use std::io::Write as _;
+
+wit_bindgen::generate!({
+    world: "guests:hostile/hostile",
+    path: ["../../../wit", "../../wit/hostile.wit"],
+    generate_all,
+});
+
+use exports::guests::hostile::steps::{Guest, StepError};
+
+struct Hostile;
+
+fn denied(what: &str, error: impl std::fmt::Display) -> StepError {
+    StepError::Permanent(format!("{what}: {error}"))
+}
+
+impl Guest for Hostile {
+    fn spin() -> Result<u64, StepError> {
+        let mut counter = 0u64;
+        loop {
+            counter = std::hint::black_box(counter.wrapping_add(1));
+        }
+    }
+
+    fn hog_memory() -> Result<u64, StepError> {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            hoard.push(vec![1u8; 16 << 20]);
+            std::hint::black_box(&hoard);
+        }
+    }
+
+    fn recurse(depth: u64) -> Result<u64, StepError> {
+        fn down(depth: u64) -> u64 {
+            let frame = std::hint::black_box([depth; 512]);
+            if depth == 0 { frame[0] } else { down(depth - 1).wrapping_add(frame[511]) }
+        }
+        Ok(down(depth))
+    }
+
+    fn huge_result(bytes: u64) -> Result<String, StepError> {
+        Ok("x".repeat(usize::try_from(bytes).unwrap_or(usize::MAX)))
+    }
+
+    fn shout(bytes: u64) -> Result<u64, StepError> {
+        let chunk = vec![b'!'; 64 << 10];
+        let mut written = 0u64;
+        let mut stdout = std::io::stdout().lock();
+        while written < bytes {
+            let size = usize::try_from((bytes - written).min(chunk.len() as u64)).unwrap_or(chunk.len());
+            stdout.write_all(&chunk[..size]).map_err(|error| denied("stdout", error))?;
+            written += size as u64;
+        }
+        eprintln!("shouted {written} bytes");
+        Ok(written)
+    }
+
+    fn read_file(path: String) -> Result<String, StepError> {
+        std::fs::read_to_string(&path).map_err(|error| denied(&format!("read {path}"), error))
+    }
+
+    fn write_file(path: String, contents: String) -> Result<u64, StepError> {
+        std::fs::write(&path, &contents).map_err(|error| denied(&format!("write {path}"), error))?;
+        Ok(contents.len() as u64)
+    }
+
+    fn write_then_panic(path: String) -> Result<u64, StepError> {
+        let mut file = std::fs::File::create(&path).map_err(|error| denied(&format!("create {path}"), error))?;
+        file.write_all(b"first half;").map_err(|error| denied(&format!("write {path}"), error))?;
+        file.flush().map_err(|error| denied(&format!("flush {path}"), error))?;
+        panic!("crashed halfway through writing {path}");
+    }
+
+    fn list_env() -> Result<Vec<String>, StepError> {
+        Ok(std::env::vars().map(|(name, value)| format!("{name}={value}")).collect())
+    }
+
+    fn connect(address: String) -> Result<String, StepError> {
+        match std::net::TcpStream::connect(&address) {
+            Ok(stream) => Ok(format!("connected to {:?}", stream.peer_addr())),
+            Err(error) => Err(denied(&format!("connect {address}"), error)),
+        }
+    }
+}
+
+export!(Hostile);

@@ -1,0 +1,134 @@
+//! What a step may touch beyond its own memory: granted directories (cap-std
+//! preopens, read-only unless `write = true`), named environment variables,
+//! and whether its stdout/stderr are captured or inherited. Everything is
+//! denied by default; workflows never get grants.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// A host directory visible to the step at `guest`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DirGrant {
+    /// The host directory; relative paths are relative to the manifest.
+    pub host: PathBuf,
+    /// Where the step sees it, e.g. `/data`.
+    pub guest: String,
+    /// Whether the step may create, change and delete files in it.
+    #[serde(default)]
+    pub write: bool,
+}
+
+/// Where a step's stdout or stderr goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stdio {
+    /// Kept (up to the output limit), logged and journaled with the attempt.
+    #[default]
+    Capture,
+    /// Written straight to the host's own stream.
+    Inherit,
+}
+
+/// The grants one step runs with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub dirs: Vec<DirGrant>,
+    /// Names of host environment variables passed through.
+    pub env: Vec<String>,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+/// Grants one source sets; unset fields fall through.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GrantOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirs: Option<Vec<DirGrant>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<Stdio>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<Stdio>,
+}
+
+impl GrantOverrides {
+    /// `base` with every grant this source sets replaced (not merged).
+    pub fn apply(&self, base: Grants) -> Grants {
+        Grants {
+            dirs: self.dirs.clone().unwrap_or(base.dirs),
+            env: self.env.clone().unwrap_or(base.env),
+            stdout: self.stdout.unwrap_or(base.stdout),
+            stderr: self.stderr.unwrap_or(base.stderr),
+        }
+    }
+
+    /// Makes relative host directories relative to `base` (the manifest's folder).
+    pub fn anchor(&mut self, base: &Path) {
+        for dir in self.dirs.iter_mut().flatten() {
+            if dir.host.is_relative() {
+                dir.host = base.join(&dir.host);
+            }
+        }
+    }
+}
+
+impl Grants {
+    /// Refuses grants that cannot work, before anything runs.
+    pub fn check(&self) -> Result<(), String> {
+        for dir in &self.dirs {
+            if !dir.host.is_dir() {
+                return Err(format!(
+                    "the granted directory {} does not exist or is not a directory",
+                    dir.host.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds these grants to a step attempt's WASI context.
+    pub fn apply(&self, builder: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
+        for dir in &self.dirs {
+            let perms = if dir.write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            builder.preopened_dir(&dir.host, &dir.guest, perms)?;
+        }
+        for name in &self.env {
+            if let Ok(value) = std::env::var(name) {
+                builder.env(name, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_and_anchor_relative_directories() {
+        let mut overrides = GrantOverrides {
+            dirs: Some(vec![DirGrant { host: "data".into(), guest: "/data".into(), write: false }]),
+            ..Default::default()
+        };
+        overrides.anchor(Path::new("/srv/app"));
+        let grants = overrides.apply(Grants { env: vec!["TOKEN".into()], ..Default::default() });
+        assert_eq!(grants.dirs[0].host, PathBuf::from("/srv/app/data"));
+        assert_eq!(grants.env, ["TOKEN"]);
+        assert_eq!(grants.stdout, Stdio::Capture);
+    }
+
+    #[test]
+    fn a_missing_directory_is_refused() {
+        let grants = Grants {
+            dirs: vec![DirGrant { host: "/no/such/dir".into(), guest: "/d".into(), write: false }],
+            ..Default::default()
+        };
+        assert!(grants.check().unwrap_err().contains("/no/such/dir does not exist"));
+    }
+}

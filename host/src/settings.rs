@@ -1,0 +1,323 @@
+//! Which settings (retry policy, limits, grants) each step gets: defaults,
+//! then the manifest, then the command line; within a source, a step's own
+//! entry over its component's over the all-steps one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::grants::{GrantOverrides, Grants};
+use crate::limits::{AttemptLimits, LimitOverrides};
+use crate::retry::{PolicyError, RetryPolicy};
+use crate::step_name::StepName;
+
+/// Policy fields one source sets; unset fields fall through to the level below.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PolicyOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "duration_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interval: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_rate: Option<f64>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "duration_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_interval: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<f64>,
+}
+
+impl PolicyOverrides {
+    /// `base` with every field this source sets replaced.
+    pub fn apply(&self, base: RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
+            initial_interval: self.interval.unwrap_or(base.initial_interval),
+            backoff_rate: self.backoff_rate.unwrap_or(base.backoff_rate),
+            max_interval: self.max_interval.unwrap_or(base.max_interval),
+            jitter: self.jitter.unwrap_or(base.jitter),
+        }
+    }
+}
+
+/// Durations are written as humans do: "250ms", "1s", "1h 30m".
+pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Writes durations the way [`duration`] reads them.
+pub fn duration_text<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(duration) => serializer.serialize_str(&humantime::format_duration(*duration).to_string()),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Parses "250ms", "1s", "1h 30m"; the error says what is accepted.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|error| format!("invalid duration {text:?} ({error}); write it like \"250ms\", \"1s\" or \"2m\""))
+}
+
+/// The settings one source gives at one level (all steps, a component, a step).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Scope {
+    #[serde(default)]
+    pub retry: PolicyOverrides,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    #[serde(default)]
+    pub grants: GrantOverrides,
+}
+
+/// Everything a step runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSettings {
+    pub policy: RetryPolicy,
+    pub limits: AttemptLimits,
+    pub grants: Grants,
+}
+
+/// One source of settings (the manifest, the command line).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct SettingsLayer {
+    /// Where it came from, for error messages: a file path or "the command line".
+    pub origin: String,
+    /// Applies to every step.
+    pub all: Scope,
+    /// Applies to the steps of one component, keyed by its file name (`flaky.wasm`).
+    pub components: BTreeMap<String, Scope>,
+    /// Applies to one step, keyed by its bare or qualified name.
+    pub steps: BTreeMap<String, Scope>,
+}
+
+/// A settings source names a step or component that does not exist, or sets a bad value.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SettingsError {
+    #[error(
+        "{origin} has settings for step `{name}`, but no step of this workflow has that name; its steps are: {known}"
+    )]
+    UnknownStep { origin: String, name: String, known: String },
+    #[error(
+        "{origin} has settings for component `{name}`, but no step comes from a component of that file name; they come from: {known}"
+    )]
+    UnknownComponent { origin: String, name: String, known: String },
+    #[error("{origin} gives step `{step}` an invalid retry policy: {error}")]
+    Invalid { origin: String, step: String, error: PolicyError },
+    #[error("{origin} gives step `{step}` a grant that cannot work: {message}")]
+    Grant { origin: String, step: String, message: String },
+}
+
+/// All settings sources, lowest precedence first.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsLayers {
+    layers: Vec<SettingsLayer>,
+}
+
+/// A step and the file name of the component that provides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSource {
+    pub step: StepName,
+    pub component: String,
+}
+
+impl SettingsLayers {
+    /// Adds a source that takes precedence over every source added before it.
+    pub fn push(&mut self, layer: SettingsLayer) {
+        self.layers.push(layer);
+    }
+
+    /// Refuses step- or component-specific settings that name nothing in `known`.
+    pub fn check_names(&self, known: &[StepSource]) -> Result<(), SettingsError> {
+        let list = |items: Vec<String>| if items.is_empty() { "(none)".to_string() } else { items.join(", ") };
+        for layer in &self.layers {
+            if let Some(name) = layer.steps.keys().find(|name| !known.iter().any(|source| source.step.matches(name))) {
+                return Err(SettingsError::UnknownStep {
+                    origin: layer.origin.clone(),
+                    name: name.clone(),
+                    known: list(known.iter().map(|source| source.step.to_string()).collect()),
+                });
+            }
+            if let Some(name) =
+                layer.components.keys().find(|name| !known.iter().any(|source| &source.component == *name))
+            {
+                let mut components: Vec<String> = known.iter().map(|source| source.component.clone()).collect();
+                components.dedup();
+                return Err(SettingsError::UnknownComponent {
+                    origin: layer.origin.clone(),
+                    name: name.clone(),
+                    known: list(components),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// What `source` runs with: defaults, then layer by layer its `all`, its
+    /// component's and its step's scope, each more specific one winning.
+    pub fn resolve(&self, source: &StepSource) -> Result<StepSettings, SettingsError> {
+        let mut settings = StepSettings {
+            policy: RetryPolicy::default(),
+            limits: AttemptLimits::default(),
+            grants: Grants::default(),
+        };
+        let mut policy_origin = "the defaults".to_string();
+        let mut grants_origin = policy_origin.clone();
+        for layer in &self.layers {
+            let scopes = std::iter::once(&layer.all)
+                .chain(layer.components.get(&source.component))
+                .chain(layer.steps.iter().filter(|(name, _)| source.step.matches(name)).map(|(_, scope)| scope));
+            for scope in scopes {
+                let before = settings.clone();
+                settings.policy = scope.retry.apply(settings.policy);
+                settings.limits = scope.limits.apply(settings.limits);
+                settings.grants = scope.grants.apply(settings.grants);
+                if settings.policy != before.policy {
+                    policy_origin.clone_from(&layer.origin);
+                }
+                if settings.grants != before.grants {
+                    grants_origin.clone_from(&layer.origin);
+                }
+            }
+        }
+        let step = source.step.to_string();
+        settings.policy.validate().map_err(|error| SettingsError::Invalid {
+            origin: policy_origin,
+            step: step.clone(),
+            error,
+        })?;
+        settings.grants.check().map_err(|message| SettingsError::Grant { origin: grants_origin, step, message })?;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provision() -> StepSource {
+        StepSource { step: StepName::new("example:provision/steps", "provision"), component: "provision.wasm".into() }
+    }
+
+    fn attempts(n: u32) -> Scope {
+        Scope { retry: PolicyOverrides { max_attempts: Some(n), ..Default::default() }, ..Default::default() }
+    }
+
+    fn layer(origin: &str, all: Scope, components: &[(&str, Scope)], steps: &[(&str, Scope)]) -> SettingsLayer {
+        SettingsLayer {
+            origin: origin.into(),
+            all,
+            components: components.iter().map(|(name, scope)| (name.to_string(), scope.clone())).collect(),
+            steps: steps.iter().map(|(name, scope)| (name.to_string(), scope.clone())).collect(),
+        }
+    }
+
+    fn max_attempts(layers: &SettingsLayers, source: &StepSource) -> u32 {
+        layers.resolve(source).unwrap().policy.max_attempts
+    }
+
+    #[test]
+    fn defaults_without_sources() {
+        let settings = SettingsLayers::default().resolve(&provision()).unwrap();
+        assert_eq!(settings.policy, RetryPolicy::default());
+        assert_eq!(settings.limits, AttemptLimits::default());
+        assert_eq!(settings.grants, Grants::default());
+    }
+
+    #[test]
+    fn command_line_beats_manifest_beats_defaults() {
+        let mut layers = SettingsLayers::default();
+        let manifest = Scope {
+            retry: PolicyOverrides {
+                max_attempts: Some(5),
+                interval: Some(Duration::from_millis(10)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        layers.push(layer("provision.toml", manifest, &[], &[]));
+        layers.push(layer("command line", attempts(2), &[], &[]));
+        let policy = layers.resolve(&provision()).unwrap().policy;
+        assert_eq!(policy.max_attempts, 2, "command line wins");
+        assert_eq!(policy.initial_interval, Duration::from_millis(10), "manifest fills the rest");
+        assert_eq!(policy.backoff_rate, 2.0, "defaults fill what nobody set");
+    }
+
+    #[test]
+    fn step_beats_component_beats_all_within_a_layer() {
+        let mut layers = SettingsLayers::default();
+        layers.push(layer("m.toml", attempts(4), &[("provision.wasm", attempts(5))], &[("provision", attempts(7))]));
+        assert_eq!(max_attempts(&layers, &provision()), 7);
+        let sibling = StepSource { step: StepName::new("example:provision/steps", "other"), ..provision() };
+        assert_eq!(max_attempts(&layers, &sibling), 5);
+        let elsewhere = StepSource { component: "other.wasm".into(), ..sibling };
+        assert_eq!(max_attempts(&layers, &elsewhere), 4);
+    }
+
+    #[test]
+    fn command_line_for_all_steps_beats_a_manifest_step_entry() {
+        let mut layers = SettingsLayers::default();
+        layers.push(layer("m.toml", Scope::default(), &[], &[("example:provision/steps.provision", attempts(7))]));
+        layers.push(layer("command line", attempts(2), &[], &[]));
+        assert_eq!(max_attempts(&layers, &provision()), 2);
+    }
+
+    #[test]
+    fn unknown_step_and_component_names_are_refused_with_the_known_ones() {
+        let mut layers = SettingsLayers::default();
+        layers.push(layer("command line", Scope::default(), &[], &[("provison", attempts(2))]));
+        let error = layers.check_names(&[provision()]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "command line has settings for step `provison`, but no step of this workflow has that name; \
+             its steps are: example:provision/steps.provision"
+        );
+        let mut layers = SettingsLayers::default();
+        layers.push(layer("m.toml", Scope::default(), &[("flaky.wasm", attempts(2))], &[]));
+        let error = layers.check_names(&[provision()]).unwrap_err().to_string();
+        assert!(
+            error.contains("component `flaky.wasm`") && error.ends_with("they come from: provision.wasm"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_their_origin() {
+        let mut layers = SettingsLayers::default();
+        layers.push(layer("m.toml", attempts(0), &[], &[]));
+        let error = layers.resolve(&provision()).unwrap_err();
+        assert!(error.to_string().starts_with("m.toml gives step `example:provision/steps.provision`"), "{error}");
+    }
+
+    #[test]
+    fn a_layer_round_trips_through_json() {
+        let scope = Scope {
+            retry: PolicyOverrides { interval: Some(Duration::from_millis(1500)), ..Default::default() },
+            ..Default::default()
+        };
+        let layer = layer("command line", attempts(2), &[], &[("provision", scope)]);
+        let text = serde_json::to_string(&layer).unwrap();
+        assert!(text.contains(r#""interval":"1s 500ms""#), "{text}");
+        assert_eq!(serde_json::from_str::<SettingsLayer>(&text).unwrap(), layer);
+    }
+
+    #[test]
+    fn durations_parse_like_humans_write_them() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").unwrap_err().contains("\"250ms\""));
+    }
+}
