@@ -1,7 +1,7 @@
 //! What a step may touch beyond its own memory: granted directories (cap-std
 //! preopens, read-only unless `write = true`), named environment variables,
-//! and whether its stdout/stderr are captured or inherited. Everything is
-//! denied by default; workflows never get grants.
+//! outbound HTTP to listed hosts, and whether its stdout/stderr are captured
+//! or inherited. Everything is denied by default; workflows never get grants.
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +38,8 @@ pub struct Grants {
     pub dirs: Vec<DirGrant>,
     /// Names of host environment variables passed through.
     pub env: Vec<String>,
+    /// Hosts (`host` or `host:port`) the step may send HTTP requests to.
+    pub http: Vec<String>,
     pub stdout: Stdio,
     pub stderr: Stdio,
 }
@@ -51,6 +53,8 @@ pub struct GrantOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdout: Option<Stdio>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr: Option<Stdio>,
@@ -62,6 +66,7 @@ impl GrantOverrides {
         Grants {
             dirs: self.dirs.clone().unwrap_or(base.dirs),
             env: self.env.clone().unwrap_or(base.env),
+            http: self.http.clone().unwrap_or(base.http),
             stdout: self.stdout.unwrap_or(base.stdout),
             stderr: self.stderr.unwrap_or(base.stderr),
         }

@@ -11,6 +11,7 @@ pub mod contract;
 pub mod engine;
 pub mod grants;
 pub mod host_api;
+pub mod http_grant;
 pub mod invoker;
 pub mod journal;
 pub mod limits;

@@ -402,6 +402,9 @@ fn step_targets(
     settings: &HashMap<StepName, StepSettings>,
 ) -> Result<Vec<(StepName, Arc<StepTarget>)>, RunError> {
     let mut linker = base_linker(engine).map_err(|e| instantiate_error(&components[WORKFLOW], format!("{e:#}")))?;
+    // Only steps get `wasi:http`; each attempt's hooks allow just its granted hosts.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(|e| instantiate_error(&components[WORKFLOW], format!("{e:#}")))?;
     // A step that imports steps (the one-file case) gets stubs: nested steps are not supported.
     for interface in &plan.interfaces {
         let mut instance = linker

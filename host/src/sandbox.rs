@@ -13,10 +13,12 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::{ComponentExportIndex, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capture::Capture;
 use crate::engine;
 use crate::grants::{Grants, Stdio};
+use crate::http_grant::HttpGrant;
 use crate::limits::AttemptLimits;
 use crate::retry::RetryPolicy;
 use crate::values;
@@ -126,6 +128,8 @@ impl ResourceLimiter for MemoryLimiter {
 /// The data of every guest store.
 pub struct GuestState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_grant: HttpGrant,
     table: ResourceTable,
     limiter: MemoryLimiter,
     stdout: Capture,
@@ -139,7 +143,33 @@ impl WasiView for GuestState {
     }
 }
 
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_grant }
+    }
+}
+
 impl GuestState {
+    fn new(
+        wasi: WasiCtx,
+        http_grant: HttpGrant,
+        limiter: MemoryLimiter,
+        output: (Capture, Capture),
+        identity: Identity,
+    ) -> Self {
+        let (stdout, stderr) = output;
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            http_grant,
+            table: ResourceTable::new(),
+            limiter,
+            stdout,
+            stderr,
+            identity,
+        }
+    }
+
     /// The label guest log lines are shown with: `workflow` or the step's name.
     pub fn source(&self) -> &str {
         match &self.identity {
@@ -240,8 +270,7 @@ impl Sandbox {
         make_deterministic(&mut builder, workflow_id, started_at_ms);
         let identity = Identity::Workflow { workflow_id: workflow_id.to_string(), next_seq: 1, started_at_ms };
         let limiter = MemoryLimiter { max_memory_bytes: AttemptLimits::default().max_memory_bytes, denied: false };
-        let state =
-            GuestState { wasi: builder.build(), table: ResourceTable::new(), limiter, stdout, stderr, identity };
+        let state = GuestState::new(builder.build(), HttpGrant::default(), limiter, (stdout, stderr), identity);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_async_yield_and_update(engine::ticks(Duration::from_secs(1)));
@@ -263,8 +292,8 @@ impl Sandbox {
         grants.apply(&mut builder)?;
         let limiter = MemoryLimiter { max_memory_bytes: limits.max_memory_bytes, denied: false };
         let identity = Identity::Step(status);
-        let state =
-            GuestState { wasi: builder.build(), table: ResourceTable::new(), limiter, stdout, stderr, identity };
+        let http_grant = HttpGrant::new(grants.http.clone());
+        let state = GuestState::new(builder.build(), http_grant, limiter, (stdout, stderr), identity);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();

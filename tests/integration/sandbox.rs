@@ -250,3 +250,54 @@ async fn a_second_workflow_in_the_same_process_finishes_normally() {
     assert!(hostile_outcome.unwrap().output.starts_with("err(retries-exhausted({step: \"guests:hostile/steps.spin\""));
     assert_eq!(normal_outcome.unwrap().output, "ok(2)");
 }
+
+/// A one-response-per-connection HTTP server on 127.0.0.1 that counts connections.
+fn http_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+        }
+    });
+    (address, connections)
+}
+
+#[tokio::test]
+async fn http_reaches_only_granted_hosts() {
+    use std::sync::atomic::Ordering;
+
+    let (address, connections) = http_server();
+    let port = address.rsplit_once(':').unwrap().1;
+    let scratch = Scratch::new();
+    let config = scratch.path().join("http.toml");
+    fs::write(&config, format!("[steps.fetch.grants]\nhttp = [\"{address}\"]\n")).unwrap();
+    let config = config.to_str().unwrap();
+
+    let url = format!("\"http://{address}/hello\"");
+    let allowed = hostile(&scratch, "granted", "fetch", &[&url, "--config", config]);
+    assert_eq!(allowed.success(), r#"ok("200 hello")"#);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    let ungranted = hostile(&scratch, "ungranted", "fetch", &[&url]);
+    assert_eq!(
+        ungranted.success(),
+        format!(r#"err(permanent("fetch http://{address}/hello: ErrorCode::HttpRequestDenied"))"#)
+    );
+    let other_name = format!("\"http://localhost:{port}/hello\"");
+    let renamed = hostile(&scratch, "renamed", "fetch", &[&other_name, "--config", config]);
+    assert!(renamed.success().contains("HttpRequestDenied"), "{}", renamed.output());
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "denied requests never reached the server");
+    let journal = rows(&scratch.journal(), "ungranted").await;
+    assert_eq!(journal.attempts[0].outcome.as_deref(), Some("permanent"));
+    assert!(journal.attempts[0].message.as_deref().unwrap_or_default().contains("HttpRequestDenied"));
+}

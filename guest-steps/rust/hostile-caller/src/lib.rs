@@ -52,6 +52,10 @@ impl Guest for Caller {
     fn connect(address: String) -> Result<String, StepError> {
         steps::connect(&address)
     }
+
+    fn fetch(url: String) -> Result<String, StepError> {
+        steps::fetch(&url)
+    }
 }
 
 export!(Caller);

@@ -78,12 +78,51 @@ impl Guest for Hostile {
         Ok(std::env::vars().map(|(name, value)| format!("{name}={value}")).collect())
     }
 
+    fn fetch(url: String) -> Result<String, StepError> {
+        http_get(&url).map_err(|error| denied(&format!("fetch {url}"), error))
+    }
+
     fn connect(address: String) -> Result<String, StepError> {
         match std::net::TcpStream::connect(&address) {
             Ok(stream) => Ok(format!("connected to {:?}", stream.peer_addr())),
             Err(error) => Err(denied(&format!("connect {address}"), error)),
         }
     }
+}
+
+/// A plain `wasi:http` GET, the way any guest language would make one.
+fn http_get(url: &str) -> Result<String, String> {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{Fields, OutgoingRequest, Scheme};
+    use wasi::io::streams::StreamError;
+
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
+    let (authority, path) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, format!("/{path}")),
+        None => (rest, "/".to_string()),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "invalid scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "invalid authority")?;
+    request.set_path_with_query(Some(&path)).map_err(|()| "invalid path")?;
+    let pending = outgoing_handler::handle(request, None).map_err(|error| format!("{error:?}"))?;
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(error))) => return Err(format!("{error:?}")),
+        Some(Err(())) | None => return Err("the response was not ready".into()),
+    };
+    let body = response.consume().map_err(|()| "no body")?;
+    let stream = body.stream().map_err(|()| "no body stream")?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(error)) => return Err(error.to_debug_string()),
+        }
+    }
+    Ok(format!("{} {}", response.status(), String::from_utf8_lossy(&bytes)))
 }
 
 export!(Hostile);
