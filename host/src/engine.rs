@@ -16,7 +16,13 @@ const POOL_MAX_MEMORY: usize = 1 << 32;
 /// and falling back to on-demand allocation where the address space is too
 /// small to reserve the pool. Starts the epoch ticker.
 pub fn new_engine() -> wasmtime::Result<Engine> {
-    let mut config = base_config();
+    new_engine_with(true)
+}
+
+/// As [`new_engine`]; without epoch interruption attempts cannot time out
+/// while running guest code. Exists to measure what interruption costs.
+pub fn new_engine_with(epoch_interruption: bool) -> wasmtime::Result<Engine> {
+    let mut config = base_config(epoch_interruption);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
     let engine = match Engine::new(&config) {
         Ok(engine) => {
@@ -25,7 +31,7 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
         }
         Err(error) => {
             tracing::debug!("pooling allocator unavailable ({error:#}); using on-demand allocation");
-            let mut config = base_config();
+            let mut config = base_config(epoch_interruption);
             config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
             Engine::new(&config)?
         }
@@ -34,10 +40,10 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
     Ok(engine)
 }
 
-fn base_config() -> Config {
+fn base_config(epoch_interruption: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    config.epoch_interruption(true);
+    config.epoch_interruption(epoch_interruption);
     config
 }
 

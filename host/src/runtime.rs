@@ -394,6 +394,14 @@ fn base_linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     Ok(linker)
 }
 
+/// The linker step components are instantiated with: WASI, `stepbox:runtime`
+/// and `wasi:http` (each attempt's hooks allow just its granted hosts).
+pub fn step_linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
+    let mut linker = base_linker(engine)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
 /// One `InstancePre` per providing component, and a target per step function.
 fn step_targets(
     engine: &Engine,
@@ -401,10 +409,7 @@ fn step_targets(
     plan: &Plan,
     settings: &HashMap<StepName, StepSettings>,
 ) -> Result<Vec<(StepName, Arc<StepTarget>)>, RunError> {
-    let mut linker = base_linker(engine).map_err(|e| instantiate_error(&components[WORKFLOW], format!("{e:#}")))?;
-    // Only steps get `wasi:http`; each attempt's hooks allow just its granted hosts.
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-        .map_err(|e| instantiate_error(&components[WORKFLOW], format!("{e:#}")))?;
+    let mut linker = step_linker(engine).map_err(|e| instantiate_error(&components[WORKFLOW], format!("{e:#}")))?;
     // A step that imports steps (the one-file case) gets stubs: nested steps are not supported.
     for interface in &plan.interfaces {
         let mut instance = linker

@@ -301,3 +301,36 @@ async fn http_reaches_only_granted_hosts() {
     assert_eq!(journal.attempts[0].outcome.as_deref(), Some("permanent"));
     assert!(journal.attempts[0].message.as_deref().unwrap_or_default().contains("HttpRequestDenied"));
 }
+
+#[test]
+fn a_step_sees_its_limits_and_may_inherit_stdout() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let seen = crate::support::host_in(
+        scratch.path(),
+        &[
+            artifacts::RETRY_DEMO,
+            "--step",
+            artifacts::FLAKY,
+            "--invoke",
+            "retry-then-succeed",
+            "0",
+            "--timeout",
+            "flaky=7s",
+            "--journal",
+            &journal,
+        ],
+    );
+    seen.success();
+    assert_eq!(seen.count("flaky: attempt 1 (timeout 7000 ms)"), 1, "{}", seen.stderr);
+
+    let config = scratch.path().join("inherit.toml");
+    fs::write(&config, "[steps.shout.grants]\nstdout = \"inherit\"\n").unwrap();
+    let inherited = hostile(&scratch, "inherit", "shout", &["12", "--config", config.to_str().unwrap()]);
+    assert_eq!(inherited.success(), "ok(12)");
+    assert!(
+        inherited.stdout.starts_with("!!!!!!!!!!!!"),
+        "the guest wrote to the host's stdout: {:?}",
+        inherited.stdout
+    );
+}

@@ -17,10 +17,15 @@ fn attempt() -> u32 {
     step_context::status().map_or(1, |status| status.attempt)
 }
 
+/// The attempt's time limit as the step sees it, in ms.
+fn timeout_ms() -> u64 {
+    step_context::status().map_or(0, |status| status.limits.timeout_ms)
+}
+
 impl Guest for Flaky {
     fn flaky(fail_times: u32) -> Result<u32, StepError> {
         let attempt = attempt();
-        log(Level::Info, &format!("flaky: attempt {attempt}"));
+        log(Level::Info, &format!("flaky: attempt {attempt} (timeout {} ms)", timeout_ms()));
         if attempt <= fail_times {
             Err(StepError::Failed(format!("transient failure on attempt {attempt}")))
         } else {

@@ -54,6 +54,7 @@ impl Guest for Hostile {
             stdout.write_all(&chunk[..size]).map_err(|error| denied("stdout", error))?;
             written += size as u64;
         }
+        stdout.flush().map_err(|error| denied("stdout", error))?;
         eprintln!("shouted {written} bytes");
         Ok(written)
     }
