@@ -17,9 +17,11 @@ pub struct Run {
 }
 
 impl Run {
-    /// The value after `Workflow output: `, failing the test with the logs otherwise.
+    /// The value after `Workflow output: ` (an inherited guest stdout may precede it
+    /// on its line), failing the test with the logs otherwise.
     pub fn output(&self) -> &str {
-        self.stdout.lines().find_map(|line| line.strip_prefix("Workflow output: ")).unwrap_or_else(|| {
+        let output = self.stdout.lines().find_map(|line| line.split_once("Workflow output: ").map(|(_, value)| value));
+        output.unwrap_or_else(|| {
             panic!("no workflow output (exit {:?})\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
         })
     }
