@@ -64,6 +64,13 @@ pub fn check_step(step: &StepName, func: &ComponentFunc) -> Result<(), Conventio
     };
     match case.ty {
         Some(payload) if is_exhausted(&payload) => Ok(()),
+        Some(Type::Record(record)) if record.fields().map(|field| field.name).eq(["step", "attempts", "failures"]) => {
+            Err(fail(
+                "its `exhausted` record differs from this host's (for example in the `failure-kind` cases)".into(),
+                ". The component was built against another version of stepbox:runtime@0.1.0: rebuild it against \
+                 the host's wit/runtime.wit.",
+            ))
+        }
         payload => Err(fail(
             format!(
                 "its `{EXHAUSTED_CASE}` case carries {} instead of `stepbox:runtime/types.exhausted`",
