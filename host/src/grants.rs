@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// A host directory visible to the step at `guest`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -93,18 +92,13 @@ impl Grants {
                 ));
             }
         }
-        Ok(())
-    }
-
-    /// Adds these grants to a step attempt's WASI context.
-    pub fn apply(&self, builder: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
-        for dir in &self.dirs {
-            let perms = if dir.write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-            builder.preopened_dir(&dir.host, &dir.guest, perms)?;
-        }
-        for name in &self.env {
-            if let Ok(value) = std::env::var(name) {
-                builder.env(name, value);
+        for host in &self.http {
+            let plain = !host.contains('/') && !host.contains('@');
+            if !plain || host.parse::<http::uri::Authority>().is_err() {
+                return Err(format!(
+                    "HTTP grant {host:?} is not a host or host:port (write \"api.example.com\" or \"127.0.0.1:8080\", \
+                     no scheme or path)"
+                ));
             }
         }
         Ok(())
@@ -135,5 +129,9 @@ mod tests {
             ..Default::default()
         };
         assert!(grants.check().unwrap_err().contains("/no/such/dir does not exist"));
+        let url = Grants { http: vec!["https://api.example.com/v1".into()], ..Default::default() };
+        assert!(url.check().unwrap_err().contains("not a host or host:port"));
+        let fine = Grants { http: vec!["api.example.com".into(), "127.0.0.1:8080".into()], ..Default::default() };
+        assert_eq!(fine.check(), Ok(()));
     }
 }

@@ -121,8 +121,16 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Shows a guest's log line with where it came from.
+/// Shows a guest's log message with where it came from, one log line per
+/// line of text, control characters dropped, so a guest cannot forge host lines.
 fn emit(source: &str, level: Level, message: &str) {
+    for line in message.lines() {
+        let line: String = line.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+        emit_line(source, level, &line);
+    }
+}
+
+fn emit_line(source: &str, level: Level, message: &str) {
     match level {
         Level::Trace => tracing::trace!(target: "stepbox::guest", source, "{message}"),
         Level::Debug => tracing::debug!(target: "stepbox::guest", source, "{message}"),

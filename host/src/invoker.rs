@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use wasmtime::component::types::Type;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
-use crate::journal::{self, AttemptOutcome, AttemptRecord, Journal, JournalError, NewStepCall, StepCallStatus};
+use crate::journal::{
+    self, AttemptOutcome, AttemptRecord, CallRef, Journal, JournalError, NewStepCall, StepCallStatus,
+};
 use crate::retry::RetryPolicy;
 use crate::sandbox::{AttemptReport, FailureKind, GuestState, Sandbox, StepStatus};
 use crate::settings::StepSettings;
@@ -54,8 +56,8 @@ struct Progress {
     /// The number of the next attempt (or of the interrupted one).
     attempt: u32,
     failures: Vec<AttemptFailure>,
-    /// An attempt that started but never finished: it counts as failed.
-    interrupted: bool,
+    /// An attempt that started (at this wall-clock ms) but never finished: it counts as failed.
+    interrupted: Option<i64>,
     /// Wall-clock ms at which the next attempt is due.
     due_at: Option<i64>,
 }
@@ -64,12 +66,14 @@ struct Progress {
 pub struct Invoker {
     journal: Journal,
     sandbox: Sandbox,
+    /// This process's executor id: journal writes succeed only while it owns the workflow.
+    executor: String,
 }
 
 impl Invoker {
-    /// An invoker writing to `journal` and running attempts in `sandbox`.
-    pub fn new(journal: Journal, sandbox: Sandbox) -> Self {
-        Self { journal, sandbox }
+    /// An invoker writing to `journal` as `executor` and running attempts in `sandbox`.
+    pub fn new(journal: Journal, sandbox: Sandbox, executor: String) -> Self {
+        Self { journal, sandbox, executor }
     }
 
     /// Calls `target` as call `seq` of `workflow_id`. Guest failures become
@@ -85,6 +89,7 @@ impl Invoker {
         let short = &target.name.function;
         let input = values::to_wave_tuple(params);
         let journal = &self.journal;
+        let call_ref = CallRef { workflow_id, seq, executor: &self.executor };
         let mut new_call = None;
         let mut progress = match journal.step_call(workflow_id, seq).await? {
             Some(call) if call.step != step || call.input != input => {
@@ -121,7 +126,7 @@ impl Invoker {
                     max_attempts: target.settings.policy.max_attempts,
                     attempt: 1,
                     failures: Vec::new(),
-                    interrupted: false,
+                    interrupted: None,
                     due_at: None,
                 }
             }
@@ -130,14 +135,18 @@ impl Invoker {
         loop {
             let attempt = progress.attempt;
             let mut output = Output::default();
-            let (kind, message, elapsed) = if std::mem::take(&mut progress.interrupted) {
+            // For an interrupted attempt, the backoff counts from when it started.
+            let mut started_at = None;
+            let (kind, message, elapsed) = if let Some(started) = progress.interrupted.take() {
+                started_at = Some(started);
                 let message = "the host stopped while this attempt was running".to_string();
-                (FailureKind::Interrupted, message, Duration::ZERO)
+                let elapsed = Duration::from_millis(u64::try_from(journal::now_ms() - started).unwrap_or(0));
+                (FailureKind::Interrupted, message, elapsed)
             } else {
                 if let Some(due_at) = progress.due_at.take() {
                     wait_until(due_at, short, attempt).await;
                 }
-                journal.start_attempt(workflow_id, seq, attempt, new_call.take().as_ref()).await?;
+                journal.start_attempt(call_ref, attempt, new_call.take().as_ref()).await?;
                 let started = Instant::now();
                 let status = StepStatus {
                     workflow_id: workflow_id.to_string(),
@@ -181,9 +190,7 @@ impl Invoker {
                 let value = values::exhausted(&step, &progress.failures);
                 let wave = values::to_wave(&value);
                 let outcome = outcome("failed", Some(kind), Some(message.clone()), None, output);
-                journal
-                    .finish_attempt(workflow_id, seq, attempt, &outcome, Some((StepCallStatus::Exhausted, &wave)))
-                    .await?;
+                journal.finish_attempt(call_ref, attempt, &outcome, Some((StepCallStatus::Exhausted, &wave))).await?;
                 tracing::error!(
                     source = "host",
                     "Step {short} failed all {attempt} attempts; the workflow receives retries-exhausted. \
@@ -194,7 +201,7 @@ impl Invoker {
                 return Ok(value);
             };
             let outcome = outcome("failed", Some(kind), Some(message.clone()), Some(delay), output);
-            journal.finish_attempt(workflow_id, seq, attempt, &outcome, None).await?;
+            journal.finish_attempt(call_ref, attempt, &outcome, None).await?;
             tracing::warn!(
                 source = "host",
                 "Step {short} being automatically retried (attempt {attempt} of {}) in {}\n{}",
@@ -202,7 +209,10 @@ impl Invoker {
                 humantime::format_duration(round_to_millis(delay)),
                 indent(&format!("{}: {message}", kind.as_str()))
             );
-            tokio::time::sleep(delay).await;
+            match started_at {
+                Some(started) => wait_until(started.saturating_add(millis(delay)), short, attempt + 1).await,
+                None => tokio::time::sleep(delay).await,
+            }
             progress.attempt += 1;
         }
     }
@@ -222,7 +232,8 @@ impl Invoker {
         let wave = values::to_wave(value);
         let message = (status == StepCallStatus::Failed).then(|| wave.clone());
         let outcome = outcome(outcome_name, None, message, None, output);
-        self.journal.finish_attempt(workflow_id, seq, attempt, &outcome, Some((status, &wave))).await?;
+        let call_ref = CallRef { workflow_id, seq, executor: &self.executor };
+        self.journal.finish_attempt(call_ref, attempt, &outcome, Some((status, &wave))).await?;
         Ok(wave)
     }
 }
@@ -230,7 +241,7 @@ impl Invoker {
 /// Rebuilds an interrupted call's state from its attempt rows: the failures
 /// so far, the next attempt's number, and when its backoff wait ends.
 fn resume(attempts: &[AttemptRecord], max_attempts: u32) -> Progress {
-    let mut progress = Progress { max_attempts, attempt: 1, failures: Vec::new(), interrupted: false, due_at: None };
+    let mut progress = Progress { max_attempts, attempt: 1, failures: Vec::new(), interrupted: None, due_at: None };
     for row in attempts {
         let number = u32::try_from(row.attempt).unwrap_or(u32::MAX);
         match row.finished_at {
@@ -241,11 +252,11 @@ fn resume(attempts: &[AttemptRecord], max_attempts: u32) -> Progress {
                     message: row.message.clone().unwrap_or_default(),
                     elapsed: Duration::from_millis(u64::try_from(finished_at - row.started_at).unwrap_or(0)),
                 });
-                progress.due_at = row.next_delay_ms.map(|delay| finished_at + delay);
+                progress.due_at = row.next_delay_ms.map(|delay| finished_at.saturating_add(delay));
                 progress.attempt = number.saturating_add(1);
             }
             None => {
-                progress.interrupted = true;
+                progress.interrupted = Some(row.started_at);
                 progress.due_at = None;
                 progress.attempt = number;
             }
@@ -314,6 +325,10 @@ fn jitter_unit(policy: &RetryPolicy) -> f64 {
     if policy.jitter > 0.0 { rand::random::<f64>() } else { 0.0 }
 }
 
+fn millis(delay: Duration) -> i64 {
+    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn round_to_millis(delay: Duration) -> Duration {
     Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
 }
@@ -344,7 +359,7 @@ mod tests {
     #[test]
     fn resume_continues_after_the_last_finished_attempt_at_its_planned_time() {
         let progress = resume(&[row(1, 100, Some((150, "returned-error", Some(1000))))], 3);
-        assert_eq!((progress.attempt, progress.interrupted, progress.due_at), (2, false, Some(1150)));
+        assert_eq!((progress.attempt, progress.interrupted, progress.due_at), (2, None, Some(1150)));
         assert_eq!(progress.failures.len(), 1);
         assert_eq!(progress.failures[0].elapsed, Duration::from_millis(50));
     }
@@ -353,13 +368,13 @@ mod tests {
     fn an_unfinished_attempt_is_interrupted_and_keeps_its_number() {
         let rows = [row(1, 100, Some((150, "trapped", Some(10)))), row(2, 200, None)];
         let progress = resume(&rows, 3);
-        assert_eq!((progress.attempt, progress.interrupted, progress.due_at), (2, true, None));
+        assert_eq!((progress.attempt, progress.interrupted, progress.due_at), (2, Some(200), None));
         assert_eq!(progress.failures[0].kind, "trapped");
     }
 
     #[test]
     fn a_call_with_no_attempt_yet_starts_at_one() {
         let progress = resume(&[], 3);
-        assert_eq!((progress.attempt, progress.interrupted, progress.failures.len()), (1, false, 0));
+        assert_eq!((progress.attempt, progress.interrupted, progress.failures.len()), (1, None, 0));
     }
 }

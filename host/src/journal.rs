@@ -17,12 +17,22 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub enum JournalError {
     #[error("cannot open the journal {location}: {source}. {hint}")]
     Open { location: String, hint: &'static str, source: sqlx::Error },
+    #[error(
+        "cannot use {location} as a journal: `{scheme}://` is not supported; use a postgres:// URL, a sqlite: URL \
+         or a file path"
+    )]
+    Scheme { location: String, scheme: String },
     #[error("cannot prepare the journal schema in {location}: {source}")]
     Migrate { location: String, source: sqlx::migrate::MigrateError },
     #[error("journal write failed ({what}) in {location}: {source}")]
     Write { location: String, what: &'static str, source: sqlx::Error },
     #[error("journal read failed ({what}) in {location}: {source}")]
     Read { location: String, what: &'static str, source: sqlx::Error },
+    #[error(
+        "this process no longer owns workflow {id} in {location} (another executor took over its lease); \
+         it stopped without writing"
+    )]
+    NotOwner { location: String, id: String },
 }
 
 const SQLITE_HINT: &str = "Check that the directory exists and is writable, or pass another path with --journal.";
@@ -77,6 +87,16 @@ impl StepCallStatus {
             Self::Exhausted => "exhausted",
         }
     }
+}
+
+/// Which step call a write is for, and who writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallRef<'a> {
+    pub workflow_id: &'a str,
+    /// The call's position in the workflow, from 1.
+    pub seq: i64,
+    /// The executor that must still own the workflow.
+    pub executor: &'a str,
 }
 
 /// A step call's first row, written with its first attempt.
@@ -164,6 +184,9 @@ impl Journal {
     pub async fn open(target: &str) -> Result<Self, JournalError> {
         sqlx::any::install_default_drivers();
         let is_postgres = target.starts_with("postgres://") || target.starts_with("postgresql://");
+        if let Some((scheme, _)) = target.split_once("://").filter(|_| !is_postgres && !target.starts_with("sqlite:")) {
+            return Err(JournalError::Scheme { location: redact(target), scheme: scheme.to_string() });
+        }
         let (url, hint) =
             if is_postgres { (target.to_string(), POSTGRES_HINT) } else { (sqlite_url(target), SQLITE_HINT) };
         let location = redact(target);
@@ -220,7 +243,8 @@ impl Journal {
     /// Records a workflow as running, owned by `workflow.executor` until
     /// `lease_until`, before any of its code runs. False if the id exists.
     pub async fn create_workflow(&self, workflow: &WorkflowRecord, lease_until: i64) -> Result<bool, JournalError> {
-        let now = now_ms();
+        // The record's own start time: the workflow's frozen clock on every run.
+        let now = workflow.created_at;
         let result = sqlx::query(
             "INSERT INTO workflows (id, component, component_digest, entry, input, status, options, executor, \
              lease_expires_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, $9) \
@@ -335,18 +359,43 @@ impl Journal {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Fails the transaction unless `executor` still owns the running workflow,
+    /// so a process that lost its lease can never write over its successor.
+    async fn fence(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        workflow_id: &str,
+        executor: &str,
+        now: i64,
+    ) -> Result<(), JournalError> {
+        let owned =
+            sqlx::query("UPDATE workflows SET updated_at = $1 WHERE id = $2 AND executor = $3 AND status = 'running'")
+                .bind(now)
+                .bind(workflow_id)
+                .bind(executor)
+                .execute(&mut **tx)
+                .await
+                .map_err(self.write_error("check lease"))?;
+        if owned.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(JournalError::NotOwner { location: self.location.clone(), id: workflow_id.to_string() })
+        }
+    }
+
     /// Records that an attempt is about to run, committed before the guest
     /// starts; for a call's first attempt, `new_call` creates the call row in
     /// the same transaction.
     pub async fn start_attempt(
         &self,
-        workflow_id: &str,
-        seq: i64,
+        call: CallRef<'_>,
         attempt: u32,
         new_call: Option<&NewStepCall<'_>>,
     ) -> Result<(), JournalError> {
+        let CallRef { workflow_id, seq, executor } = call;
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(self.write_error("start attempt"))?;
+        self.fence(&mut tx, workflow_id, executor, now).await?;
         if let Some(call) = new_call {
             sqlx::query(
                 "INSERT INTO step_calls (workflow_id, seq, step, input, status, attempts, max_attempts, started_at) \
@@ -385,14 +434,15 @@ impl Journal {
     /// result, in one transaction committed before the workflow sees either.
     pub async fn finish_attempt(
         &self,
-        workflow_id: &str,
-        seq: i64,
+        call: CallRef<'_>,
         attempt: u32,
         outcome: &AttemptOutcome,
         call_result: Option<(StepCallStatus, &str)>,
     ) -> Result<(), JournalError> {
+        let CallRef { workflow_id, seq, executor } = call;
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(self.write_error("finish attempt"))?;
+        self.fence(&mut tx, workflow_id, executor, now).await?;
         let next_delay = outcome.next_delay.map(|delay| i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         sqlx::query(
             "UPDATE step_attempts SET finished_at = $1, outcome = $2, kind = $3, message = $4, next_delay_ms = $5, \
@@ -439,15 +489,15 @@ impl Journal {
     }
 
     async fn read_step_calls(&self, workflow_id: &str, seq: Option<i64>) -> Result<Vec<StepCallRecord>, JournalError> {
-        let rows = sqlx::query(
-            "SELECT seq, step, input, status, output, attempts, max_attempts, started_at, finished_at \
-             FROM step_calls WHERE workflow_id = $1 AND ($2 < 0 OR seq = $2) ORDER BY seq",
-        )
-        .bind(workflow_id)
-        .bind(seq.unwrap_or(-1))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.read_error("step calls"))?;
+        const COLUMNS: &str = "SELECT seq, step, input, status, output, attempts, max_attempts, started_at, finished_at \
+                               FROM step_calls WHERE workflow_id = $1";
+        let query = match seq {
+            Some(seq) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} AND seq = $2"))).bind(workflow_id).bind(seq)
+            }
+            None => sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY seq"))).bind(workflow_id),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(self.read_error("step calls"))?;
         rows.iter().map(step_call_record).collect::<Result<_, _>>().map_err(self.read_error("step calls"))
     }
 
@@ -462,15 +512,15 @@ impl Journal {
     }
 
     async fn read_attempts(&self, workflow_id: &str, seq: Option<i64>) -> Result<Vec<AttemptRecord>, JournalError> {
-        let rows = sqlx::query(
-            "SELECT seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms, stdout, stderr \
-             FROM step_attempts WHERE workflow_id = $1 AND ($2 < 0 OR seq = $2) ORDER BY seq, attempt",
-        )
-        .bind(workflow_id)
-        .bind(seq.unwrap_or(-1))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.read_error("attempts"))?;
+        const COLUMNS: &str = "SELECT seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms, \
+                               stdout, stderr FROM step_attempts WHERE workflow_id = $1";
+        let query = match seq {
+            Some(seq) => sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} AND seq = $2 ORDER BY attempt")))
+                .bind(workflow_id)
+                .bind(seq),
+            None => sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY seq, attempt"))).bind(workflow_id),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(self.read_error("attempts"))?;
         rows.iter().map(attempt_record).collect::<Result<_, _>>().map_err(self.read_error("attempts"))
     }
 }
@@ -556,7 +606,7 @@ fn sqlite_url(target: &str) -> String {
 /// `url` with its password, if any, replaced by `***`.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((credentials, host)) = rest.split_once('@') else { return url.to_string() };
+    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_string() };
     match credentials.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_string(),
@@ -578,6 +628,7 @@ mod tests {
     fn passwords_are_hidden() {
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("stepbox.db"), "stepbox.db");
     }
 

@@ -24,4 +24,5 @@ pub mod runtime;
 pub mod sandbox;
 pub mod settings;
 pub mod step_name;
+pub mod units;
 pub mod values;

@@ -7,8 +7,6 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::settings::{duration, duration_text};
-
 /// The limits one attempt runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptLimits {
@@ -37,19 +35,27 @@ impl Default for AttemptLimits {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LimitOverrides {
-    #[serde(
-        default,
-        deserialize_with = "duration",
-        serialize_with = "duration_text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "crate::units::duration", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::units::size", skip_serializing_if = "Option::is_none")]
     pub memory: Option<ByteSize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::units::size", skip_serializing_if = "Option::is_none")]
     pub output: Option<ByteSize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::units::size", skip_serializing_if = "Option::is_none")]
     pub result: Option<ByteSize>,
+}
+
+impl AttemptLimits {
+    /// Refuses limits no attempt could run under.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.timeout < Duration::from_millis(10) {
+            return Err(format!("timeout {:?} is below 10ms", self.timeout));
+        }
+        if self.max_memory_bytes < 1 << 20 {
+            return Err(format!("memory {} is below 1 MiB", ByteSize::b(self.max_memory_bytes).display().iec()));
+        }
+        Ok(())
+    }
 }
 
 impl LimitOverrides {
@@ -64,20 +70,20 @@ impl LimitOverrides {
     }
 }
 
-/// Parses "64MiB", "1 GiB", "512KB"; the error says what is accepted.
-pub fn parse_size(text: &str) -> Result<ByteSize, String> {
-    text.trim().parse::<ByteSize>().map_err(|error| format!("invalid size {text:?} ({error}); write it like \"64MiB\""))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes_read_like_humans_write_them() {
-        assert_eq!(parse_size("64MiB").unwrap().as_u64(), 64 << 20);
-        assert_eq!(parse_size("1 GiB").unwrap().as_u64(), 1 << 30);
-        assert!(parse_size("lots").unwrap_err().contains("\"64MiB\""));
+    fn limits_survive_json_exactly_and_tiny_ones_are_refused() {
+        let overrides = LimitOverrides { memory: Some(ByteSize::mb(100)), ..Default::default() };
+        let text = serde_json::to_string(&overrides).unwrap();
+        assert_eq!(text, r#"{"memory":100000000}"#);
+        assert_eq!(serde_json::from_str::<LimitOverrides>(&text).unwrap(), overrides);
+        let tiny = AttemptLimits { timeout: Duration::ZERO, ..AttemptLimits::default() };
+        assert!(tiny.validate().unwrap_err().contains("below 10ms"));
+        let small = AttemptLimits { max_memory_bytes: 1000, ..AttemptLimits::default() };
+        assert!(small.validate().unwrap_err().contains("below 1 MiB"));
     }
 
     #[test]

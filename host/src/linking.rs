@@ -53,13 +53,6 @@ pub struct Plan {
     pub entry: Entry,
 }
 
-impl Plan {
-    /// Every step function, in import order.
-    pub fn steps(&self) -> impl Iterator<Item = &StepFunction> {
-        self.interfaces.iter().flat_map(|interface| interface.functions.iter())
-    }
-}
-
 /// The components cannot be linked as given.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -112,7 +105,11 @@ pub fn plan(engine: &Engine, components: &[LoadedComponent], invoke: Option<&str
                 .find(|(exported_name, _)| exported_name == function)
                 .ok_or_else(|| mismatch(format!("it has no function `{function}`")))?;
             if !same_signature(func, &export.1) {
-                return Err(mismatch(format!("function `{function}` has a different signature")));
+                return Err(mismatch(format!(
+                    "function `{function}` is `{}` there but `{}` in the import; were they built from the same WIT?",
+                    signature(&export.1),
+                    signature(func)
+                )));
             }
             let step = StepName::new(name.clone(), function.clone());
             contract::check_step(&step, func)?;
@@ -199,6 +196,13 @@ fn find_provider(engine: &Engine, components: &[LoadedComponent], interface: &st
         matches!(ty.get_export(engine, interface).map(|e| e.ty), Some(ComponentItem::ComponentInstance(_)))
     };
     (1..components.len()).chain([WORKFLOW]).find(|&index| exports(index))
+}
+
+/// `func(name: type, ...) -> type`, for error messages.
+fn signature(func: &ComponentFunc) -> String {
+    let params: Vec<String> = func.params().map(|(name, ty)| format!("{name}: {}", contract::describe(&ty))).collect();
+    let results: Vec<String> = func.results().map(|ty| contract::describe(&ty)).collect();
+    format!("func({}) -> {}", params.join(", "), results.join(", "))
 }
 
 fn same_signature(a: &ComponentFunc, b: &ComponentFunc) -> bool {

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use stepbox::cache::default_cache_dir;
 use stepbox::journal::{DEFAULT_JOURNAL, Journal, JournalError, WorkflowStatus};
-use stepbox::limits::parse_size;
 use stepbox::runtime::{self, DEFAULT_LEASE, RunError, RunOptions, RunOutcome};
-use stepbox::settings::{Scope, SettingsLayer, parse_duration};
+use stepbox::settings::{Scope, SettingsLayer};
+use stepbox::units::{parse_duration, parse_size};
 
 /// Durable step runtime for WebAssembly components.
 #[derive(Parser)]
@@ -47,8 +47,8 @@ enum Command {
         #[arg(long, value_parser = parse_status)]
         status: Option<WorkflowStatus>,
         /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: i64,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
         #[command(flatten)]
         journal: JournalArg,
     },
@@ -88,7 +88,7 @@ struct ExecArgs {
     #[arg(long)]
     no_cache: bool,
     /// How long a workflow stays owned by this process without a renewal [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease)]
     lease: Option<Duration>,
     /// Print only the workflow output (and errors).
     #[arg(long, short)]
@@ -151,6 +151,16 @@ struct RunArgs {
     exec: ExecArgs,
 }
 
+/// A lease between 100 ms (renewals every third of it must keep up) and a day.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if (Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&lease) {
+        Ok(lease)
+    } else {
+        Err(format!("the lease must be between 100ms and 24h, got {text}"))
+    }
+}
+
 fn parse_status(text: &str) -> Result<WorkflowStatus, String> {
     WorkflowStatus::parse(text).ok_or_else(|| format!("unknown status {text:?}; use running, succeeded or failed"))
 }
@@ -183,7 +193,7 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Recover { journal, exec } => recover(&journal.journal, &exec).await,
         Command::List { status, limit, journal } => {
             inspect(&journal.journal, |journal| async move {
-                let workflows = journal.list_workflows(status, limit).await?;
+                let workflows = journal.list_workflows(status, i64::from(limit)).await?;
                 print!("{}", stepbox::report::workflow_list(&workflows));
                 Ok(ExitCode::SUCCESS)
             })

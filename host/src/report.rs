@@ -30,7 +30,7 @@ pub fn workflow_detail(workflow: &WorkflowRecord, calls: &[StepCallRecord], atte
         workflow.id,
         workflow.status.as_str(),
         workflow.component,
-        &workflow.component_digest[..workflow.component_digest.len().min(12)],
+        workflow.component_digest.get(..12).unwrap_or(&workflow.component_digest),
         workflow.entry,
         workflow.input,
         time(workflow.created_at),

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -92,7 +92,8 @@ pub enum RunError {
     #[error("no workflow {id} in the journal {journal}")]
     UnknownWorkflow { id: String, journal: String },
     #[error(
-        "workflow {id} was started with {field} {recorded}, not {given}; a workflow resumes only with what it          started with (use `host resume {id}`, or another --id for a new workflow)"
+        "workflow {id} was started with {field} {recorded}, not {given}; an id belongs to one workflow, which \
+         resumes only with what it started with (use `host resume {id}`, or another --id for a new workflow)"
     )]
     Conflict { id: String, field: &'static str, recorded: String, given: String },
     #[error(
@@ -168,12 +169,14 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
         updated_at: journal::now_ms(),
     };
     let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
-    if journal.create_workflow(&record, journal::now_ms() + lease_ms).await? {
+    // Link before the journal knows the workflow: a link error leaves no row behind.
+    let linked = link(prepared, &journal, &record.executor)?;
+    if journal.create_workflow(&record, journal::now_ms().saturating_add(lease_ms)).await? {
         tracing::info!(
             source = "host",
             "Workflow {} started: {} {}{} (journal {})",
             record.id,
-            workflow.path.display(),
+            options.workflow.display(),
             record.entry,
             record.input,
             journal.location()
@@ -183,17 +186,17 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
             .workflow(&record.id)
             .await?
             .ok_or_else(|| RunError::UnknownWorkflow { id: record.id.clone(), journal: journal.location().into() })?;
+        check_same(&existing, &record)?;
         if existing.status != WorkflowStatus::Running {
             return recorded(existing);
         }
-        check_same(&existing, &record)?;
-        if !journal.claim_workflow(&record.id, &record.executor, journal::now_ms() + lease_ms).await? {
+        if !journal.claim_workflow(&record.id, &record.executor, journal::now_ms().saturating_add(lease_ms)).await? {
             return Err(RunError::Owned { id: record.id, executor: existing.executor });
         }
         tracing::info!(source = "host", "Workflow {} resumes from its journal (replaying finished steps)", record.id);
         record.created_at = existing.created_at;
     }
-    execute(prepared, journal, record, options.lease).await
+    execute(linked, journal, record, options.lease).await
 }
 
 /// Continues workflow `id` with the options it was started with.
@@ -264,21 +267,34 @@ fn check_same(existing: &WorkflowRecord, given: &WorkflowRecord) -> Result<(), R
     Ok(())
 }
 
-/// Links and calls the workflow this process now owns, renewing its lease meanwhile.
+/// A workflow ready to instantiate: its `InstancePre` with step imports bridged, and its entry.
+struct Linked {
+    sandbox: Sandbox,
+    workflow_pre: InstancePre<GuestState>,
+    entry: ComponentExportIndex,
+    arguments: Vec<Val>,
+}
+
+/// Links the step components and the workflow (bridged to an invoker writing as `executor`).
+fn link(prepared: Prepared, journal: &Journal, executor: &str) -> Result<Linked, RunError> {
+    let Prepared { engine, components, plan, settings, arguments } = prepared;
+    let sandbox = Sandbox::new(&engine);
+    let targets = step_targets(&engine, &components, &plan, &settings)?;
+    let invoker = Arc::new(Invoker::new(journal.clone(), sandbox.clone(), executor.to_string()));
+    let workflow_pre = workflow_pre(&engine, &components[WORKFLOW], targets, invoker)?;
+    let entry = export_index(&components[WORKFLOW].component, plan.entry.interface.as_deref(), &plan.entry.function)
+        .ok_or_else(|| instantiate_error(&components[WORKFLOW], "the entry function is not exported".into()))?;
+    Ok(Linked { sandbox, workflow_pre, entry, arguments })
+}
+
+/// Calls the workflow this process now owns, renewing its lease meanwhile.
 async fn execute(
-    prepared: Prepared,
+    linked: Linked,
     journal: Journal,
     record: WorkflowRecord,
     lease: Duration,
 ) -> Result<RunOutcome, RunError> {
-    let Prepared { engine, components, plan, settings, arguments } = prepared;
-    let sandbox = Sandbox::new(&engine);
-    let targets = step_targets(&engine, &components, &plan, &settings)?;
-    let invoker = Arc::new(Invoker::new(journal.clone(), sandbox.clone()));
-    let workflow_pre = workflow_pre(&engine, &components[WORKFLOW], targets, invoker)?;
-    let entry = export_index(&components[WORKFLOW].component, plan.entry.interface.as_deref(), &plan.entry.function)
-        .ok_or_else(|| instantiate_error(&components[WORKFLOW], "the entry function is not exported".into()))?;
-
+    let Linked { sandbox, workflow_pre, entry, arguments } = linked;
     let id = record.id.clone();
     let mut store = sandbox.workflow_store(&id, record.created_at);
     let heartbeat = Heartbeat::start(journal.clone(), id.clone(), record.executor.clone(), lease);
@@ -314,8 +330,10 @@ async fn execute(
             Err(error) => (WorkflowStatus::Failed, None, Some(sandbox::describe_error(&error, store.data()))),
         },
     };
-    if !journal.finish_workflow(&id, &record.executor, status, output.as_deref(), error.as_deref()).await? {
-        return Err(RunError::LeaseLost { id });
+    match journal.finish_workflow(&id, &record.executor, status, output.as_deref(), error.as_deref()).await {
+        Ok(true) => {}
+        Ok(false) => return Err(RunError::LeaseLost { id }),
+        Err(error) => return Err(RunError::Interrupted { id, source: InvokeError::Journal(error) }),
     }
     match (output, error) {
         (Some(output), _) => Ok(RunOutcome { workflow_id: id, output, recorded: false }),
@@ -522,12 +540,19 @@ impl Heartbeat {
         let (lost_tx, lost) = watch::channel(false);
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let task = tokio::spawn(async move {
+            let mut renewed = Instant::now();
             loop {
                 tokio::time::sleep(lease / 3).await;
-                match journal.renew_lease(&id, &executor, journal::now_ms() + lease_ms).await {
-                    Ok(true) => {}
+                match journal.renew_lease(&id, &executor, journal::now_ms().saturating_add(lease_ms)).await {
+                    Ok(true) => renewed = Instant::now(),
                     Ok(false) => {
                         tracing::error!(source = "host", "workflow {id}: another executor took over the lease");
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    // Past the lease without a renewal, another process may own it now: stop.
+                    Err(error) if renewed.elapsed() >= lease => {
+                        tracing::error!(source = "host", "workflow {id}: lease expired unrenewed ({error})");
                         let _ = lost_tx.send(true);
                         return;
                     }
@@ -559,5 +584,7 @@ fn executor() -> String {
         .map(|name| name.trim().to_string())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}", std::process::id())
+    // The random part keeps two hosts with one name and pid (containers) apart.
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &nonce[..8])
 }

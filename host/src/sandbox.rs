@@ -4,15 +4,15 @@
 //! retries.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use sha2::{Digest as _, Sha256};
 
 use wasmtime::component::{ComponentExportIndex, InstancePre, ResourceTable, Val};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap, WasmBacktrace};
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capture::Capture;
@@ -36,12 +36,7 @@ pub struct StepStatus {
 /// Who runs in a store: a workflow (which may call steps) or one step attempt.
 #[derive(Debug, Clone)]
 pub enum Identity {
-    Workflow {
-        workflow_id: String,
-        next_seq: i64,
-        /// When the workflow was first started (ms): its clock on every replay.
-        started_at_ms: i64,
-    },
+    Workflow { workflow_id: String, next_seq: i64 },
     Step(StepStatus),
 }
 
@@ -181,7 +176,7 @@ impl GuestState {
     /// The next step call of a workflow: its id and the call's sequence number.
     pub fn next_step_call(&mut self) -> Option<(String, i64)> {
         match &mut self.identity {
-            Identity::Workflow { workflow_id, next_seq, .. } => {
+            Identity::Workflow { workflow_id, next_seq } => {
                 let seq = *next_seq;
                 *next_seq += 1;
                 Some((workflow_id.clone(), seq))
@@ -268,7 +263,7 @@ impl Sandbox {
         let stderr = Capture::new(WORKFLOW_OUTPUT_BYTES);
         let mut builder = base_wasi(&stdout, &stderr);
         make_deterministic(&mut builder, workflow_id, started_at_ms);
-        let identity = Identity::Workflow { workflow_id: workflow_id.to_string(), next_seq: 1, started_at_ms };
+        let identity = Identity::Workflow { workflow_id: workflow_id.to_string(), next_seq: 1 };
         let limiter = MemoryLimiter { max_memory_bytes: AttemptLimits::default().max_memory_bytes, denied: false };
         let state = GuestState::new(builder.build(), HttpGrant::default(), limiter, (stdout, stderr), identity);
         let mut store = Store::new(&self.engine, state);
@@ -289,15 +284,21 @@ impl Sandbox {
         if grants.stderr == Stdio::Inherit {
             builder.inherit_stderr();
         }
-        grants.apply(&mut builder)?;
+        grant(&mut builder, grants)?;
         let limiter = MemoryLimiter { max_memory_bytes: limits.max_memory_bytes, denied: false };
         let identity = Identity::Step(status);
         let http_grant = HttpGrant::new(grants.http.clone());
         let state = GuestState::new(builder.build(), http_grant, limiter, (stdout, stderr), identity);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine::ticks(limits.timeout));
+        // Every tick, a running guest yields to the async runtime (so a busy
+        // step never starves other workflows or the lease heartbeat on its
+        // thread) and is interrupted once its time is up.
+        let deadline = Instant::now() + limits.timeout;
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
         Ok(store)
     }
 
@@ -345,6 +346,20 @@ impl Sandbox {
     }
 }
 
+/// Adds a step's granted directories and environment variables to its WASI context.
+fn grant(builder: &mut WasiCtxBuilder, grants: &Grants) -> wasmtime::Result<()> {
+    for dir in &grants.dirs {
+        let perms = if dir.write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        builder.preopened_dir(&dir.host, &dir.guest, perms)?;
+    }
+    for name in &grants.env {
+        if let Ok(value) = std::env::var(name) {
+            builder.env(name, value);
+        }
+    }
+    Ok(())
+}
+
 /// WASI with nothing granted: no files, env, sockets or name lookups; output to `stdout`/`stderr`.
 fn base_wasi(stdout: &Capture, stderr: &Capture) -> WasiCtxBuilder {
     let mut builder = WasiCtxBuilder::new();
@@ -382,7 +397,8 @@ fn failure(store: &Store<GuestState>, error: &wasmtime::Error, limits: &AttemptL
             humantime::format_duration(limits.timeout)
         ),
         FailureKind::OutOfMemory => {
-            format!("the attempt tried to grow its memory past {} MiB\n{message}", limits.max_memory_bytes >> 20)
+            let limit = bytesize::ByteSize::b(limits.max_memory_bytes).display().iec();
+            format!("the attempt tried to grow its memory past {limit}\n{message}")
         }
         _ => message,
     };

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::grants::{GrantOverrides, Grants};
 use crate::limits::{AttemptLimits, LimitOverrides};
@@ -18,27 +18,27 @@ use crate::step_name::StepName;
 pub struct PolicyOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    #[serde(
-        default,
-        deserialize_with = "duration",
-        serialize_with = "duration_text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "crate::units::duration", skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff_rate: Option<f64>,
-    #[serde(
-        default,
-        deserialize_with = "duration",
-        serialize_with = "duration_text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "crate::units::duration", skip_serializing_if = "Option::is_none")]
     pub max_interval: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jitter: Option<f64>,
 }
 
 impl PolicyOverrides {
+    /// Refuses values that are invalid whatever they combine with.
+    pub fn check(&self) -> Result<(), PolicyError> {
+        match (self.max_attempts, self.backoff_rate, self.jitter) {
+            (Some(0), _, _) => Err(PolicyError::MaxAttempts(0)),
+            (_, Some(rate), _) if !rate.is_finite() || rate < 1.0 => Err(PolicyError::BackoffRate(rate)),
+            (_, _, Some(jitter)) if !(0.0..=1.0).contains(&jitter) => Err(PolicyError::Jitter(jitter)),
+            _ => Ok(()),
+        }
+    }
+
     /// `base` with every field this source sets replaced.
     pub fn apply(&self, base: RetryPolicy) -> RetryPolicy {
         RetryPolicy {
@@ -49,26 +49,6 @@ impl PolicyOverrides {
             jitter: self.jitter.unwrap_or(base.jitter),
         }
     }
-}
-
-/// Durations are written as humans do: "250ms", "1s", "1h 30m".
-pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
-}
-
-/// Writes durations the way [`duration`] reads them.
-pub fn duration_text<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(duration) => serializer.serialize_str(&humantime::format_duration(*duration).to_string()),
-        None => serializer.serialize_none(),
-    }
-}
-
-/// Parses "250ms", "1s", "1h 30m"; the error says what is accepted.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|error| format!("invalid duration {text:?} ({error}); write it like \"250ms\", \"1s\" or \"2m\""))
 }
 
 /// The settings one source gives at one level (all steps, a component, a step).
@@ -119,6 +99,10 @@ pub enum SettingsError {
     Invalid { origin: String, step: String, error: PolicyError },
     #[error("{origin} gives step `{step}` a grant that cannot work: {message}")]
     Grant { origin: String, step: String, message: String },
+    #[error("{origin} sets an invalid retry policy: {error}")]
+    InvalidValue { origin: String, error: PolicyError },
+    #[error("{origin} gives step `{step}` limits no attempt can run under: {message}")]
+    Limits { origin: String, step: String, message: String },
 }
 
 /// All settings sources, lowest precedence first.
@@ -140,10 +124,18 @@ impl SettingsLayers {
         self.layers.push(layer);
     }
 
-    /// Refuses step- or component-specific settings that name nothing in `known`.
+    /// Refuses step- or component-specific settings that name nothing in
+    /// `known`, and policy values that are invalid on their own, naming the source.
     pub fn check_names(&self, known: &[StepSource]) -> Result<(), SettingsError> {
         let list = |items: Vec<String>| if items.is_empty() { "(none)".to_string() } else { items.join(", ") };
         for layer in &self.layers {
+            let scopes = std::iter::once(&layer.all).chain(layer.components.values()).chain(layer.steps.values());
+            for scope in scopes {
+                scope
+                    .retry
+                    .check()
+                    .map_err(|error| SettingsError::InvalidValue { origin: layer.origin.clone(), error })?;
+            }
             if let Some(name) = layer.steps.keys().find(|name| !known.iter().any(|source| source.step.matches(name))) {
                 return Err(SettingsError::UnknownStep {
                     origin: layer.origin.clone(),
@@ -177,9 +169,11 @@ impl SettingsLayers {
         let mut policy_origin = "the defaults".to_string();
         let mut grants_origin = policy_origin.clone();
         for layer in &self.layers {
-            let scopes = std::iter::once(&layer.all)
-                .chain(layer.components.get(&source.component))
-                .chain(layer.steps.iter().filter(|(name, _)| source.step.matches(name)).map(|(_, scope)| scope));
+            // The bare-name entry first, so a qualified-name entry for the same step wins.
+            let bare = layer.steps.get(&source.step.function);
+            let qualified = layer.steps.get(&source.step.to_string());
+            let scopes =
+                std::iter::once(&layer.all).chain(layer.components.get(&source.component)).chain(bare).chain(qualified);
             for scope in scopes {
                 let before = settings.clone();
                 settings.policy = scope.retry.apply(settings.policy);
@@ -199,7 +193,16 @@ impl SettingsLayers {
             step: step.clone(),
             error,
         })?;
-        settings.grants.check().map_err(|message| SettingsError::Grant { origin: grants_origin, step, message })?;
+        settings.grants.check().map_err(|message| SettingsError::Grant {
+            origin: grants_origin,
+            step: step.clone(),
+            message,
+        })?;
+        settings.limits.validate().map_err(|message| SettingsError::Limits {
+            origin: "the settings".into(),
+            step,
+            message,
+        })?;
         Ok(settings)
     }
 }
@@ -295,11 +298,24 @@ mod tests {
     }
 
     #[test]
-    fn invalid_values_name_their_origin() {
+    fn invalid_values_name_the_source_that_set_them() {
         let mut layers = SettingsLayers::default();
-        layers.push(layer("m.toml", attempts(0), &[], &[]));
-        let error = layers.resolve(&provision()).unwrap_err();
-        assert!(error.to_string().starts_with("m.toml gives step `example:provision/steps.provision`"), "{error}");
+        let jitter = Scope { retry: PolicyOverrides { jitter: Some(2.0), ..Default::default() }, ..Default::default() };
+        layers.push(layer("m.toml", jitter, &[], &[]));
+        layers.push(layer("the command line", attempts(5), &[], &[]));
+        let error = layers.check_names(&[provision()]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "m.toml sets an invalid retry policy: jitter must be between 0.0 and 1.0 (got 2)"
+        );
+    }
+
+    #[test]
+    fn a_qualified_entry_beats_a_bare_one_in_the_same_source() {
+        let mut layers = SettingsLayers::default();
+        let qualified = "example:provision/steps.provision";
+        layers.push(layer("m.toml", Scope::default(), &[], &[(qualified, attempts(9)), ("provision", attempts(2))]));
+        assert_eq!(max_attempts(&layers, &provision()), 9);
     }
 
     #[test]
@@ -312,12 +328,5 @@ mod tests {
         let text = serde_json::to_string(&layer).unwrap();
         assert!(text.contains(r#""interval":"1s 500ms""#), "{text}");
         assert_eq!(serde_json::from_str::<SettingsLayer>(&text).unwrap(), layer);
-    }
-
-    #[test]
-    fn durations_parse_like_humans_write_them() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("soon").unwrap_err().contains("\"250ms\""));
     }
 }

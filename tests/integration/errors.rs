@@ -161,3 +161,32 @@ fn a_misconfigured_postgres_database_is_reported() {
     let error = run.refused();
     assert_mentions(error, &["cannot open the journal", "stepbox_no_such_database", "does not exist"]);
 }
+
+#[test]
+fn an_unknown_journal_scheme_is_named() {
+    let scratch = Scratch::new();
+    let run = host_in(scratch.path(), &[artifacts::PROVISION, "--journal", "mysql://user:pw@127.0.0.1/db"]);
+    let error = run.refused();
+    assert_mentions(error, &["`mysql://` is not supported", "postgres://", "user:***@"]);
+}
+
+#[test]
+fn a_workflow_that_cannot_link_leaves_no_journal_row() {
+    let scratch = Scratch::new();
+    // The hostile component imports wasi:http, which workflows never get.
+    let run = scratch.run(&[artifacts::HOSTILE, "--invoke", "spin", "--id", "nolink"]);
+    let error = run.refused().to_string();
+    assert_mentions(&error, &["cannot link", "wasi:http"]);
+    let list = crate::support::host_command(scratch.path(), &["list", "--journal", &scratch.journal()]);
+    assert!(!list.stdout.contains("nolink"), "no workflow row was written:\n{}", list.stdout);
+}
+
+#[test]
+fn leases_and_limits_must_be_workable() {
+    let scratch = Scratch::new();
+    let run = scratch.run(&[artifacts::PROVISION, "--lease", "1ms"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("the lease must be between 100ms and 24h"), "{}", run.stderr);
+    let error = refused(&scratch, &[artifacts::PROVISION, "--timeout", "0s"]);
+    assert_mentions(&error, &["limits no attempt can run under", "below 10ms"]);
+}

@@ -136,3 +136,12 @@ async fn a_finished_workflow_id_returns_its_recorded_output_without_running() {
     assert_eq!(second.count("had already finished"), 1);
     assert_eq!(rows(&scratch.journal(), "once").await.attempts.len(), 2);
 }
+
+#[tokio::test]
+async fn a_finished_id_is_not_reused_for_another_workflow() {
+    let scratch = Scratch::new();
+    assert_eq!(demo(&scratch, "taken", "reject", &["\"x\""]).success(), r#"err(permanent("x"))"#);
+    let other = scratch.run(&[artifacts::PROVISION, "--id", "taken"]);
+    let error = other.refused();
+    assert!(error.contains("workflow taken was started with component digest"), "{error}");
+}

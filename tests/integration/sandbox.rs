@@ -56,7 +56,7 @@ async fn a_memory_bomb_is_out_of_memory() {
     let scratch = Scratch::new();
     let run = hostile(&scratch, "bomb", "hog-memory", &["--memory", "32MiB"]);
     let messages = exhausted_with(&scratch, &run, "bomb", "out-of-memory").await;
-    assert!(messages[0].starts_with("the attempt tried to grow its memory past 32 MiB"), "{}", messages[0]);
+    assert!(messages[0].starts_with("the attempt tried to grow its memory past 32.0 MiB"), "{}", messages[0]);
     assert!(messages[0].contains("memory allocation of"), "the guest's own report is kept: {}", messages[0]);
 }
 
