@@ -1,5 +1,6 @@
-//! Builds every guest component from source for `wasm32-wasip2`, the way
-//! wasmtime's test-programs do, and writes one path constant per component.
+//! Builds every guest component from source, the way wasmtime's
+//! test-programs do: Rust guests with cargo for `wasm32-wasip2`, Python
+//! guests with componentize-py. Writes one path constant per component.
 
 use std::collections::BTreeSet;
 use std::env;
@@ -17,6 +18,9 @@ const GUESTS: &[(&str, &str)] = &[
     ("hostile", "HOSTILE"),
     ("hostile-caller", "HOSTILE_CALLER"),
 ];
+
+/// Python guests: (folder under guest-steps/python, WIT file under guest-steps/wit, world, constant name).
+const PYTHON_GUESTS: &[(&str, &str, &str, &str)] = &[("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_PY")];
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -59,6 +63,16 @@ fn main() {
         ));
         sources.extend(dep_info_sources(&release.join(format!("{stem}.d"))));
     }
+    for (folder, wit, world, constant) in PYTHON_GUESTS {
+        let wasm = build_python(&workspace, &out_dir, folder, wit, world);
+        generated.push_str(&format!(
+            "/// The Python `{folder}` component, built from source.\npub const {constant}: &str = {:?};\n",
+            wasm.display().to_string()
+        ));
+        sources.insert(workspace.join("guest-steps/python").join(folder).join("app.py"));
+        sources.insert(workspace.join("guest-steps/wit").join(wit));
+    }
+    sources.insert(workspace.join("wit/runtime.wit"));
     fs::write(out_dir.join("artifacts.rs"), generated).expect("write artifacts.rs");
 
     for source in sources {
@@ -66,6 +80,33 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Builds `guest-steps/python/<folder>/app.py` against the step's WIT and the
+/// runtime package (staged as a WIT folder with `deps/`) with componentize-py.
+fn build_python(workspace: &Path, out_dir: &Path, folder: &str, wit: &str, world: &str) -> PathBuf {
+    let stage = out_dir.join("python-wit").join(folder);
+    let deps = stage.join("deps/runtime");
+    fs::create_dir_all(&deps).expect("create the WIT staging folder");
+    fs::copy(workspace.join("guest-steps/wit").join(wit), stage.join(wit)).expect("stage the step WIT");
+    fs::copy(workspace.join("wit/runtime.wit"), deps.join("runtime.wit")).expect("stage the runtime WIT");
+    let wasm = out_dir.join(format!("{folder}_py.wasm"));
+    let status = Command::new("componentize-py")
+        .arg("-d")
+        .arg(&stage)
+        .args(["-w", world, "componentize", "app", "-p"])
+        .arg(workspace.join("guest-steps/python").join(folder))
+        .arg("-o")
+        .arg(&wasm)
+        .status()
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot run componentize-py ({error}); it builds the Python step components. Install it with \
+                 `python3 -m pip install -r guest-steps/python/requirements.txt`"
+            )
+        });
+    assert!(status.success(), "componentize-py failed to build guest-steps/python/{folder} (see its output above)");
+    wasm
 }
 
 /// Every file cargo recorded as an input of a guest (sources and WIT files).
