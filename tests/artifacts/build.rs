@@ -1,6 +1,7 @@
 //! Builds every guest component from source, the way wasmtime's
 //! test-programs do: Rust guests with cargo for `wasm32-wasip2`, Python
-//! guests with componentize-py. Writes one path constant per component.
+//! guests with componentize-py, JavaScript guests with componentize-js.
+//! Writes one path constant per component.
 
 use std::collections::BTreeSet;
 use std::env;
@@ -19,8 +20,9 @@ const GUESTS: &[(&str, &str)] = &[
     ("hostile-caller", "HOSTILE_CALLER"),
 ];
 
-/// Python guests: (folder under guest-steps/python, WIT file under guest-steps/wit, world, constant name).
+/// Python and JavaScript guests: (folder under guest-steps/<language>, WIT file under guest-steps/wit, world, constant name).
 const PYTHON_GUESTS: &[(&str, &str, &str, &str)] = &[("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_PY")];
+const JS_GUESTS: &[(&str, &str, &str, &str)] = &[("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_JS")];
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -72,7 +74,17 @@ fn main() {
         sources.insert(workspace.join("guest-steps/python").join(folder).join("app.py"));
         sources.insert(workspace.join("guest-steps/wit").join(wit));
     }
+    for (folder, wit, world, constant) in JS_GUESTS {
+        let wasm = build_js(&workspace, &out_dir, folder, wit, world);
+        generated.push_str(&format!(
+            "/// The JavaScript `{folder}` component, built from source.\npub const {constant}: &str = {:?};\n",
+            wasm.display().to_string()
+        ));
+        sources.insert(workspace.join("guest-steps/js").join(folder).join(format!("{folder}.js")));
+        sources.insert(workspace.join("guest-steps/wit").join(wit));
+    }
     sources.insert(workspace.join("wit/runtime.wit"));
+    sources.insert(workspace.join("guest-steps/js/package-lock.json"));
     fs::write(out_dir.join("artifacts.rs"), generated).expect("write artifacts.rs");
 
     for source in sources {
@@ -82,14 +94,43 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 }
 
-/// Builds `guest-steps/python/<folder>/app.py` against the step's WIT and the
-/// runtime package (staged as a WIT folder with `deps/`) with componentize-py.
-fn build_python(workspace: &Path, out_dir: &Path, folder: &str, wit: &str, world: &str) -> PathBuf {
-    let stage = out_dir.join("python-wit").join(folder);
+/// A WIT folder with the step's WIT and the runtime package under `deps/`,
+/// the layout componentize-py and componentize-js read.
+fn stage_wit(workspace: &Path, out_dir: &Path, language: &str, folder: &str, wit: &str) -> PathBuf {
+    let stage = out_dir.join(format!("{language}-wit")).join(folder);
     let deps = stage.join("deps/runtime");
     fs::create_dir_all(&deps).expect("create the WIT staging folder");
     fs::copy(workspace.join("guest-steps/wit").join(wit), stage.join(wit)).expect("stage the step WIT");
     fs::copy(workspace.join("wit/runtime.wit"), deps.join("runtime.wit")).expect("stage the runtime WIT");
+    stage
+}
+
+/// Builds `guest-steps/js/<folder>/<folder>.js` with componentize-js from `npm ci`.
+fn build_js(workspace: &Path, out_dir: &Path, folder: &str, wit: &str, world: &str) -> PathBuf {
+    let stage = stage_wit(workspace, out_dir, "js", folder, wit);
+    let tool = workspace.join("guest-steps/js/node_modules/.bin/componentize-js");
+    assert!(
+        tool.exists(),
+        "componentize-js is missing; it builds the JavaScript step components. Install it with \
+         `npm ci --prefix guest-steps/js`"
+    );
+    let wasm = out_dir.join(format!("{folder}_js.wasm"));
+    let status = Command::new(tool)
+        .arg(workspace.join("guest-steps/js").join(folder).join(format!("{folder}.js")))
+        .arg("--wit")
+        .arg(&stage)
+        .args(["-n", world, "-o"])
+        .arg(&wasm)
+        .status()
+        .unwrap_or_else(|error| panic!("cannot run componentize-js ({error}); is Node.js installed?"));
+    assert!(status.success(), "componentize-js failed to build guest-steps/js/{folder} (see its output above)");
+    wasm
+}
+
+/// Builds `guest-steps/python/<folder>/app.py` against the step's WIT and the
+/// runtime package with componentize-py.
+fn build_python(workspace: &Path, out_dir: &Path, folder: &str, wit: &str, world: &str) -> PathBuf {
+    let stage = stage_wit(workspace, out_dir, "python", folder, wit);
     let wasm = out_dir.join(format!("{folder}_py.wasm"));
     let status = Command::new("componentize-py")
         .arg("-d")

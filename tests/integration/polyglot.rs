@@ -1,6 +1,6 @@
 //! Steps written in other languages get the same retries, step-context,
 //! logging and exhaustion as Rust ones: the Rust `retry-demo` workflow calls
-//! the Python implementation of `guests:flaky/steps`.
+//! the Python and the JavaScript implementations of `guests:flaky/steps`.
 
 use crate::support::{Run, Scratch, artifacts, rows};
 
@@ -10,15 +10,14 @@ fn demo(scratch: &Scratch, step: &str, id: &str, entry: &str, extra: &[&str]) ->
     scratch.run(&args)
 }
 
-#[tokio::test]
-async fn python_steps_retry_report_and_exhaust_like_rust_ones() {
+/// The same checks for any language's `guests:flaky` component; `language` is what its log lines say.
+async fn retries_report_and_exhaust_like_rust(step: &str, language: &str, trap_text: &str) {
     let scratch = Scratch::new();
-    let step = artifacts::FLAKY_PY;
 
     let twice = demo(&scratch, step, "py-twice", "retry-then-succeed", &["1"]);
     assert_eq!(twice.success(), "ok(2)", "the step read its attempt number from step-context");
-    assert_eq!(twice.count("(flaky) flaky (python): attempt 1"), 1);
-    assert_eq!(twice.count("(flaky) flaky (python): attempt 2"), 1);
+    assert_eq!(twice.count(&format!("(flaky) flaky ({language}): attempt 1")), 1);
+    assert_eq!(twice.count(&format!("(flaky) flaky ({language}): attempt 2")), 1);
     let journal = rows(&scratch.journal(), "py-twice").await;
     let outcomes: Vec<_> = journal.attempts.iter().map(|a| a.outcome.clone().unwrap_or_default()).collect();
     assert_eq!(outcomes, ["failed", "ok"]);
@@ -39,6 +38,16 @@ async fn python_steps_retry_report_and_exhaust_like_rust_ones() {
     for attempt in &journal.attempts {
         assert_eq!(attempt.kind.as_deref(), Some("trapped"));
         let message = attempt.message.as_deref().unwrap_or_default();
-        assert!(message.contains("RuntimeError: disk on fire"), "the Python traceback is kept: {message}");
+        assert!(message.contains(trap_text), "the {language} error is kept: {message}");
     }
+}
+
+#[tokio::test]
+async fn python_steps_behave_like_rust_ones() {
+    retries_report_and_exhaust_like_rust(artifacts::FLAKY_PY, "python", "RuntimeError: disk on fire").await;
+}
+
+#[tokio::test]
+async fn javascript_steps_behave_like_rust_ones() {
+    retries_report_and_exhaust_like_rust(artifacts::FLAKY_JS, "javascript", "Error: disk on fire").await;
 }
