@@ -124,7 +124,7 @@ pub struct AttemptOutcome {
     pub stderr: Option<String>,
 }
 
-/// A workflow row.
+/// A workflow row (times in ms since the Unix epoch; input and output as WAVE).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowRecord {
     pub id: String,
@@ -142,7 +142,8 @@ pub struct WorkflowRecord {
     pub updated_at: i64,
 }
 
-/// A step call row.
+/// A step call row (times in ms since the Unix epoch; input and output as WAVE;
+/// status `running`, `succeeded`, `failed` or `exhausted`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepCallRecord {
     pub seq: i64,
@@ -156,7 +157,8 @@ pub struct StepCallRecord {
     pub finished_at: Option<i64>,
 }
 
-/// An attempt row.
+/// An attempt row (times in ms since the Unix epoch; outcome `ok`, `failed` or
+/// `permanent`; kind a `failure-kind` case).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AttemptRecord {
     pub seq: i64,

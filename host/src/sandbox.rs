@@ -27,6 +27,7 @@ use crate::values;
 #[derive(Debug, Clone)]
 pub struct StepStatus {
     pub workflow_id: String,
+    /// Qualified step name.
     pub step: String,
     pub attempt: u32,
     pub policy: RetryPolicy,
