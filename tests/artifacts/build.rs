@@ -1,7 +1,8 @@
 //! Builds every guest component from source, the way wasmtime's
 //! test-programs do: Rust guests with cargo for `wasm32-wasip2`, Python
-//! guests with componentize-py, JavaScript guests with componentize-js.
-//! Writes one path constant per component.
+//! guests with componentize-py, JavaScript guests with componentize-js, C
+//! guests with clang and `tools/c-component`. Writes one path constant per
+//! component.
 
 use std::collections::BTreeSet;
 use std::env;
@@ -23,6 +24,7 @@ const GUESTS: &[(&str, &str)] = &[
 /// Python and JavaScript guests: (folder under guest-steps/<language>, WIT file under guest-steps/wit, world, constant name).
 const PYTHON_GUESTS: &[(&str, &str, &str, &str)] = &[("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_PY")];
 const JS_GUESTS: &[(&str, &str, &str, &str)] = &[("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_JS")];
+const C_GUESTS: &[(&str, &str, &str, &str)] = &[("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_C")];
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -81,6 +83,27 @@ fn main() {
             wasm.display().to_string()
         ));
         sources.insert(workspace.join("guest-steps/js").join(folder).join(format!("{folder}.js")));
+        sources.insert(workspace.join("guest-steps/wit").join(wit));
+    }
+    for (folder, wit, world, constant) in C_GUESTS {
+        let stage = stage_wit(&workspace, &out_dir, "c", folder, wit);
+        let source = workspace.join("guest-steps/c").join(folder).join(format!("{folder}_steps.c"));
+        let wasm = out_dir.join(format!("{folder}_c.wasm"));
+        let spec = stepbox_c_component::CComponent {
+            wit: &stage,
+            world,
+            sources: std::slice::from_ref(&source),
+            work_dir: &out_dir.join("c-work").join(folder),
+            output: &wasm,
+        };
+        if let Err(error) = stepbox_c_component::build(&spec) {
+            panic!("building the C step guest-steps/c/{folder} failed: {error:#}");
+        }
+        generated.push_str(&format!(
+            "/// The C `{folder}` component, built from source.\npub const {constant}: &str = {:?};\n",
+            wasm.display().to_string()
+        ));
+        sources.insert(source);
         sources.insert(workspace.join("guest-steps/wit").join(wit));
     }
     sources.insert(workspace.join("wit/runtime.wit"));

@@ -1,6 +1,6 @@
 //! Steps written in other languages get the same retries, step-context,
 //! logging and exhaustion as Rust ones: the Rust `retry-demo` workflow calls
-//! the Python and the JavaScript implementations of `guests:flaky/steps`.
+//! the Python, JavaScript and C implementations of `guests:flaky/steps`.
 
 use crate::support::{Run, Scratch, artifacts, rows};
 
@@ -50,4 +50,9 @@ async fn python_steps_behave_like_rust_ones() {
 #[tokio::test]
 async fn javascript_steps_behave_like_rust_ones() {
     retries_report_and_exhaust_like_rust(artifacts::FLAKY_JS, "javascript", "Error: disk on fire").await;
+}
+
+#[tokio::test]
+async fn c_steps_behave_like_rust_ones() {
+    retries_report_and_exhaust_like_rust(artifacts::FLAKY_C, "c", "crash: disk on fire").await;
 }
