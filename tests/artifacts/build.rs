@@ -14,6 +14,7 @@ use std::process::Command;
 const GUESTS: &[(&str, &str)] = &[
     ("provision", "PROVISION"),
     ("retry-demo", "RETRY_DEMO"),
+    ("polyglot", "POLYGLOT"),
     ("pipeline", "PIPELINE"),
     ("flaky", "FLAKY"),
     ("broken-convention", "BROKEN_CONVENTION"),
@@ -22,9 +23,18 @@ const GUESTS: &[(&str, &str)] = &[
 ];
 
 /// Python and JavaScript guests: (folder under guest-steps/<language>, WIT file under guest-steps/wit, world, constant name).
-const PYTHON_GUESTS: &[(&str, &str, &str, &str)] = &[("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_PY")];
-const JS_GUESTS: &[(&str, &str, &str, &str)] = &[("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_JS")];
-const C_GUESTS: &[(&str, &str, &str, &str)] = &[("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_C")];
+const PYTHON_GUESTS: &[(&str, &str, &str, &str)] = &[
+    ("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_PY"),
+    ("check", "polyglot.wit", "guests:polyglot/check-step", "CHECK_PY"),
+];
+const JS_GUESTS: &[(&str, &str, &str, &str)] = &[
+    ("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_JS"),
+    ("api", "polyglot.wit", "guests:polyglot/api-step", "API_JS"),
+];
+const C_GUESTS: &[(&str, &str, &str, &str)] = &[
+    ("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_C"),
+    ("hash", "polyglot.wit", "guests:polyglot/hash-step", "HASH_C"),
+];
 
 const TARGET: &str = "wasm32-wasip2";
 

@@ -56,3 +56,62 @@ async fn javascript_steps_behave_like_rust_ones() {
 async fn c_steps_behave_like_rust_ones() {
     retries_report_and_exhaust_like_rust(artifacts::FLAKY_C, "c", "crash: disk on fire").await;
 }
+
+/// 64-bit FNV-1a, what the C step computes.
+fn fnv1a(data: &str) -> u64 {
+    data.bytes()
+        .fold(14_695_981_039_346_656_037, |digest, byte| (digest ^ u64::from(byte)).wrapping_mul(1_099_511_628_211))
+}
+
+/// The polyglot example: a Rust workflow, a Python check, a JavaScript API
+/// client that exhausts its retries (the workflow falls back) and a C digest.
+async fn polyglot_example(journal: &str) {
+    let scratch = Scratch::new();
+    let args = [
+        artifacts::POLYGLOT,
+        "\"order-42\"",
+        "--step",
+        artifacts::CHECK_PY,
+        "--step",
+        artifacts::API_JS,
+        "--step",
+        artifacts::HASH_C,
+        "--id",
+        "polyglot",
+        "--interval",
+        "5ms",
+        "--journal",
+        journal,
+    ];
+    let run = crate::support::host_in(scratch.path(), &args);
+    let expected = format!("\"order-42: valid, 999 cents (list price), digest {:016x}\"", fnv1a("order-42"));
+    assert_eq!(run.success(), expected);
+    assert_eq!(run.count("(check) check (python): order-42 is valid"), 1);
+    assert_eq!(run.count("(quote) quote (javascript): asking the pricing service"), 3);
+    assert_eq!(run.count("(workflow) pricing gave up after 3 attempts; using the list price"), 1);
+
+    let journal_rows = rows(journal, "polyglot").await;
+    let calls: Vec<_> = journal_rows.calls.iter().map(|c| (c.step.as_str(), c.status.as_str(), c.attempts)).collect();
+    assert_eq!(
+        calls,
+        [
+            ("guests:polyglot/check.check", "succeeded", 1),
+            ("guests:polyglot/api.quote", "exhausted", 3),
+            ("guests:polyglot/hash.digest", "succeeded", 1),
+        ]
+    );
+    let quote = journal_rows.calls[1].output.as_deref().unwrap_or_default();
+    assert!(quote.contains(r#"message: "failed(\"pricing service unavailable (attempt 3)\")""#), "{quote}");
+}
+
+#[tokio::test]
+async fn the_polyglot_example_falls_back_on_sqlite() {
+    let scratch = Scratch::new();
+    polyglot_example(&scratch.journal()).await;
+}
+
+#[tokio::test]
+async fn the_polyglot_example_falls_back_on_postgres() {
+    let db = crate::support::PostgresDb::create().await;
+    polyglot_example(&db.url).await;
+}

@@ -36,7 +36,8 @@ pub fn build(spec: &CComponent<'_>) -> anyhow::Result<()> {
     let bindings = spec.work_dir.join("bindings");
     fs::create_dir_all(&bindings)?;
     let mut resolve = Resolve::default();
-    let (package, _) = resolve.push_path(spec.wit).with_context(|| format!("reading WIT from {}", spec.wit.display()))?;
+    let (package, _) =
+        resolve.push_path(spec.wit).with_context(|| format!("reading WIT from {}", spec.wit.display()))?;
     let world = resolve.select_world(&[package], Some(spec.world))?;
     let mut files = Files::default();
     wit_bindgen_c::Opts::default().build().generate(&mut resolve, world, &mut files)?;
