@@ -20,7 +20,7 @@ use crate::journal::{
     self, AttemptOutcome, AttemptRecord, CallRef, Journal, JournalError, NewStepCall, StepCallStatus,
 };
 use crate::retry::RetryPolicy;
-use crate::sandbox::{AttemptReport, FailureKind, GuestState, Sandbox, StepStatus};
+use crate::sandbox::{AttemptReport, CallFailure, FailureKind, GuestState, Sandbox, StepStatus};
 use crate::settings::StepSettings;
 use crate::step_name::StepName;
 use crate::values::{self, AttemptFailure, Returned};
@@ -159,11 +159,15 @@ impl Invoker {
                     self.sandbox.call_step(&target.pre, &target.export, status, &target.settings.grants, params).await;
                 let elapsed = started.elapsed();
                 output = Output::captured(short, attempt, &report);
-                match report.result {
-                    Ok(value) => match values::classify(&value) {
+                // The value is encoded once: for the size limit and for the journal row.
+                let returned = report.result.and_then(|value| {
+                    let wave = values::to_wave(&value);
+                    check_size(&wave, target.settings.limits.max_result_bytes).map(|()| (value, wave))
+                });
+                match returned {
+                    Ok((value, wave)) => match values::classify(&value) {
                         Returned::Ok => {
-                            self.finish(workflow_id, seq, attempt, "ok", StepCallStatus::Succeeded, &value, output)
-                                .await?;
+                            self.finish(call_ref, attempt, "ok", StepCallStatus::Succeeded, &wave, output).await?;
                             tracing::debug!(
                                 source = "host",
                                 "Step {short} succeeded on attempt {attempt} in {elapsed:?}"
@@ -171,12 +175,10 @@ impl Invoker {
                             return Ok(value);
                         }
                         Returned::Permanent => {
-                            let output = self
-                                .finish(workflow_id, seq, attempt, "permanent", StepCallStatus::Failed, &value, output)
-                                .await?;
+                            self.finish(call_ref, attempt, "permanent", StepCallStatus::Failed, &wave, output).await?;
                             tracing::warn!(
                                 source = "host",
-                                "Step {short} returned a permanent error, not retried: {output}"
+                                "Step {short} returned a permanent error, not retried: {wave}"
                             );
                             return Ok(value);
                         }
@@ -217,24 +219,19 @@ impl Invoker {
         }
     }
 
-    /// Journals an attempt that ended the call with `value`; returns the value as WAVE.
-    #[expect(clippy::too_many_arguments, reason = "one journal row's worth of fields")]
+    /// Journals an attempt that ended the call with the value `wave`.
     async fn finish(
         &self,
-        workflow_id: &str,
-        seq: i64,
+        call_ref: CallRef<'_>,
         attempt: u32,
         outcome_name: &'static str,
         status: StepCallStatus,
-        value: &Val,
+        wave: &str,
         output: Output,
-    ) -> Result<String, JournalError> {
-        let wave = values::to_wave(value);
-        let message = (status == StepCallStatus::Failed).then(|| wave.clone());
+    ) -> Result<(), JournalError> {
+        let message = (status == StepCallStatus::Failed).then(|| wave.to_string());
         let outcome = outcome(outcome_name, None, message, None, output);
-        let call_ref = CallRef { workflow_id, seq, executor: &self.executor };
-        self.journal.finish_attempt(call_ref, attempt, &outcome, Some((status, &wave))).await?;
-        Ok(wave)
+        self.journal.finish_attempt(call_ref, attempt, &outcome, Some((status, wave))).await
     }
 }
 
@@ -263,6 +260,20 @@ fn resume(attempts: &[AttemptRecord], max_attempts: u32) -> Progress {
         }
     }
     progress
+}
+
+/// Refuses a value (as WAVE, what the journal stores) over the step's result limit.
+fn check_size(wave: &str, max_result_bytes: u64) -> Result<(), CallFailure> {
+    let size = wave.len();
+    if u64::try_from(size).unwrap_or(u64::MAX) > max_result_bytes {
+        return Err(CallFailure {
+            kind: FailureKind::ResultTooLarge,
+            message: format!(
+                "the step returned {size} bytes (as WAVE), more than its result limit of {max_result_bytes} bytes"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Sleeps until the wall-clock time `due_at` (ms), if it is still ahead.

@@ -21,7 +21,6 @@ use crate::grants::{Grants, Stdio};
 use crate::http_grant::HttpGrant;
 use crate::limits::AttemptLimits;
 use crate::retry::RetryPolicy;
-use crate::values;
 
 /// What a running step knows about itself (`stepbox:runtime/step-context`).
 #[derive(Debug, Clone)]
@@ -335,7 +334,7 @@ impl Sandbox {
         })
         .await;
         let result = match outcome {
-            Ok(Ok(value)) => check_size(value, limits.max_result_bytes),
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(failure(&store, &error, &limits)),
             Err(_) => Err(CallFailure {
                 kind: FailureKind::TimedOut,
@@ -366,20 +365,6 @@ fn base_wasi(stdout: &Capture, stderr: &Capture) -> WasiCtxBuilder {
     let mut builder = WasiCtxBuilder::new();
     builder.stdout(stdout.clone()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
     builder
-}
-
-/// Refuses a value larger than the journal should hold.
-fn check_size(value: Val, max_result_bytes: u64) -> Result<Val, CallFailure> {
-    let size = values::to_wave(&value).len();
-    if u64::try_from(size).unwrap_or(u64::MAX) > max_result_bytes {
-        return Err(CallFailure {
-            kind: FailureKind::ResultTooLarge,
-            message: format!(
-                "the step returned {size} bytes (as WAVE), more than its result limit of {max_result_bytes} bytes"
-            ),
-        });
-    }
-    Ok(value)
 }
 
 fn failure(store: &Store<GuestState>, error: &wasmtime::Error, limits: &AttemptLimits) -> CallFailure {
