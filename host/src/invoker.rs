@@ -3,21 +3,28 @@
 //! attempt in a fresh instance, classify the outcome, back off, and hand the
 //! workflow the value, the step's permanent error, or `retries-exhausted`.
 //!
-//! Write ordering (the journal is the source of truth):
-//! 1. each attempt row is committed before the guest starts running (with the
-//!    step call row, for the call's first attempt);
-//! 2. an attempt's outcome (and, when it ends the call, the call's output) is
-//!    committed in one transaction before the workflow sees the value or the
-//!    host starts waiting for the next attempt; the wait's length is in that
-//!    row, so a restarted host waits only what remains of it.
+//! Write ordering (the journal is the source of truth; writes go through its
+//! group commit, in order):
+//! 1. each attempt's start is queued before the guest starts running (with
+//!    the step call row, for the call's first attempt) and is durable with
+//!    the attempt's outcome, or within the journal's lazy window if the
+//!    attempt takes longer;
+//! 2. a failed attempt's outcome is queued before the host waits for the
+//!    next attempt; the wait's length is in that row, so a restarted host
+//!    waits only what remains of it;
+//! 3. the outcome that ends the call (and the call's output) is durable
+//!    before the workflow sees the value.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::types::Type;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use crate::journal::{
-    self, AttemptOutcome, AttemptRecord, CallRef, Journal, JournalError, NewStepCall, StepCallStatus,
+    self, AttemptOutcome, AttemptRecord, CallRef, Journal, JournalError, NewStepCall, PendingWrite, StepCallRecord,
+    StepCallStatus,
 };
 use crate::retry::RetryPolicy;
 use crate::sandbox::{AttemptReport, CallFailure, FailureKind, GuestState, Sandbox, StepStatus};
@@ -68,12 +75,41 @@ pub struct Invoker {
     sandbox: Sandbox,
     /// This process's executor id: journal writes succeed only while it owns the workflow.
     executor: String,
+    /// The journaled step calls of each running workflow not yet replayed, by seq.
+    histories: Mutex<HashMap<String, BTreeMap<i64, StepCallRecord>>>,
 }
 
 impl Invoker {
     /// An invoker writing to `journal` as `executor` and running attempts in `sandbox`.
     pub fn new(journal: Journal, sandbox: Sandbox, executor: String) -> Self {
-        Self { journal, sandbox, executor }
+        Self { journal, sandbox, executor, histories: Mutex::default() }
+    }
+
+    /// Reads the step calls workflow `workflow_id` has journaled (none for a
+    /// new one), so replaying them needs no further reads.
+    pub async fn begin(&self, workflow_id: &str, fresh: bool) -> Result<(), JournalError> {
+        let calls = if fresh { Vec::new() } else { self.journal.step_calls(workflow_id).await? };
+        let history = calls.into_iter().map(|call| (call.seq, call)).collect();
+        self.lock_histories().insert(workflow_id.to_string(), history);
+        Ok(())
+    }
+
+    /// Drops what [`Invoker::begin`] read, once the workflow stops.
+    pub fn end(&self, workflow_id: &str) {
+        self.lock_histories().remove(workflow_id);
+    }
+
+    fn lock_histories(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<i64, StepCallRecord>>> {
+        self.histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The journaled call `seq`, from the history read at the start (or from
+    /// the journal, for a workflow that was not begun here).
+    async fn recorded(&self, workflow_id: &str, seq: i64) -> Result<Option<StepCallRecord>, JournalError> {
+        if let Some(history) = self.lock_histories().get_mut(workflow_id) {
+            return Ok(history.remove(&seq));
+        }
+        self.journal.step_call(workflow_id, seq).await
     }
 
     /// Calls `target` as call `seq` of `workflow_id`. Guest failures become
@@ -91,7 +127,7 @@ impl Invoker {
         let journal = &self.journal;
         let call_ref = CallRef { workflow_id, seq, executor: &self.executor };
         let mut new_call = None;
-        let mut progress = match journal.step_call(workflow_id, seq).await? {
+        let mut progress = match self.recorded(workflow_id, seq).await? {
             Some(call) if call.step != step || call.input != input => {
                 return Err(InvokeError::NonDeterminism {
                     workflow_id: workflow_id.to_string(),
@@ -132,6 +168,8 @@ impl Invoker {
             }
         };
         let policy = RetryPolicy { max_attempts: progress.max_attempts, ..target.settings.policy };
+        // Writes nobody waited for yet: checked before each attempt, settled with the call.
+        let mut lazy: Vec<PendingWrite> = Vec::new();
         loop {
             let attempt = progress.attempt;
             let mut output = Output::default();
@@ -146,7 +184,10 @@ impl Invoker {
                 if let Some(due_at) = progress.due_at.take() {
                     wait_until(due_at, short, attempt).await;
                 }
-                journal.start_attempt(call_ref, attempt, new_call.take().as_ref()).await?;
+                if let Some(error) = lazy.iter_mut().find_map(PendingWrite::failed) {
+                    return Err(error.into());
+                }
+                lazy.push(journal.start_attempt(call_ref, attempt, new_call.take().as_ref()));
                 let started = Instant::now();
                 let status = StepStatus {
                     workflow_id: workflow_id.to_string(),
@@ -167,7 +208,8 @@ impl Invoker {
                 match returned {
                     Ok((value, wave)) => match values::classify(&value) {
                         Returned::Ok => {
-                            self.finish(call_ref, attempt, "ok", StepCallStatus::Succeeded, &wave, output).await?;
+                            let write = self.finish(call_ref, attempt, "ok", StepCallStatus::Succeeded, &wave, output);
+                            settle(write, lazy).await?;
                             tracing::debug!(
                                 source = "host",
                                 "Step {short} succeeded on attempt {attempt} in {elapsed:?}"
@@ -175,7 +217,9 @@ impl Invoker {
                             return Ok(value);
                         }
                         Returned::Permanent => {
-                            self.finish(call_ref, attempt, "permanent", StepCallStatus::Failed, &wave, output).await?;
+                            let write =
+                                self.finish(call_ref, attempt, "permanent", StepCallStatus::Failed, &wave, output);
+                            settle(write, lazy).await?;
                             tracing::warn!(
                                 source = "host",
                                 "Step {short} returned a permanent error, not retried: {wave}"
@@ -192,7 +236,9 @@ impl Invoker {
                 let value = values::exhausted(&step, &progress.failures);
                 let wave = values::to_wave(&value);
                 let outcome = outcome("failed", Some(kind), Some(message.clone()), None, output);
-                journal.finish_attempt(call_ref, attempt, &outcome, Some((StepCallStatus::Exhausted, &wave))).await?;
+                let write =
+                    journal.finish_attempt(call_ref, attempt, outcome, Some((StepCallStatus::Exhausted, &wave)));
+                settle(write, lazy).await?;
                 tracing::error!(
                     source = "host",
                     "Step {short} failed all {attempt} attempts; the workflow receives retries-exhausted. \
@@ -203,7 +249,7 @@ impl Invoker {
                 return Ok(value);
             };
             let outcome = outcome("failed", Some(kind), Some(message.clone()), Some(delay), output);
-            journal.finish_attempt(call_ref, attempt, &outcome, None).await?;
+            lazy.push(journal.finish_attempt(call_ref, attempt, outcome, None));
             tracing::warn!(
                 source = "host",
                 "Step {short} being automatically retried (attempt {attempt} of {}) in {}\n{}",
@@ -219,8 +265,8 @@ impl Invoker {
         }
     }
 
-    /// Journals an attempt that ended the call with the value `wave`.
-    async fn finish(
+    /// Queues the journal write of an attempt that ended the call with the value `wave`.
+    fn finish(
         &self,
         call_ref: CallRef<'_>,
         attempt: u32,
@@ -228,11 +274,21 @@ impl Invoker {
         status: StepCallStatus,
         wave: &str,
         output: Output,
-    ) -> Result<(), JournalError> {
+    ) -> PendingWrite {
         let message = (status == StepCallStatus::Failed).then(|| wave.to_string());
         let outcome = outcome(outcome_name, None, message, None, output);
-        self.journal.finish_attempt(call_ref, attempt, &outcome, Some((status, wave))).await
+        self.journal.finish_attempt(call_ref, attempt, outcome, Some((status, wave)))
     }
+}
+
+/// Waits until the call's final write is durable, then reports any earlier
+/// write of the call that failed (they were committed in order before it).
+async fn settle(last: PendingWrite, earlier: Vec<PendingWrite>) -> Result<(), JournalError> {
+    last.durable().await?;
+    for write in earlier {
+        write.durable().await?;
+    }
+    Ok(())
 }
 
 /// Rebuilds an interrupted call's state from its attempt rows: the failures

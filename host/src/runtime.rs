@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use wasmtime::Engine;
+use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Val};
 
 use crate::cache::{ComponentLoader, LoadError, LoadedComponent};
@@ -124,7 +125,6 @@ struct Prepared {
     components: Vec<LoadedComponent>,
     plan: Plan,
     settings: HashMap<StepName, StepSettings>,
-    arguments: Vec<Val>,
 }
 
 fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
@@ -136,67 +136,141 @@ fn prepare(options: &RunOptions) -> Result<Prepared, RunError> {
     }
     let plan = linking::plan(&engine, &components, options.invoke.as_deref())?;
     let settings = resolve_settings(options, &components, &plan)?;
-    let arguments = values::parse_arguments(&plan.entry.name, &plan.entry.func, &options.arguments)?;
-    Ok(Prepared { engine, components, plan, settings, arguments })
+    values::parse_arguments(&plan.entry.name, &plan.entry.func, &options.arguments)?;
+    Ok(Prepared { engine, components, plan, settings })
 }
 
 /// Runs the workflow described by `options` to completion: a new one, or,
 /// for an `--id` the journal has as interrupted, continues it by replay.
 pub async fn run(options: RunOptions) -> Result<RunOutcome, RunError> {
-    let prepared = prepare(&options)?;
-    let journal = Journal::open(&options.journal).await?;
-    let workflow = &prepared.components[WORKFLOW];
-    let recorded_options = RecordedOptions {
-        workflow: absolute(&options.workflow),
-        steps: options.steps.iter().map(|step| absolute(step)).collect(),
-        invoke: options.invoke.clone(),
-        arguments: options.arguments.clone(),
-        config: options.config.as_deref().map(absolute),
-        cli_settings: options.cli_settings.clone(),
-    };
-    let mut record = WorkflowRecord {
-        id: options.workflow_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-        component: workflow.path.display().to_string(),
-        component_digest: workflow.digest.clone(),
-        entry: prepared.plan.entry.name.clone(),
-        input: values::to_wave_tuple(&prepared.arguments),
-        status: WorkflowStatus::Running,
-        output: None,
-        error: None,
-        options: serde_json::to_string(&recorded_options).unwrap_or_default(),
-        executor: executor(),
-        created_at: journal::now_ms(),
-        updated_at: journal::now_ms(),
-    };
-    let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
-    // Link before the journal knows the workflow: a link error leaves no row behind.
-    let linked = link(prepared, &journal, &record.executor)?;
-    if journal.create_workflow(&record, journal::now_ms().saturating_add(lease_ms)).await? {
-        tracing::info!(
-            source = "host",
-            "Workflow {} started: {} {}{} (journal {})",
-            record.id,
-            options.workflow.display(),
-            record.entry,
-            record.input,
-            journal.location()
-        );
-    } else {
-        let existing = journal
-            .workflow(&record.id)
-            .await?
-            .ok_or_else(|| RunError::UnknownWorkflow { id: record.id.clone(), journal: journal.location().into() })?;
-        check_same(&existing, &record)?;
-        if existing.status != WorkflowStatus::Running {
-            return recorded(existing);
-        }
-        if !journal.claim_workflow(&record.id, &record.executor, journal::now_ms().saturating_add(lease_ms)).await? {
-            return Err(RunError::Owned { id: record.id, executor: existing.executor });
-        }
-        tracing::info!(source = "host", "Workflow {} resumes from its journal (replaying finished steps)", record.id);
-        record.created_at = existing.created_at;
+    let runner = Runner::open(&options).await?;
+    runner.run(options.workflow_id.clone(), &options.arguments).await
+}
+
+/// A workflow component loaded and linked against its steps and a journal:
+/// runs any number of its workflows, concurrently, in one process, sharing
+/// the compiled components, the sandbox pool and the journal's group commit.
+pub struct Runner {
+    options: RunOptions,
+    journal: Journal,
+    linked: Linked,
+    /// Who writes: this process, recorded as each workflow's owner.
+    executor: String,
+    component: String,
+    component_digest: String,
+    entry_name: String,
+    entry_func: ComponentFunc,
+}
+
+impl Runner {
+    /// Loads, checks and links `options`' components, then opens its journal.
+    pub async fn open(options: &RunOptions) -> Result<Self, RunError> {
+        let prepared = prepare(options)?;
+        let journal = Journal::open(&options.journal).await?;
+        Self::link(options, prepared, journal)
     }
-    execute(linked, journal, record, options.lease).await
+
+    /// [`Runner::open`] on a journal the caller opened (and may share).
+    pub async fn with_journal(options: &RunOptions, journal: Journal) -> Result<Self, RunError> {
+        Self::link(options, prepare(options)?, journal)
+    }
+
+    fn link(options: &RunOptions, prepared: Prepared, journal: Journal) -> Result<Self, RunError> {
+        let workflow = &prepared.components[WORKFLOW];
+        let component = workflow.path.display().to_string();
+        let component_digest = workflow.digest.clone();
+        let entry_name = prepared.plan.entry.name.clone();
+        let entry_func = prepared.plan.entry.func.clone();
+        let executor = executor();
+        // Link before the journal knows any workflow: a link error leaves no row behind.
+        let linked = link(prepared, &journal, &executor)?;
+        Ok(Self {
+            options: options.clone(),
+            journal,
+            linked,
+            executor,
+            component,
+            component_digest,
+            entry_name,
+            entry_func,
+        })
+    }
+
+    /// The journal this runner writes to.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Runs workflow `id` (a new UUIDv7 if `None`) with `arguments` (one WAVE
+    /// value per parameter): starts it, continues it if the journal has it as
+    /// interrupted, or returns its recorded output if it finished.
+    pub async fn run(&self, id: Option<String>, arguments: &[String]) -> Result<RunOutcome, RunError> {
+        let values = values::parse_arguments(&self.entry_name, &self.entry_func, arguments)?;
+        let options = &self.options;
+        let recorded_options = RecordedOptions {
+            workflow: absolute(&options.workflow),
+            steps: options.steps.iter().map(|step| absolute(step)).collect(),
+            invoke: options.invoke.clone(),
+            arguments: arguments.to_vec(),
+            config: options.config.as_deref().map(absolute),
+            cli_settings: options.cli_settings.clone(),
+        };
+        let mut record = WorkflowRecord {
+            id: id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            component: self.component.clone(),
+            component_digest: self.component_digest.clone(),
+            entry: self.entry_name.clone(),
+            input: values::to_wave_tuple(&values),
+            status: WorkflowStatus::Running,
+            output: None,
+            error: None,
+            options: serde_json::to_string(&recorded_options).unwrap_or_default(),
+            executor: self.executor.clone(),
+            created_at: journal::now_ms(),
+            updated_at: journal::now_ms(),
+        };
+        let journal = &self.journal;
+        let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
+        let fresh = journal.create_workflow(&record, journal::now_ms().saturating_add(lease_ms)).await?;
+        if fresh {
+            tracing::info!(
+                source = "host",
+                "Workflow {} started: {} {}{} (journal {})",
+                record.id,
+                options.workflow.display(),
+                record.entry,
+                record.input,
+                journal.location()
+            );
+        } else {
+            let existing = journal.workflow(&record.id).await?.ok_or_else(|| RunError::UnknownWorkflow {
+                id: record.id.clone(),
+                journal: journal.location().into(),
+            })?;
+            check_same(&existing, &record)?;
+            if existing.status != WorkflowStatus::Running {
+                return recorded(existing);
+            }
+            if !journal.claim_workflow(&record.id, &record.executor, journal::now_ms().saturating_add(lease_ms)).await?
+            {
+                return Err(RunError::Owned { id: record.id, executor: existing.executor });
+            }
+            tracing::info!(
+                source = "host",
+                "Workflow {} resumes from its journal (replaying finished steps)",
+                record.id
+            );
+            record.created_at = existing.created_at;
+        }
+        let invoker = &self.linked.invoker;
+        if let Err(error) = invoker.begin(&record.id, fresh).await {
+            return Err(RunError::Interrupted { id: record.id, source: InvokeError::Journal(error) });
+        }
+        let id = record.id.clone();
+        let result = execute(&self.linked, journal, record, values, options.lease).await;
+        invoker.end(&id);
+        result
+    }
 }
 
 /// Continues workflow `id` with the options it was started with.
@@ -270,38 +344,39 @@ fn check_same(existing: &WorkflowRecord, given: &WorkflowRecord) -> Result<(), R
 /// A workflow ready to instantiate: its `InstancePre` with step imports bridged, and its entry.
 struct Linked {
     sandbox: Sandbox,
+    invoker: Arc<Invoker>,
     workflow_pre: InstancePre<GuestState>,
     entry: ComponentExportIndex,
-    arguments: Vec<Val>,
 }
 
 /// Links the step components and the workflow (bridged to an invoker writing as `executor`).
 fn link(prepared: Prepared, journal: &Journal, executor: &str) -> Result<Linked, RunError> {
-    let Prepared { engine, components, plan, settings, arguments } = prepared;
+    let Prepared { engine, components, plan, settings } = prepared;
     let sandbox = Sandbox::new(&engine);
     let targets = step_targets(&engine, &components, &plan, &settings)?;
     let invoker = Arc::new(Invoker::new(journal.clone(), sandbox.clone(), executor.to_string()));
-    let workflow_pre = workflow_pre(&engine, &components[WORKFLOW], targets, invoker)?;
+    let workflow_pre = workflow_pre(&engine, &components[WORKFLOW], targets, invoker.clone())?;
     let entry = export_index(&components[WORKFLOW].component, plan.entry.interface.as_deref(), &plan.entry.function)
         .ok_or_else(|| instantiate_error(&components[WORKFLOW], "the entry function is not exported".into()))?;
-    Ok(Linked { sandbox, workflow_pre, entry, arguments })
+    Ok(Linked { sandbox, invoker, workflow_pre, entry })
 }
 
 /// Calls the workflow this process now owns, renewing its lease meanwhile.
 async fn execute(
-    linked: Linked,
-    journal: Journal,
+    linked: &Linked,
+    journal: &Journal,
     record: WorkflowRecord,
+    arguments: Vec<Val>,
     lease: Duration,
 ) -> Result<RunOutcome, RunError> {
-    let Linked { sandbox, workflow_pre, entry, arguments } = linked;
+    let Linked { sandbox, workflow_pre, entry, .. } = linked;
     let id = record.id.clone();
     let mut store = sandbox.workflow_store(&id, record.created_at);
     let heartbeat = Heartbeat::start(journal.clone(), id.clone(), record.executor.clone(), lease);
     let call = async {
         let instance = workflow_pre.instantiate_async(&mut store).await?;
         let func = instance
-            .get_func(&mut store, entry)
+            .get_func(&mut store, *entry)
             .ok_or_else(|| wasmtime::format_err!("the entry function is not exported"))?;
         let mut results = vec![Val::Bool(false); func.ty(&store).results().len()];
         func.call_async(&mut store, &arguments, &mut results).await?;

@@ -2,7 +2,14 @@
 //! or PostgreSQL through one schema and one set of parameterized statements.
 //! Knows SQL, nothing of wasmtime.
 
+mod group_commit;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use group_commit::{Change, NewCall, Write, Writer};
+pub use group_commit::{CommitCounters, LAZY_WINDOW, PendingWrite};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _, Row as _};
@@ -33,6 +40,10 @@ pub enum JournalError {
          it stopped without writing"
     )]
     NotOwner { location: String, id: String },
+    #[error("journal write failed (group commit) in {location}: {message}")]
+    Batch { location: String, message: String },
+    #[error("the journal writer of {location} stopped; nothing more can be written")]
+    WriterGone { location: String },
 }
 
 const SQLITE_HINT: &str = "Check that the directory exists and is writable, or pass another path with --journal.";
@@ -124,6 +135,28 @@ pub struct AttemptOutcome {
     pub stderr: Option<String>,
 }
 
+impl AttemptOutcome {
+    /// `next_delay` in the journal's unit.
+    fn next_delay_ms(&self) -> Option<i64> {
+        self.next_delay.map(|delay| i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// How the journal commits attempt writes.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalOptions {
+    /// Batch the writes of concurrent workflows (and an attempt's start with
+    /// its finish) into shared transactions. Off, every write is its own
+    /// transaction: kept to measure group commit against.
+    pub group_commit: bool,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self { group_commit: true }
+    }
+}
+
 /// A workflow row (times in ms since the Unix epoch; input and output as WAVE).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowRecord {
@@ -173,17 +206,37 @@ pub struct AttemptRecord {
     pub stderr: Option<String>,
 }
 
-/// A connection pool to the journal database, migrated on open.
+/// A connection pool to the journal database, migrated on open, and the
+/// group-commit writer its attempt writes go through.
 #[derive(Clone)]
 pub struct Journal {
     pool: AnyPool,
     location: String,
+    writer: Writer,
+    /// Workflow-level writes (create, claim, lease, finish), each its own transaction.
+    workflow_commits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Transactions the journal committed so far in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitCount {
+    /// Group-commit transactions carrying attempt writes.
+    pub attempt_batches: u64,
+    /// Attempt writes (starts and finishes) those carried.
+    pub attempt_writes: u64,
+    /// Workflow-level transactions: create, claim, lease renewal, finish.
+    pub workflow_commits: u64,
 }
 
 impl Journal {
     /// Opens (creating if needed) the journal at `target`: a `postgres://`
     /// URL, a `sqlite:` URL or a file path.
     pub async fn open(target: &str) -> Result<Self, JournalError> {
+        Self::open_with(target, JournalOptions::default()).await
+    }
+
+    /// [`Journal::open`] with explicit commit options.
+    pub async fn open_with(target: &str, journal_options: JournalOptions) -> Result<Self, JournalError> {
         sqlx::any::install_default_drivers();
         let is_postgres = target.starts_with("postgres://") || target.starts_with("postgresql://");
         if let Some((scheme, _)) = target.split_once("://").filter(|_| !is_postgres && !target.starts_with("sqlite:")) {
@@ -213,7 +266,22 @@ impl Journal {
         migrate(&pool, is_postgres)
             .await
             .map_err(|source| JournalError::Migrate { location: location.clone(), source })?;
-        Ok(Self { pool, location })
+        let writer = Writer::spawn(pool.clone(), &location, journal_options.group_commit);
+        Ok(Self { pool, location, writer, workflow_commits: Arc::default() })
+    }
+
+    /// What this process has committed so far, to measure commits per step.
+    pub fn commit_count(&self) -> CommitCount {
+        let counters: &CommitCounters = &self.writer.counters;
+        CommitCount {
+            attempt_batches: counters.batches.load(Ordering::Relaxed),
+            attempt_writes: counters.writes.load(Ordering::Relaxed),
+            workflow_commits: self.workflow_commits.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count_workflow_commit(&self) {
+        self.workflow_commits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Where the journal is, with any password hidden.
@@ -264,6 +332,7 @@ impl Journal {
         .execute(&self.pool)
         .await
         .map_err(self.write_error("create workflow"))?;
+        self.count_workflow_commit();
         Ok(result.rows_affected() == 1)
     }
 
@@ -283,6 +352,7 @@ impl Journal {
         .execute(&self.pool)
         .await
         .map_err(self.write_error("claim workflow"))?;
+        self.count_workflow_commit();
         Ok(result.rows_affected() == 1)
     }
 
@@ -297,6 +367,7 @@ impl Journal {
         .execute(&self.pool)
         .await
         .map_err(self.write_error("renew lease"))?;
+        self.count_workflow_commit();
         Ok(result.rows_affected() == 1)
     }
 
@@ -358,126 +429,43 @@ impl Journal {
         .execute(&self.pool)
         .await
         .map_err(self.write_error("finish workflow"))?;
+        self.count_workflow_commit();
         Ok(result.rows_affected() == 1)
     }
 
-    /// Fails the transaction unless `executor` still owns the running workflow,
-    /// so a process that lost its lease can never write over its successor.
-    async fn fence(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        workflow_id: &str,
-        executor: &str,
-        now: i64,
-    ) -> Result<(), JournalError> {
-        let owned =
-            sqlx::query("UPDATE workflows SET updated_at = $1 WHERE id = $2 AND executor = $3 AND status = 'running'")
-                .bind(now)
-                .bind(workflow_id)
-                .bind(executor)
-                .execute(&mut **tx)
-                .await
-                .map_err(self.write_error("check lease"))?;
-        if owned.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(JournalError::NotOwner { location: self.location.clone(), id: workflow_id.to_string() })
-        }
+    /// Queues the record that an attempt started (for a call's first attempt,
+    /// with the call row). Lazy: it is committed with the attempt's outcome
+    /// or within [`LAZY_WINDOW`], whichever comes first.
+    pub fn start_attempt(&self, call: CallRef<'_>, attempt: u32, new_call: Option<&NewStepCall<'_>>) -> PendingWrite {
+        let new_call = new_call.map(|call| NewCall {
+            step: call.step.to_string(),
+            input: call.input.to_string(),
+            max_attempts: i64::from(call.max_attempts),
+        });
+        self.send(call, attempt, Change::Start { at: now_ms(), new_call })
     }
 
-    /// Records that an attempt is about to run, committed before the guest
-    /// starts; for a call's first attempt, `new_call` creates the call row in
-    /// the same transaction.
-    pub async fn start_attempt(
+    /// Queues an attempt's outcome and, when it ends the call, the call's
+    /// result; the workflow may see either only once the write is durable.
+    pub fn finish_attempt(
         &self,
         call: CallRef<'_>,
         attempt: u32,
-        new_call: Option<&NewStepCall<'_>>,
-    ) -> Result<(), JournalError> {
-        let CallRef { workflow_id, seq, executor } = call;
-        let now = now_ms();
-        let mut tx = self.pool.begin().await.map_err(self.write_error("start attempt"))?;
-        self.fence(&mut tx, workflow_id, executor, now).await?;
-        if let Some(call) = new_call {
-            sqlx::query(
-                "INSERT INTO step_calls (workflow_id, seq, step, input, status, attempts, max_attempts, started_at) \
-                 VALUES ($1, $2, $3, $4, 'running', 0, $5, $6)",
-            )
-            .bind(workflow_id)
-            .bind(seq)
-            .bind(call.step)
-            .bind(call.input)
-            .bind(i64::from(call.max_attempts))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.write_error("start step call"))?;
-        }
-        sqlx::query("INSERT INTO step_attempts (workflow_id, seq, attempt, started_at) VALUES ($1, $2, $3, $4)")
-            .bind(workflow_id)
-            .bind(seq)
-            .bind(i64::from(attempt))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.write_error("start attempt"))?;
-        sqlx::query("UPDATE step_calls SET attempts = $1 WHERE workflow_id = $2 AND seq = $3")
-            .bind(i64::from(attempt))
-            .bind(workflow_id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.write_error("start attempt"))?;
-        tx.commit().await.map_err(self.write_error("start attempt"))?;
-        Ok(())
-    }
-
-    /// Records an attempt's outcome and, when it ends the call, the call's
-    /// result, in one transaction committed before the workflow sees either.
-    pub async fn finish_attempt(
-        &self,
-        call: CallRef<'_>,
-        attempt: u32,
-        outcome: &AttemptOutcome,
+        outcome: AttemptOutcome,
         call_result: Option<(StepCallStatus, &str)>,
-    ) -> Result<(), JournalError> {
-        let CallRef { workflow_id, seq, executor } = call;
-        let now = now_ms();
-        let mut tx = self.pool.begin().await.map_err(self.write_error("finish attempt"))?;
-        self.fence(&mut tx, workflow_id, executor, now).await?;
-        let next_delay = outcome.next_delay.map(|delay| i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-        sqlx::query(
-            "UPDATE step_attempts SET finished_at = $1, outcome = $2, kind = $3, message = $4, next_delay_ms = $5, \
-             stdout = $6, stderr = $7 WHERE workflow_id = $8 AND seq = $9 AND attempt = $10",
-        )
-        .bind(now)
-        .bind(outcome.outcome)
-        .bind(outcome.kind)
-        .bind(outcome.message.as_deref())
-        .bind(next_delay)
-        .bind(outcome.stdout.as_deref())
-        .bind(outcome.stderr.as_deref())
-        .bind(workflow_id)
-        .bind(seq)
-        .bind(i64::from(attempt))
-        .execute(&mut *tx)
-        .await
-        .map_err(self.write_error("finish attempt"))?;
-        if let Some((status, output)) = call_result {
-            sqlx::query(
-                "UPDATE step_calls SET status = $1, output = $2, finished_at = $3 WHERE workflow_id = $4 AND seq = $5",
-            )
-            .bind(status.as_str())
-            .bind(output)
-            .bind(now)
-            .bind(workflow_id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.write_error("finish step call"))?;
-        }
-        tx.commit().await.map_err(self.write_error("finish attempt"))?;
-        Ok(())
+    ) -> PendingWrite {
+        let call_result = call_result.map(|(status, output)| (status, output.to_string()));
+        self.send(call, attempt, Change::Finish { at: now_ms(), outcome, call_result })
+    }
+
+    fn send(&self, call: CallRef<'_>, attempt: u32, change: Change) -> PendingWrite {
+        self.writer.send(Write {
+            workflow_id: call.workflow_id.to_string(),
+            executor: call.executor.to_string(),
+            seq: call.seq,
+            attempt: i64::from(attempt),
+            change,
+        })
     }
 
     /// The step calls of a workflow, in call order.
