@@ -259,6 +259,8 @@ impl Invoker {
             );
             match started_at {
                 Some(started) => wait_until(started.saturating_add(millis(delay)), short, attempt + 1).await,
+                // A zero delay retries at once: a zero-length tokio sleep still waits for the next timer tick.
+                None if delay.is_zero() => {}
                 None => tokio::time::sleep(delay).await,
             }
             progress.attempt += 1;

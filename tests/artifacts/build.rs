@@ -20,6 +20,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("broken-convention", "BROKEN_CONVENTION"),
     ("hostile", "HOSTILE"),
     ("hostile-caller", "HOSTILE_CALLER"),
+    ("noop", "NOOP"),
+    ("bench-loop", "BENCH_LOOP"),
 ];
 
 /// Python and JavaScript guests: (folder under guest-steps/<language>, WIT file under guest-steps/wit, world, constant name).

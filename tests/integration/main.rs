@@ -6,6 +6,7 @@ mod support;
 mod cache;
 mod durability;
 mod errors;
+mod group_commit;
 mod polyglot;
 mod postgres;
 mod retries;

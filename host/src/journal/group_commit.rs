@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::{AnyPool, Row as _};
 use tokio::sync::{mpsc, oneshot};
@@ -104,6 +104,7 @@ pub struct CommitCounters {
 
 struct Queued {
     write: Write,
+    queued_at: Instant,
     done: oneshot::Sender<Result<(), JournalError>>,
 }
 
@@ -119,11 +120,11 @@ impl Writer {
     /// Starts the writer task on the current tokio runtime. With `batching`
     /// off, every write is its own transaction (the behaviour before group
     /// commit, kept to measure against).
-    pub fn spawn(pool: AnyPool, location: &str, batching: bool) -> Self {
+    pub fn spawn(pool: AnyPool, location: &str, batching: bool, postgres: bool) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let location: Arc<str> = location.into();
         let counters = Arc::new(CommitCounters::default());
-        let task = Task { pool, location: location.clone(), counters: counters.clone(), batching };
+        let task = Task { pool, location: location.clone(), counters: counters.clone(), batching, postgres };
         tokio::spawn(task.run(receiver));
         Self { queue, location, counters }
     }
@@ -131,7 +132,7 @@ impl Writer {
     /// Queues `write`; the returned handle resolves once it is durable.
     pub fn send(&self, write: Write) -> PendingWrite {
         let (done, receiver) = oneshot::channel();
-        if let Err(rejected) = self.queue.send(Queued { write, done }) {
+        if let Err(rejected) = self.queue.send(Queued { write, queued_at: Instant::now(), done }) {
             let _ = rejected.0.done.send(Err(JournalError::WriterGone { location: self.location.to_string() }));
         }
         PendingWrite { receiver: Some(receiver), location: self.location.clone() }
@@ -143,29 +144,48 @@ struct Task {
     location: Arc<str>,
     counters: Arc<CommitCounters>,
     batching: bool,
+    /// PostgreSQL takes a batch of inserts as one statement.
+    postgres: bool,
 }
 
 impl Task {
     async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued>) {
-        while let Some(first) = receiver.recv().await {
-            let mut batch = vec![first];
-            if self.batching {
-                let deadline = tokio::time::Instant::now() + LAZY_WINDOW;
-                loop {
-                    while batch.len() < MAX_BATCH {
-                        match receiver.try_recv() {
-                            Ok(queued) => batch.push(queued),
-                            Err(_) => break,
-                        }
-                    }
-                    if batch.len() >= MAX_BATCH || batch.iter().any(|queued| queued.write.urgent()) {
-                        break;
-                    }
-                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                        Ok(Some(queued)) => batch.push(queued),
-                        Ok(None) | Err(_) => break,
+        // Writes held back from the last batch, oldest first.
+        let mut carried: Vec<Queued> = Vec::new();
+        let mut open = true;
+        loop {
+            if carried.is_empty() {
+                match receiver.recv().await {
+                    Some(queued) => carried.push(queued),
+                    None => return,
+                }
+            }
+            let mut batch = std::mem::take(&mut carried);
+            if !self.batching {
+                carried = batch.split_off(1);
+                self.commit(batch).await;
+                continue;
+            }
+            loop {
+                while open && batch.len() < MAX_BATCH {
+                    match receiver.try_recv() {
+                        Ok(queued) => batch.push(queued),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                     }
                 }
+                if !open || batch.len() >= MAX_BATCH || batch.iter().any(|queued| queued.write.urgent()) {
+                    break;
+                }
+                let deadline = batch.first().map_or_else(Instant::now, |queued| queued.queued_at) + LAZY_WINDOW;
+                match tokio::time::timeout_at(deadline.into(), receiver.recv()).await {
+                    Ok(Some(queued)) => batch.push(queued),
+                    Ok(None) => open = false,
+                    Err(_) => break,
+                }
+            }
+            if open && batch.len() < MAX_BATCH {
+                carried = hold_back(&mut batch, Instant::now());
             }
             self.commit(batch).await;
         }
@@ -173,6 +193,9 @@ impl Task {
 
     /// Writes `batch` in one transaction and reports to each writer.
     async fn commit(&self, batch: Vec<Queued>) {
+        if batch.is_empty() {
+            return;
+        }
         let (writes, senders): (Vec<Write>, Vec<_>) =
             batch.into_iter().map(|queued| (queued.write, queued.done)).unzip();
         match self.write(&writes).await {
@@ -207,8 +230,6 @@ impl Task {
     /// pairs refused because another executor took the workflow over.
     async fn write<'w>(&self, writes: &'w [Write]) -> Result<HashSet<(&'w str, &'w str)>, sqlx::Error> {
         let now = super::now_ms();
-        let mut tx = self.pool.begin().await?;
-        let mut refused = HashSet::new();
         let mut by_executor: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for write in writes {
             let ids = by_executor.entry(&write.executor).or_default();
@@ -216,6 +237,14 @@ impl Task {
                 ids.push(&write.workflow_id);
             }
         }
+        if self.postgres && by_executor.len() == 1 {
+            let plan = Plan::of(&writes.iter().collect::<Vec<_>>());
+            if let (Some((executor, ids)), true) = (by_executor.first_key_value(), plan.inserts_only()) {
+                return self.write_one_statement(executor, ids, &plan).await;
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut refused = HashSet::new();
         // The fence: lock the workflows this executor still owns, so a
         // process that lost its lease never writes over its successor.
         for (executor, ids) in &by_executor {
@@ -241,6 +270,101 @@ impl Task {
         tx.commit().await?;
         Ok(refused)
     }
+
+    /// PostgreSQL: fence and inserts of a batch in one statement, so the
+    /// batch costs one round trip and one commit — the floor. The fence is
+    /// a share lock on the owned workflow rows (it conflicts with a
+    /// takeover's update without writing a row version per batch).
+    async fn write_one_statement<'w>(
+        &self,
+        executor: &'w str,
+        ids: &[&'w str],
+        plan: &Plan<'w>,
+    ) -> Result<HashSet<(&'w str, &'w str)>, sqlx::Error> {
+        let calls_at = 2 + ids.len();
+        let attempts_at = calls_at + plan.calls.len() * CALL_COLUMNS;
+        let sql = format!(
+            "WITH fence AS (SELECT id FROM workflows WHERE executor = $1 AND status = 'running' \
+             AND id IN ({ids}) FOR SHARE), \
+             calls AS (INSERT INTO step_calls ({CALL_FIELDS}) SELECT * FROM (VALUES {calls}) AS v ({CALL_FIELDS}) \
+             WHERE v.workflow_id IN (SELECT id FROM fence)), \
+             attempts AS (INSERT INTO step_attempts ({ATTEMPT_FIELDS}) SELECT * FROM (VALUES {attempts}) \
+             AS v ({ATTEMPT_FIELDS}) WHERE v.workflow_id IN (SELECT id FROM fence)) \
+             SELECT id FROM fence",
+            ids = placeholders(2, ids.len()),
+            calls = rows_from(calls_at, CALL_COLUMNS, plan.calls.len()),
+            attempts = rows_from(attempts_at, ATTEMPT_COLUMNS, plan.attempts.len()),
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(executor);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        for call in &plan.calls {
+            query = bind_call(query, call);
+        }
+        for row in &plan.attempts {
+            query = bind_attempt(query, row);
+        }
+        let owned: HashSet<String> =
+            query.fetch_all(&self.pool).await?.iter().map(|row| row.try_get("id")).collect::<Result<_, _>>()?;
+        Ok(ids.iter().filter(|id| !owned.contains(**id)).map(|id| (*id, executor)).collect())
+    }
+}
+
+/// Takes out of `batch` the lazy writes younger than [`LAZY_WINDOW`] of
+/// workflows with nothing urgent in it: their finish is likely to follow
+/// and join them in one row. A workflow's writes keep their order.
+fn hold_back(batch: &mut Vec<Queued>, now: Instant) -> Vec<Queued> {
+    let urgent: HashSet<String> =
+        batch.iter().filter(|queued| queued.write.urgent()).map(|queued| queued.write.workflow_id.clone()).collect();
+    let (kept, held): (Vec<Queued>, Vec<Queued>) = std::mem::take(batch)
+        .into_iter()
+        .partition(|queued| urgent.contains(&queued.write.workflow_id) || queued.queued_at + LAZY_WINDOW <= now);
+    *batch = kept;
+    held
+}
+
+const CALL_FIELDS: &str =
+    "workflow_id, seq, step, input, status, output, attempts, max_attempts, started_at, finished_at";
+const CALL_COLUMNS: usize = 10;
+const ATTEMPT_FIELDS: &str =
+    "workflow_id, seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms, stdout, stderr";
+const ATTEMPT_COLUMNS: usize = 11;
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds a new call's row, in [`CALL_FIELDS`] order.
+fn bind_call<'q>(query: AnyQuery<'q>, call: &CallRow<'q>) -> AnyQuery<'q> {
+    let (step, input, max_attempts, started_at) =
+        call.new.map_or(("", "", 0, 0), |(new, at)| (new.step.as_str(), new.input.as_str(), new.max_attempts, at));
+    query
+        .bind(call.workflow_id)
+        .bind(call.seq)
+        .bind(step)
+        .bind(input)
+        .bind(call.result.as_ref().map_or("running", |result| result.status.as_str()))
+        .bind(call.result.as_ref().map(|result| result.output))
+        .bind(call.attempts.unwrap_or(0))
+        .bind(max_attempts)
+        .bind(started_at)
+        .bind(call.result.as_ref().map(|result| result.at))
+}
+
+/// Binds an attempt's row, in [`ATTEMPT_FIELDS`] order.
+fn bind_attempt<'q>(query: AnyQuery<'q>, row: &AttemptRow<'q>) -> AnyQuery<'q> {
+    let outcome = row.finished.as_ref().map(|finished| finished.outcome);
+    query
+        .bind(row.workflow_id)
+        .bind(row.seq)
+        .bind(row.attempt)
+        .bind(row.started_at)
+        .bind(row.finished.as_ref().map(|finished| finished.at))
+        .bind(outcome.map(|outcome| outcome.outcome))
+        .bind(outcome.and_then(|outcome| outcome.kind))
+        .bind(outcome.and_then(|outcome| outcome.message.as_deref()))
+        .bind(outcome.and_then(AttemptOutcome::next_delay_ms))
+        .bind(outcome.and_then(|outcome| outcome.stdout.as_deref()))
+        .bind(outcome.and_then(|outcome| outcome.stderr.as_deref()))
 }
 
 /// `$first, $first+1, …` for `count` parameters.
@@ -255,9 +379,9 @@ fn placeholders(first: usize, count: usize) -> String {
     text
 }
 
-/// `($1, …, $k), ($k+1, …)` for `rows` rows of `columns` parameters.
-fn row_placeholders(columns: usize, rows: usize) -> String {
-    (0..rows).map(|row| format!("({})", placeholders(1 + row * columns, columns))).collect::<Vec<_>>().join(", ")
+/// `($first, …), (…)` for `rows` rows of `columns` parameters.
+fn rows_from(first: usize, columns: usize, rows: usize) -> String {
+    (0..rows).map(|row| format!("({})", placeholders(first + row * columns, columns))).collect::<Vec<_>>().join(", ")
 }
 
 /// How an attempt ended, for its row.
@@ -357,28 +481,19 @@ impl<'w> Plan<'w> {
         plan
     }
 
+    /// True when the batch only adds rows: every call is new, no attempt was started earlier.
+    fn inserts_only(&self) -> bool {
+        self.finished_earlier.is_empty() && self.calls.iter().all(|call| call.new.is_some())
+    }
+
     async fn execute(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
         let new_calls: Vec<&CallRow> = self.calls.iter().filter(|call| call.new.is_some()).collect();
         for chunk in new_calls.chunks(MAX_BATCH) {
-            let sql = format!(
-                "INSERT INTO step_calls (workflow_id, seq, step, input, status, output, attempts, max_attempts, \
-                 started_at, finished_at) VALUES {}",
-                row_placeholders(10, chunk.len())
-            );
+            let sql =
+                format!("INSERT INTO step_calls ({CALL_FIELDS}) VALUES {}", rows_from(1, CALL_COLUMNS, chunk.len()));
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for call in chunk {
-                let Some((new, started_at)) = call.new else { continue };
-                query = query
-                    .bind(call.workflow_id)
-                    .bind(call.seq)
-                    .bind(new.step.as_str())
-                    .bind(new.input.as_str())
-                    .bind(call.result.as_ref().map_or("running", |result| result.status.as_str()))
-                    .bind(call.result.as_ref().map(|result| result.output))
-                    .bind(call.attempts.unwrap_or(0))
-                    .bind(new.max_attempts)
-                    .bind(started_at)
-                    .bind(call.result.as_ref().map(|result| result.at));
+                query = bind_call(query, call);
             }
             query.execute(&mut **tx).await?;
         }
@@ -408,25 +523,12 @@ impl<'w> Plan<'w> {
         }
         for chunk in self.attempts.chunks(MAX_BATCH) {
             let sql = format!(
-                "INSERT INTO step_attempts (workflow_id, seq, attempt, started_at, finished_at, outcome, kind, \
-                 message, next_delay_ms, stdout, stderr) VALUES {}",
-                row_placeholders(11, chunk.len())
+                "INSERT INTO step_attempts ({ATTEMPT_FIELDS}) VALUES {}",
+                rows_from(1, ATTEMPT_COLUMNS, chunk.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for row in chunk {
-                let outcome = row.finished.as_ref().map(|finished| finished.outcome);
-                query = query
-                    .bind(row.workflow_id)
-                    .bind(row.seq)
-                    .bind(row.attempt)
-                    .bind(row.started_at)
-                    .bind(row.finished.as_ref().map(|finished| finished.at))
-                    .bind(outcome.map(|outcome| outcome.outcome))
-                    .bind(outcome.and_then(|outcome| outcome.kind))
-                    .bind(outcome.and_then(|outcome| outcome.message.as_deref()))
-                    .bind(outcome.and_then(|outcome| outcome.next_delay_ms()))
-                    .bind(outcome.and_then(|outcome| outcome.stdout.as_deref()))
-                    .bind(outcome.and_then(|outcome| outcome.stderr.as_deref()));
+                query = bind_attempt(query, row);
             }
             query.execute(&mut **tx).await?;
         }
@@ -527,6 +629,30 @@ mod tests {
         assert!(plan.attempts[0].finished.is_none());
     }
 
+    fn queued(write: Write, age: Duration, now: Instant) -> Queued {
+        Queued { write, queued_at: now - age, done: oneshot::channel().0 }
+    }
+
+    #[test]
+    fn young_lazy_writes_wait_unless_their_workflow_has_something_urgent() {
+        let now = Instant::now();
+        let young = Duration::from_micros(100);
+        let mut other = start(1, 1, true);
+        other.workflow_id = "other".into();
+        let mut old = start(1, 1, true);
+        old.workflow_id = "old".into();
+        let mut batch = vec![
+            queued(start(1, 1, true), young, now),
+            queued(other, young, now),
+            queued(old, LAZY_WINDOW * 2, now),
+            queued(finish(1, 1, Some(StepCallStatus::Succeeded)), young, now),
+        ];
+        let held = hold_back(&mut batch, now);
+        let ids = |queued: &[Queued]| queued.iter().map(|q| q.write.workflow_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&held), ["other"]);
+        assert_eq!(ids(&batch), ["w", "old", "w"]);
+    }
+
     #[test]
     fn only_a_final_outcome_is_urgent() {
         assert!(!start(1, 1, true).urgent());
@@ -537,6 +663,7 @@ mod tests {
     #[test]
     fn placeholders_number_rows_in_order() {
         assert_eq!(placeholders(3, 2), "$3, $4");
-        assert_eq!(row_placeholders(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(rows_from(1, 2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(rows_from(5, 1, 2), "($5), ($6)");
     }
 }

@@ -245,7 +245,8 @@ impl Journal {
         let (url, hint) =
             if is_postgres { (target.to_string(), POSTGRES_HINT) } else { (sqlite_url(target), SQLITE_HINT) };
         let location = redact(target);
-        let options = AnyPoolOptions::new().max_connections(if is_postgres { 8 } else { 4 });
+        // No ping before each use: a dead connection fails the statement, which is reported.
+        let options = AnyPoolOptions::new().max_connections(if is_postgres { 8 } else { 4 }).test_before_acquire(false);
         let options = if is_postgres {
             options
         } else {
@@ -266,7 +267,7 @@ impl Journal {
         migrate(&pool, is_postgres)
             .await
             .map_err(|source| JournalError::Migrate { location: location.clone(), source })?;
-        let writer = Writer::spawn(pool.clone(), &location, journal_options.group_commit);
+        let writer = Writer::spawn(pool.clone(), &location, journal_options.group_commit, is_postgres);
         Ok(Self { pool, location, writer, workflow_commits: Arc::default() })
     }
 

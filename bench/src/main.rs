@@ -1,0 +1,289 @@
+//! stepbox's benchmarks (issue 6): per-attempt overhead, sequential and
+//! concurrent durable steps against the PostgreSQL commit floor, the
+//! exhaustion path, start-up per language, and DBOS Transact side by side on
+//! the same server in the same run. Writes the results into BENCHMARKS.md
+//! and draws the throughput chart. Run it with `bench/run`.
+
+mod chart;
+mod floor;
+mod peer;
+mod report;
+mod startup;
+mod stats;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use plotters::style::RGBColor;
+use sqlx::{Connection as _, Executor as _};
+use stepbox::journal::{Journal, JournalOptions};
+use stepbox_test_artifacts as artifacts;
+
+use crate::report::Results;
+use crate::startup::StartCase;
+use crate::workloads::{BareStep, Throughput, Workflows};
+
+/// The database the benchmark makes (and drops first) on the server.
+const DATABASE: &str = "stepbox_bench";
+const RESULTS_START: &str = "<!-- results:start -->";
+const RESULTS_END: &str = "<!-- results:end -->";
+
+#[derive(Parser)]
+#[command(about = "Benchmarks stepbox (and DBOS Transact beside it) on one PostgreSQL server")]
+struct Args {
+    /// PostgreSQL server URL without a database; the benchmark makes `stepbox_bench` on it.
+    #[arg(long, env = "STEPBOX_BENCH_POSTGRES", default_value = "postgresql://postgres@127.0.0.1:5432")]
+    postgres: String,
+    /// Fewer samples and no 1,000-workflow point: a smoke run in about a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Skip DBOS Transact.
+    #[arg(long)]
+    no_peer: bool,
+    /// The Python that has `dbos` installed (bench/run makes this virtualenv).
+    #[arg(long, default_value = "bench/dbos/.venv/bin/python")]
+    python: PathBuf,
+    /// The `host` binary whose start-up is measured [default: beside this program].
+    #[arg(long)]
+    host: Option<PathBuf>,
+    /// The report to write the results into, between its results markers.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    report: PathBuf,
+    /// Where to draw the throughput chart.
+    #[arg(long, default_value = "bench/throughput.png")]
+    chart: PathBuf,
+}
+
+/// How many samples each part takes.
+struct Sizes {
+    bare_attempts: usize,
+    journal_attempts: usize,
+    floor_commits: usize,
+    sequential_steps: u32,
+    sequential_runs: usize,
+    curve: &'static [usize],
+    unbatched_curve: &'static [usize],
+    exhaustion_runs: usize,
+    exhaustion_calls: u32,
+    cold_starts: usize,
+    cached_starts: usize,
+}
+
+const FULL: Sizes = Sizes {
+    bare_attempts: 5000,
+    journal_attempts: 1000,
+    floor_commits: 1000,
+    sequential_steps: 1000,
+    sequential_runs: 5,
+    curve: &[1, 10, 100, 1000],
+    unbatched_curve: &[1, 10, 100],
+    exhaustion_runs: 10,
+    exhaustion_calls: 100,
+    cold_starts: 3,
+    cached_starts: 10,
+};
+
+const QUICK: Sizes = Sizes {
+    bare_attempts: 1000,
+    journal_attempts: 300,
+    floor_commits: 300,
+    sequential_steps: 1000,
+    sequential_runs: 2,
+    curve: &[1, 10, 100],
+    unbatched_curve: &[1, 10],
+    exhaustion_runs: 5,
+    exhaustion_calls: 50,
+    cold_starts: 1,
+    cached_starts: 5,
+};
+
+/// Steps per workflow in the concurrency curve.
+const CURVE_STEPS: u32 = 100;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sizes = if args.quick { &QUICK } else { &FULL };
+    let host = match &args.host {
+        Some(host) => host.clone(),
+        None => std::env::current_exe()?.with_file_name("host"),
+    };
+    if !host.exists() {
+        bail!("no host binary at {}: build it with `cargo build --release -p stepbox` or pass --host", host.display());
+    }
+    let server = args.postgres.trim_end_matches('/');
+    let database_url = fresh_database(server).await?;
+    let scratch = tempfile::tempdir()?;
+    let cache = scratch.path().join("cache");
+    let machine = machine(&database_url).await;
+    progress(&format!("machine: {machine}"));
+
+    progress("(a) no-op attempt without the journal");
+    let bare = BareStep::load(Path::new(artifacts::NOOP))?;
+    let attempt_bare = bare.without_journal(sizes.bare_attempts).await?;
+    let sqlite = Journal::open(&scratch.path().join("bench.db").display().to_string()).await?;
+    let postgres = Journal::open(&database_url).await?;
+    progress("(a) no-op attempt with the journal, and the single-row commit floor");
+    let floor_sqlite = floor::sqlite(&scratch.path().join("floor.db"), sizes.floor_commits).await?;
+    let attempt_sqlite = bare.with_journal(&sqlite, sizes.journal_attempts).await?;
+    let floor_postgres = floor::postgres(&database_url, sizes.floor_commits).await?;
+    let attempt_postgres = bare.with_journal(&postgres, sizes.journal_attempts).await?;
+
+    let (workflow, steps) = (Path::new(artifacts::BENCH_LOOP), Path::new(artifacts::NOOP));
+    let on_sqlite = Workflows::link(workflow, steps, &sqlite, &cache).await?;
+    let on_postgres = Workflows::link(workflow, steps, &postgres, &cache).await?;
+    progress("(b) one workflow of sequential no-op steps");
+    let mut sequential_postgres = Vec::new();
+    let mut sequential_sqlite = Vec::new();
+    for _ in 0..sizes.sequential_runs {
+        sequential_postgres.push(on_postgres.concurrent(1, sizes.sequential_steps).await?);
+        sequential_sqlite.push(on_sqlite.concurrent(1, sizes.sequential_steps).await?);
+    }
+
+    progress("(c) concurrent workflows, with group commit");
+    let mut curve = Vec::new();
+    for &workflows in sizes.curve {
+        let point = on_postgres.concurrent(workflows, CURVE_STEPS).await?;
+        progress(&format!("    {workflows} workflows: {:.0} steps/s", point.steps_per_second()));
+        curve.push(point);
+    }
+    progress("(c) concurrent workflows, one transaction per write (before group commit)");
+    let unbatched = Journal::open_with(&database_url, JournalOptions { group_commit: false }).await?;
+    let on_unbatched = Workflows::link(workflow, steps, &unbatched, &cache).await?;
+    let mut curve_unbatched = Vec::new();
+    for &workflows in sizes.unbatched_curve {
+        curve_unbatched.push(on_unbatched.concurrent(workflows, CURVE_STEPS).await?);
+    }
+
+    progress("(d) the exhaustion path");
+    let mut exhaustion = Vec::new();
+    for _ in 0..sizes.exhaustion_runs {
+        exhaustion.push(on_postgres.exhaust(sizes.exhaustion_calls).await?);
+    }
+    let exhaustion_postgres = stats::summarize(exhaustion);
+
+    progress("(e) start-up of `host run`, cold and cached");
+    let mut starts = Vec::new();
+    for (language, step) in
+        [("Rust", artifacts::FLAKY), ("Python", artifacts::FLAKY_PY), ("JavaScript", artifacts::FLAKY_JS)]
+    {
+        let case = StartCase { language, workflow: artifacts::RETRY_DEMO.into(), step: step.into() };
+        starts.push((language, startup::measure(&host, &case, sizes.cold_starts, sizes.cached_starts)?));
+    }
+
+    let peer = if args.no_peer {
+        None
+    } else {
+        progress("DBOS Transact on the same server");
+        Some(peer::run(&args.python, Path::new("bench/dbos/peer.py"), server, args.quick)?)
+    };
+
+    let results = Results {
+        machine,
+        quick: args.quick,
+        attempt_bare,
+        attempt_sqlite,
+        attempt_postgres,
+        floor_postgres,
+        floor_sqlite,
+        sequential_postgres,
+        sequential_sqlite,
+        curve,
+        curve_unbatched,
+        exhaustion_postgres,
+        exhaustion_calls: sizes.exhaustion_calls,
+        starts,
+        peer,
+    };
+    let markdown = results.markdown();
+    println!("{markdown}");
+    splice(&args.report, &markdown)?;
+    draw(&args.chart, &results)?;
+    progress(&format!("wrote {} and {}", args.report.display(), args.chart.display()));
+    Ok(())
+}
+
+fn progress(message: &str) {
+    eprintln!("== {message}");
+}
+
+/// Drops and recreates the benchmark's database on `server`; returns its URL.
+async fn fresh_database(server: &str) -> anyhow::Result<String> {
+    let admin = format!("{server}/postgres");
+    let mut connection = sqlx::PgConnection::connect(&admin).await.with_context(|| {
+        format!(
+            "cannot connect to PostgreSQL at {admin}; start it (`pg_ctlcluster <version> main start`) or pass \
+             --postgres URL"
+        )
+    })?;
+    connection.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))).await?;
+    connection.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {DATABASE}"))).await?;
+    Ok(format!("{server}/{DATABASE}"))
+}
+
+/// CPU, cores, memory and the PostgreSQL server, as one line.
+async fn machine(database_url: &str) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("model name").and_then(|rest| rest.split_once(':')).map(|(_, name)| name.trim())
+        })
+        .unwrap_or("unknown CPU");
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let kb: u64 = text.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{} GiB", kb / (1024 * 1024)))
+        })
+        .unwrap_or_default();
+    let server = async {
+        let mut connection = sqlx::PgConnection::connect(database_url).await.ok()?;
+        let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut connection).await.ok()?;
+        let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&mut connection).await.ok()?;
+        let synchronous: String =
+            sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&mut connection).await.ok()?;
+        Some(format!("PostgreSQL {version} on the same machine (fsync {fsync}, synchronous_commit {synchronous})"))
+    }
+    .await
+    .unwrap_or_else(|| "PostgreSQL (version unknown)".into());
+    format!("{cpu}, {cores} cores, {memory}; {server}")
+}
+
+/// Replaces what lies between the results markers of `report` with `markdown`.
+fn splice(report: &Path, markdown: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(report).with_context(|| format!("cannot read {}", report.display()))?;
+    let (Some(start), Some(end)) = (text.find(RESULTS_START), text.find(RESULTS_END)) else {
+        bail!("{} has no `{RESULTS_START}` … `{RESULTS_END}` section to write the results into", report.display());
+    };
+    let spliced = format!("{}{RESULTS_START}\n{markdown}\n{}", &text[..start], &text[end..]);
+    std::fs::write(report, spliced).with_context(|| format!("cannot write {}", report.display()))
+}
+
+fn draw(path: &Path, results: &Results) -> anyhow::Result<()> {
+    let points = |curve: &[Throughput]| curve.iter().map(|p| (p.workflows, p.steps_per_second())).collect();
+    let mut series = vec![
+        chart::Series {
+            label: "stepbox, group commit".into(),
+            points: points(&results.curve),
+            color: RGBColor(0, 110, 200),
+        },
+        chart::Series {
+            label: "stepbox, one transaction per write".into(),
+            points: points(&results.curve_unbatched),
+            color: RGBColor(120, 170, 220),
+        },
+    ];
+    if let Some(peer) = &results.peer {
+        series.push(chart::Series {
+            label: format!("DBOS Transact {}", peer.version),
+            points: peer.concurrent.clone(),
+            color: RGBColor(220, 90, 40),
+        });
+    }
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    chart::draw(path, &format!("Durable no-op steps per second, one PostgreSQL, {cores} cores"), &series)
+}

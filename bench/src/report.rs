@@ -1,0 +1,247 @@
+//! The results as a markdown report: what was measured, how, against which
+//! floor or peer, and whether each target of issue 6 is met.
+
+use std::fmt::Write as _;
+
+use crate::peer::PeerResults;
+use crate::startup::StartTimes;
+use crate::stats::Summary;
+use crate::workloads::Throughput;
+
+/// Everything one benchmark run measured.
+pub struct Results {
+    pub machine: String,
+    pub quick: bool,
+    /// (a) µs per attempt: sandbox only, then with the journal on SQLite and PostgreSQL.
+    pub attempt_bare: Summary,
+    pub attempt_sqlite: Summary,
+    pub attempt_postgres: Summary,
+    /// µs per single-row commit.
+    pub floor_postgres: Summary,
+    pub floor_sqlite: Summary,
+    /// (b) runs of one workflow of sequential steps.
+    pub sequential_postgres: Vec<Throughput>,
+    pub sequential_sqlite: Vec<Throughput>,
+    /// (c) concurrent workflows on PostgreSQL, with group commit and without.
+    pub curve: Vec<Throughput>,
+    pub curve_unbatched: Vec<Throughput>,
+    /// (d) µs per exhausted 3-attempt call, one sample per workflow run.
+    pub exhaustion_postgres: Summary,
+    pub exhaustion_calls: u32,
+    /// (e) per language.
+    pub starts: Vec<(&'static str, StartTimes)>,
+    pub peer: Option<PeerResults>,
+}
+
+const TARGET_ATTEMPT_US: f64 = 30.0;
+const TARGET_COMMITS_PER_STEP: f64 = 2.0;
+const TARGET_SEQUENTIAL_RATIO: f64 = 10.0;
+const TARGET_THROUGHPUT: f64 = 10_000.0;
+const TARGET_THROUGHPUT_RATIO: f64 = 35.0;
+const TARGET_EXHAUSTION_US: f64 = 700.0;
+const TARGET_PYTHON_CACHED_US: f64 = 150_000.0;
+
+fn met(ok: bool) -> &'static str {
+    if ok { "**met**" } else { "not met" }
+}
+
+fn us(value: f64) -> String {
+    if value >= 10_000.0 {
+        format!("{:.1} ms", value / 1000.0)
+    } else if value >= 1000.0 {
+        format!("{:.2} ms", value / 1000.0)
+    } else {
+        format!("{value:.1} µs")
+    }
+}
+
+fn rate(value: f64) -> String {
+    let rounded = value.round() as u64;
+    let digits = rounded.to_string();
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+/// Median µs per step over runs, and the slowest run.
+fn per_step(runs: &[Throughput]) -> Summary {
+    crate::stats::summarize(runs.iter().map(Throughput::micros_per_step).collect())
+}
+
+fn at(curve: &[Throughput], workflows: usize) -> Option<&Throughput> {
+    curve.iter().find(|point| point.workflows == workflows)
+}
+
+impl Results {
+    /// The report: a results table, the concurrency curve, group commit before/after, startup, notes.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let peer = self.peer.as_ref();
+        let _ = writeln!(
+            out,
+            "Machine: {}.{}\n",
+            self.machine,
+            if self.quick { " **Quick run** (--quick): fewer samples." } else { "" }
+        );
+        out.push_str("| | what | stepbox | reference | ratio | target | |\n|---|---|---|---|---|---|---|\n");
+        let bare = self.attempt_bare;
+        let _ = writeln!(
+            out,
+            "| a | no-op Rust attempt, journal off (new store + instantiate + call + drop; median / p99 of {}) | {} / {} | | | ≤ 30 µs | {} |",
+            bare.samples,
+            us(bare.median),
+            us(bare.p99),
+            met(bare.median <= TARGET_ATTEMPT_US)
+        );
+        for (name, summary, floor) in [
+            ("SQLite", self.attempt_sqlite, self.floor_sqlite),
+            ("PostgreSQL", self.attempt_postgres, self.floor_postgres),
+        ] {
+            let _ = writeln!(
+                out,
+                "| a | same, journal on, {name} (start queued + outcome durable; median / p99 of {}) | {} / {} | single-row commit {} / {} | {:.2} commits | | |",
+                summary.samples,
+                us(summary.median),
+                us(summary.p99),
+                us(floor.median),
+                us(floor.p99),
+                summary.median / floor.median
+            );
+        }
+        let sequential = per_step(&self.sequential_postgres);
+        let steps = self.sequential_postgres.first().map_or(0, |run| run.steps);
+        let commits = self.sequential_postgres.first().map_or(f64::NAN, |run| run.commits_per_step);
+        let in_commits = sequential.median / self.floor_postgres.median;
+        let _ = writeln!(
+            out,
+            "| b | sequential durable steps, PostgreSQL: one workflow of {steps} no-op steps (median of {} runs, µs per step = run time / steps) | {} per step ({} steps/s), {commits:.2} write transactions per step | single-row commit {} | {in_commits:.2} commits | ≤ 2 commits | {} |",
+            self.sequential_postgres.len(),
+            us(sequential.median),
+            rate(1e6 / sequential.median),
+            us(self.floor_postgres.median),
+            met(in_commits <= TARGET_COMMITS_PER_STEP)
+        );
+        if let Some(peer) = peer {
+            let ratio = peer.sequential_step_us / sequential.median;
+            let _ = writeln!(
+                out,
+                "| b | same against DBOS {} (median step inside its workflow) | {} | DBOS {} per step | {ratio:.1}× | ≥ 10× DBOS | {} |",
+                peer.version,
+                us(sequential.median),
+                us(peer.sequential_step_us),
+                met(ratio >= TARGET_SEQUENTIAL_RATIO)
+            );
+        }
+        let sqlite = per_step(&self.sequential_sqlite);
+        let _ = writeln!(
+            out,
+            "| b | sequential durable steps, SQLite file (same workflow) | {} per step ({} steps/s) | single-row commit {} | {:.2} commits | | |",
+            us(sqlite.median),
+            rate(1e6 / sqlite.median),
+            us(self.floor_sqlite.median),
+            sqlite.median / self.floor_sqlite.median
+        );
+        if let Some(point) = at(&self.curve, 100) {
+            let throughput = point.steps_per_second();
+            let _ = writeln!(
+                out,
+                "| c | 100 workflows × 100 no-op steps at once, PostgreSQL, one process | {} steps/s, {:.3} write transactions per step | | | ≥ 10,000 steps/s | {} |",
+                rate(throughput),
+                point.commits_per_step,
+                met(throughput >= TARGET_THROUGHPUT)
+            );
+            if let Some(&(_, dbos)) =
+                peer.and_then(|peer| peer.concurrent.iter().find(|(workflows, _)| *workflows == 100))
+            {
+                let ratio = throughput / dbos;
+                let _ = writeln!(
+                    out,
+                    "| c | same against DBOS | {} steps/s | DBOS {} steps/s | {ratio:.1}× | ≥ 35× DBOS | {} |",
+                    rate(throughput),
+                    rate(dbos),
+                    met(ratio >= TARGET_THROUGHPUT_RATIO)
+                );
+            }
+        }
+        let exhaustion = self.exhaustion_postgres;
+        let dbos_exhaustion = peer.map(|peer| peer.exhaustion_ms);
+        let _ = writeln!(
+            out,
+            "| d | exhaustion path: a step failing 3 attempts, interval 0, PostgreSQL (per call = run time / {} calls; median / max of {} runs) | {} / {} | {} | {} | ≤ 0.7 ms | {} |",
+            self.exhaustion_calls,
+            exhaustion.samples,
+            us(exhaustion.median),
+            us(exhaustion.p99),
+            dbos_exhaustion.map_or(String::new(), |(median, p99)| format!(
+                "DBOS {} / {}",
+                us(median * 1000.0),
+                us(p99 * 1000.0)
+            )),
+            dbos_exhaustion.map_or(String::new(), |(median, _)| format!("{:.1}×", median * 1000.0 / exhaustion.median)),
+            met(exhaustion.median <= TARGET_EXHAUSTION_US)
+        );
+        for (language, times) in &self.starts {
+            let target = if *language == "Python" {
+                format!("≤ 150 ms cached | {}", met(times.cached.median <= TARGET_PYTHON_CACHED_US))
+            } else {
+                " | ".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "| e | `host run` start to exit, {language} step (median of {} cold / {} cached) | cold {} · cached {} | | | {target} |",
+                times.cold.samples,
+                times.cached.samples,
+                us(times.cold.median),
+                us(times.cached.median)
+            );
+        }
+
+        out.push_str("\n### Throughput against concurrency (PostgreSQL, 100 no-op steps per workflow)\n\n");
+        out.push_str("| workflows | stepbox, group commit | write transactions per step | stepbox, one transaction per write | write transactions per step | DBOS |\n|---|---|---|---|---|---|\n");
+        for point in &self.curve {
+            let unbatched = at(&self.curve_unbatched, point.workflows);
+            let dbos = peer.and_then(|peer| peer.concurrent.iter().find(|(n, _)| *n == point.workflows));
+            let _ = writeln!(
+                out,
+                "| {} | {} steps/s | {:.3} | {} | {} | {} |",
+                point.workflows,
+                rate(point.steps_per_second()),
+                point.commits_per_step,
+                unbatched.map_or("—".into(), |p| format!("{} steps/s", rate(p.steps_per_second()))),
+                unbatched.map_or("—".into(), |p| format!("{:.3}", p.commits_per_step)),
+                dbos.map_or("—".into(), |(_, value)| format!("{} steps/s", rate(*value)))
+            );
+        }
+        if let Some(peer) = peer {
+            let _ = writeln!(out, "\nDBOS concurrency: {}", peer.concurrent_method);
+            for note in &peer.notes {
+                let _ = writeln!(out, "- DBOS note: {note}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_grouped_by_thousands() {
+        assert_eq!(rate(12345.6), "12,346");
+        assert_eq!(rate(999.0), "999");
+        assert_eq!(rate(1_000_000.0), "1,000,000");
+    }
+
+    #[test]
+    fn durations_pick_a_readable_unit() {
+        assert_eq!(us(25.04), "25.0 µs");
+        assert_eq!(us(1530.0), "1.53 ms");
+        assert_eq!(us(40_000.0), "40.0 ms");
+    }
+}

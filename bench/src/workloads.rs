@@ -1,0 +1,219 @@
+//! The in-process workloads: one attempt through the sandbox (and the
+//! journal), workflows of sequential no-op steps, many such workflows at
+//! once, and the exhaustion path — all through stepbox's library API, on
+//! components built from source.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use stepbox::cache::ComponentLoader;
+use stepbox::engine;
+use stepbox::grants::Grants;
+use stepbox::journal::{
+    AttemptOutcome, CallRef, CommitCount, Journal, NewStepCall, StepCallStatus, WorkflowRecord, WorkflowStatus, now_ms,
+};
+use stepbox::limits::AttemptLimits;
+use stepbox::retry::RetryPolicy;
+use stepbox::runtime::{self, DEFAULT_LEASE, RunOptions, Runner};
+use stepbox::sandbox::{Sandbox, StepStatus};
+use stepbox::settings::SettingsLayer;
+use stepbox::values;
+use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
+
+use crate::stats::{Summary, summarize};
+
+const STEPS_INTERFACE: &str = "guests:bench/steps";
+
+/// The no-op step ready to run in a sandbox, without a workflow around it.
+pub struct BareStep {
+    sandbox: Sandbox,
+    pre: InstancePre<stepbox::sandbox::GuestState>,
+    export: ComponentExportIndex,
+}
+
+impl BareStep {
+    /// Loads and links `noop` from `component` on a default engine.
+    pub fn load(component: &Path) -> anyhow::Result<Self> {
+        let engine = engine::new_engine().map_err(|e| anyhow!("{e:#}"))?;
+        let component = ComponentLoader::new(&engine, None).load(component)?.component;
+        let linker = runtime::step_linker(&engine).map_err(|e| anyhow!("{e:#}"))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| anyhow!("{e:#}"))?;
+        let interface = component.get_export_index(None, STEPS_INTERFACE).context("steps not exported")?;
+        let export = component.get_export_index(Some(&interface), "noop").context("noop not exported")?;
+        Ok(Self { sandbox: Sandbox::new(&engine), pre, export })
+    }
+
+    /// One attempt: new store, instantiate, call, drop. Returns the value.
+    async fn attempt(&self, n: u32) -> anyhow::Result<Val> {
+        let status = StepStatus {
+            workflow_id: "bench".into(),
+            step: "noop".into(),
+            attempt: 1,
+            policy: RetryPolicy::default(),
+            limits: AttemptLimits::default(),
+        };
+        let report = self.sandbox.call_step(&self.pre, &self.export, status, &Grants::default(), &[Val::U32(n)]).await;
+        report.result.map_err(|failure| anyhow!("the no-op step failed: {}", failure.message))
+    }
+
+    /// (a) without the journal: µs per attempt, after a warm-up tenth.
+    pub async fn without_journal(&self, attempts: usize) -> anyhow::Result<Summary> {
+        let mut samples = Vec::with_capacity(attempts);
+        for n in 0..attempts + attempts / 10 {
+            let started = Instant::now();
+            self.attempt(n as u32).await?;
+            if n >= attempts / 10 {
+                samples.push(micros(started.elapsed()));
+            }
+        }
+        Ok(summarize(samples))
+    }
+
+    /// (a) with the journal: µs per attempt including its journal writes —
+    /// the start queued before the guest runs, the outcome and call result
+    /// durable before the value would be released — as the invoker does.
+    pub async fn with_journal(&self, journal: &Journal, attempts: usize) -> anyhow::Result<Summary> {
+        let executor = format!("bench:{}", std::process::id());
+        let id = format!("attempts-{}", now_ms());
+        let record = WorkflowRecord {
+            id: id.clone(),
+            component: "bench".into(),
+            component_digest: "bench".into(),
+            entry: "bench".into(),
+            input: "()".into(),
+            status: WorkflowStatus::Running,
+            output: None,
+            error: None,
+            options: "{}".into(),
+            executor: executor.clone(),
+            created_at: now_ms(),
+            updated_at: now_ms(),
+        };
+        if !journal.create_workflow(&record, i64::MAX).await? {
+            bail!("workflow {id} already exists");
+        }
+        let mut samples = Vec::with_capacity(attempts);
+        for n in 0..attempts + attempts / 10 {
+            let call = CallRef { workflow_id: &id, seq: n as i64 + 1, executor: &executor };
+            let started = Instant::now();
+            let input = format!("({n})");
+            let new_call = NewStepCall { step: "guests:bench/steps.noop", input: &input, max_attempts: 3 };
+            let start = journal.start_attempt(call, 1, Some(&new_call));
+            let value = self.attempt(n as u32).await?;
+            let wave = values::to_wave(&value);
+            let outcome = AttemptOutcome {
+                outcome: "ok",
+                kind: None,
+                message: None,
+                next_delay: None,
+                stdout: None,
+                stderr: None,
+            };
+            journal.finish_attempt(call, 1, outcome, Some((StepCallStatus::Succeeded, &wave))).durable().await?;
+            start.durable().await?;
+            if n >= attempts / 10 {
+                samples.push(micros(started.elapsed()));
+            }
+        }
+        journal.finish_workflow(&id, &executor, WorkflowStatus::Succeeded, Some("()"), None).await?;
+        Ok(summarize(samples))
+    }
+}
+
+/// The bench workflow and its steps, linked once against a journal.
+pub struct Workflows {
+    sequential: Arc<Runner>,
+    exhaust: Runner,
+}
+
+/// What a batch of workflows did, and what the journal committed meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub workflows: usize,
+    pub steps: usize,
+    pub elapsed: Duration,
+    /// Write transactions per durable step (attempt batches and workflow rows).
+    pub commits_per_step: f64,
+}
+
+impl Throughput {
+    pub fn steps_per_second(&self) -> f64 {
+        self.steps as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Mean µs per step (meaningful for one workflow).
+    pub fn micros_per_step(&self) -> f64 {
+        micros(self.elapsed) / self.steps as f64
+    }
+}
+
+impl Workflows {
+    /// Links `bench-loop` with the `noop` steps against `journal`; the
+    /// exhaustion runner's steps get 3 attempts and no backoff.
+    pub async fn link(workflow: &Path, steps: &Path, journal: &Journal, cache_dir: &Path) -> anyhow::Result<Self> {
+        let options = |invoke: &str, cli_settings: SettingsLayer| RunOptions {
+            workflow: workflow.to_path_buf(),
+            steps: vec![steps.to_path_buf()],
+            journal: journal.location().to_string(),
+            workflow_id: None,
+            invoke: Some(invoke.to_string()),
+            arguments: vec!["0".into()],
+            config: None,
+            cli_settings,
+            cache_dir: Some(PathBuf::from(cache_dir)),
+            lease: DEFAULT_LEASE,
+        };
+        let sequential =
+            Runner::with_journal(&options("sequential", SettingsLayer::default()), journal.clone()).await?;
+        let mut no_backoff = SettingsLayer { origin: "the benchmark".into(), ..SettingsLayer::default() };
+        no_backoff.all.retry.max_attempts = Some(3);
+        no_backoff.all.retry.interval = Some(Duration::ZERO);
+        let exhaust = Runner::with_journal(&options("exhaust", no_backoff), journal.clone()).await?;
+        Ok(Self { sequential: Arc::new(sequential), exhaust })
+    }
+
+    /// `workflows` workflows of `steps` sequential no-op steps each, all at once.
+    pub async fn concurrent(&self, workflows: usize, steps: u32) -> anyhow::Result<Throughput> {
+        let before = self.sequential.journal().commit_count();
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workflows {
+            let runner = self.sequential.clone();
+            tasks.spawn(async move { runner.run(None, &[steps.to_string()]).await });
+        }
+        while let Some(result) = tasks.join_next().await {
+            let outcome = result.context("a workflow task panicked")??;
+            let expected = (0..u64::from(steps)).sum::<u64>();
+            if outcome.output != expected.to_string() {
+                bail!("a workflow returned {} instead of {expected}", outcome.output);
+            }
+        }
+        let elapsed = started.elapsed();
+        let total = workflows * steps as usize;
+        let commits = commits(before, self.sequential.journal().commit_count());
+        Ok(Throughput { workflows, steps: total, elapsed, commits_per_step: commits as f64 / total as f64 })
+    }
+
+    /// One workflow calling a step that fails all 3 attempts, `calls` times;
+    /// µs per exhausted call (the workflow's time over its calls).
+    pub async fn exhaust(&self, calls: u32) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let outcome = self.exhaust.run(None, &[calls.to_string()]).await?;
+        let elapsed = started.elapsed();
+        if outcome.output != (3 * u64::from(calls)).to_string() {
+            bail!("the exhaustion workflow returned {} instead of {}", outcome.output, 3 * calls);
+        }
+        Ok(micros(elapsed) / f64::from(calls))
+    }
+}
+
+/// Write transactions between two counts.
+fn commits(before: CommitCount, after: CommitCount) -> u64 {
+    (after.attempt_batches - before.attempt_batches) + (after.workflow_commits - before.workflow_commits)
+}
+
+pub fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}

@@ -1,0 +1,172 @@
+//! Group commit, on real journals: a fast step's start and finish share one
+//! transaction, concurrent workflows share commits, every row still lands,
+//! and a workflow whose lease was taken over is refused inside a shared batch
+//! without failing the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stepbox::journal::{
+    AttemptOutcome, CallRef, Journal, JournalError, JournalOptions, NewStepCall, StepCallStatus, WorkflowRecord,
+    WorkflowStatus, now_ms,
+};
+use stepbox::runtime::{DEFAULT_LEASE, RunOptions, Runner};
+use stepbox::settings::SettingsLayer;
+use stepbox_test_artifacts as artifacts;
+
+use crate::support::{PostgresDb, Scratch, rows, shared_cache};
+
+fn options(journal: &str) -> RunOptions {
+    RunOptions {
+        workflow: artifacts::BENCH_LOOP.into(),
+        steps: vec![artifacts::NOOP.into()],
+        journal: journal.to_string(),
+        workflow_id: None,
+        invoke: Some("sequential".into()),
+        arguments: vec!["0".into()],
+        config: None,
+        cli_settings: SettingsLayer::default(),
+        cache_dir: Some(shared_cache()),
+        lease: DEFAULT_LEASE,
+    }
+}
+
+/// Runs one workflow of `steps` no-op steps; returns the attempt transactions it took.
+async fn sequential(journal: &Journal, steps: u32) -> u64 {
+    let runner = Runner::with_journal(&options(journal.location()), journal.clone()).await.expect("links");
+    let before = journal.commit_count().attempt_batches;
+    let outcome = runner.run(Some(format!("seq-{steps}-{}", now_ms())), &[steps.to_string()]).await.expect("runs");
+    assert_eq!(outcome.output, (0..u64::from(steps)).sum::<u64>().to_string());
+    let rows = rows(journal.location(), &outcome.workflow_id).await;
+    assert_eq!(rows.calls.len(), steps as usize);
+    assert!(
+        rows.calls.iter().all(|call| call.status == "succeeded" && call.attempts == 1 && call.finished_at.is_some())
+    );
+    assert_eq!(rows.attempts.len(), steps as usize);
+    assert!(
+        rows.attempts.iter().all(|attempt| attempt.outcome.as_deref() == Some("ok") && attempt.finished_at.is_some())
+    );
+    journal.commit_count().attempt_batches - before
+}
+
+async fn a_fast_steps_start_and_finish_share_one_transaction(target: &str) {
+    let batched = Journal::open(target).await.expect("opens");
+    let unbatched = Journal::open_with(target, JournalOptions { group_commit: false }).await.expect("opens");
+    let steps = 40;
+    assert_eq!(sequential(&unbatched, steps).await, 2 * u64::from(steps), "one transaction per write");
+    // One per step, plus a few for a step slower than the lazy window on a loaded machine.
+    let batches = sequential(&batched, steps).await;
+    assert!(batches >= u64::from(steps) && batches <= u64::from(steps) + 8, "{batches} transactions for {steps} steps");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_steps_start_and_finish_share_one_transaction_on_sqlite() {
+    let scratch = Scratch::new();
+    a_fast_steps_start_and_finish_share_one_transaction(&scratch.journal()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_steps_start_and_finish_share_one_transaction_on_postgres() {
+    let db = PostgresDb::create().await;
+    a_fast_steps_start_and_finish_share_one_transaction(&db.url).await;
+}
+
+async fn concurrent_workflows_share_commits(target: &str) {
+    let journal = Journal::open(target).await.expect("opens");
+    let runner = Arc::new(Runner::with_journal(&options(target), journal.clone()).await.expect("links"));
+    let (workflows, steps) = (20, 10u32);
+    let before = journal.commit_count().attempt_batches;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workflows {
+        let runner = runner.clone();
+        tasks.spawn(async move { runner.run(None, &[steps.to_string()]).await });
+    }
+    let mut ids = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let outcome = result.expect("joins").expect("runs");
+        assert_eq!(outcome.output, "45");
+        ids.push(outcome.workflow_id);
+    }
+    let batches = journal.commit_count().attempt_batches - before;
+    let total = (workflows * steps) as u64;
+    assert!(batches <= total / 2, "{batches} transactions for {total} steps of {workflows} concurrent workflows");
+    for id in ids {
+        let rows = rows(target, &id).await;
+        assert_eq!(rows.workflow.map(|(status, _)| status).as_deref(), Some("succeeded"));
+        assert_eq!((rows.calls.len(), rows.attempts.len()), (steps as usize, steps as usize));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_workflows_share_commits_on_sqlite() {
+    let scratch = Scratch::new();
+    concurrent_workflows_share_commits(&scratch.journal()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_workflows_share_commits_on_postgres() {
+    let db = PostgresDb::create().await;
+    concurrent_workflows_share_commits(&db.url).await;
+}
+
+fn record(id: &str, executor: &str) -> WorkflowRecord {
+    WorkflowRecord {
+        id: id.into(),
+        component: "c.wasm".into(),
+        component_digest: "d".into(),
+        entry: "run".into(),
+        input: "()".into(),
+        status: WorkflowStatus::Running,
+        output: None,
+        error: None,
+        options: "{}".into(),
+        executor: executor.into(),
+        created_at: now_ms(),
+        updated_at: now_ms(),
+    }
+}
+
+async fn a_taken_over_workflow_is_refused_within_a_shared_batch(target: &str) {
+    let journal = Journal::open(target).await.expect("opens");
+    let me = "me:1:aaaa";
+    journal.create_workflow(&record("kept", me), now_ms() + 60_000).await.expect("creates");
+    // Its lease already lapsed, and another executor takes it.
+    journal.create_workflow(&record("lost", me), now_ms() - 1).await.expect("creates");
+    assert!(journal.claim_workflow("lost", "them:2:bbbb", now_ms() + 60_000).await.expect("claims"));
+    let call = NewStepCall { step: "s:t/steps.f", input: "(1)", max_attempts: 3 };
+    let outcome =
+        || AttemptOutcome { outcome: "ok", kind: None, message: None, next_delay: None, stdout: None, stderr: None };
+    // Queued together, so they travel in one batch.
+    let mut writes = Vec::new();
+    for id in ["kept", "lost"] {
+        let at = CallRef { workflow_id: id, seq: 1, executor: me };
+        writes.push(journal.start_attempt(at, 1, Some(&call)));
+        writes.push(journal.finish_attempt(at, 1, outcome(), Some((StepCallStatus::Succeeded, "ok(1)"))));
+    }
+    let results: Vec<_> = settle_all(writes).await;
+    assert!(results[..2].iter().all(Result::is_ok), "{results:?}");
+    assert!(results[2..].iter().all(|result| matches!(result, Err(JournalError::NotOwner { id, .. }) if id == "lost")));
+    assert_eq!(journal.step_calls("kept").await.expect("reads").len(), 1);
+    assert!(journal.step_calls("lost").await.expect("reads").is_empty());
+    assert!(journal.attempts("lost").await.expect("reads").is_empty());
+}
+
+async fn settle_all(writes: Vec<stepbox::journal::PendingWrite>) -> Vec<Result<(), JournalError>> {
+    let mut results = Vec::new();
+    for write in writes {
+        results.push(tokio::time::timeout(Duration::from_secs(10), write.durable()).await.expect("commits in time"));
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_workflow_is_refused_within_a_shared_batch_on_sqlite() {
+    let scratch = Scratch::new();
+    a_taken_over_workflow_is_refused_within_a_shared_batch(&scratch.journal()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_workflow_is_refused_within_a_shared_batch_on_postgres() {
+    let db = PostgresDb::create().await;
+    a_taken_over_workflow_is_refused_within_a_shared_batch(&db.url).await;
+}
