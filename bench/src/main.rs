@@ -42,6 +42,9 @@ struct Args {
     /// Skip DBOS Transact.
     #[arg(long)]
     no_peer: bool,
+    /// Also run DBOS at 1,000 concurrent workflows (6-8 more minutes on 2 cores).
+    #[arg(long)]
+    peer_1000: bool,
     /// The Python that has `dbos` installed (bench/run makes this virtualenv).
     #[arg(long, default_value = "bench/dbos/.venv/bin/python")]
     python: PathBuf,
@@ -177,7 +180,9 @@ async fn main() -> anyhow::Result<()> {
         None
     } else {
         progress("DBOS Transact on the same server");
-        Some(peer::run(&args.python, Path::new("bench/dbos/peer.py"), server, args.quick)?)
+        let workflows: Vec<usize> =
+            sizes.curve.iter().copied().filter(|&workflows| workflows < 1000 || args.peer_1000).collect();
+        Some(peer::run(&args.python, Path::new("bench/dbos/peer.py"), server, args.quick, &workflows)?)
     };
 
     let results = Results {

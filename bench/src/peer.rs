@@ -22,9 +22,16 @@ pub struct PeerResults {
 }
 
 /// Runs the peer script with `python` against the server at `postgres`.
-pub fn run(python: &Path, script: &Path, postgres: &str, quick: bool) -> anyhow::Result<PeerResults> {
+pub fn run(
+    python: &Path,
+    script: &Path,
+    postgres: &str,
+    quick: bool,
+    workflows: &[usize],
+) -> anyhow::Result<PeerResults> {
     let mut command = Command::new(python);
-    command.arg(script).args(["--postgres", postgres]);
+    let workflows = workflows.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    command.arg(script).args(["--postgres", postgres, "--workflows", &workflows]);
     if quick {
         command.arg("--quick");
     }

@@ -47,9 +47,12 @@ fn base_config(epoch_interruption: bool) -> Config {
     config
 }
 
+/// Component instances the pooling allocator holds at once (workflows and step attempts).
+pub const POOL_COMPONENT_INSTANCES: u32 = 1000;
+
 fn pooling_config() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(1000)
+    pool.total_component_instances(POOL_COMPONENT_INSTANCES)
         .total_core_instances(4000)
         .total_memories(2000)
         .total_tables(4000)

@@ -47,6 +47,11 @@ pub struct RunOptions {
     pub lease: Duration,
 }
 
+/// Workflows one [`Runner`] runs at once; more wait for a slot. Each holds a
+/// workflow instance and at most one step instance, so half the engine's
+/// instance pool keeps steps from ever waiting on workflows for a slot.
+pub const MAX_RUNNING_WORKFLOWS: usize = engine::POOL_COMPONENT_INSTANCES as usize / 2;
+
 /// The default `--lease`.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
@@ -160,6 +165,8 @@ pub struct Runner {
     component_digest: String,
     entry_name: String,
     entry_func: ComponentFunc,
+    /// Slots of [`MAX_RUNNING_WORKFLOWS`].
+    running: tokio::sync::Semaphore,
 }
 
 impl Runner {
@@ -193,6 +200,7 @@ impl Runner {
             component_digest,
             entry_name,
             entry_func,
+            running: tokio::sync::Semaphore::new(MAX_RUNNING_WORKFLOWS),
         })
     }
 
@@ -206,6 +214,8 @@ impl Runner {
     /// interrupted, or returns its recorded output if it finished.
     pub async fn run(&self, id: Option<String>, arguments: &[String]) -> Result<RunOutcome, RunError> {
         let values = values::parse_arguments(&self.entry_name, &self.entry_func, arguments)?;
+        // Taken before the journal knows the workflow, so a waiting one holds no lease.
+        let _slot = self.running.acquire().await.map_err(|_| RunError::Engine("the runner was closed".into()))?;
         let options = &self.options;
         let recorded_options = RecordedOptions {
             workflow: absolute(&options.workflow),
@@ -374,7 +384,7 @@ async fn execute(
     let mut store = sandbox.workflow_store(&id, record.created_at);
     let heartbeat = Heartbeat::start(journal.clone(), id.clone(), record.executor.clone(), lease);
     let call = async {
-        let instance = workflow_pre.instantiate_async(&mut store).await?;
+        let instance = sandbox::instantiate_when_free(workflow_pre, &mut store).await?;
         let func = instance
             .get_func(&mut store, *entry)
             .ok_or_else(|| wasmtime::format_err!("the entry function is not exported"))?;

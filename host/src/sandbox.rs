@@ -10,7 +10,7 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use sha2::{Digest as _, Sha256};
 
-use wasmtime::component::{ComponentExportIndex, InstancePre, ResourceTable, Val};
+use wasmtime::component::{ComponentExportIndex, Instance, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -324,7 +324,7 @@ impl Sandbox {
         };
         // The epoch deadline stops guest code; this timeout also stops waits in host calls.
         let outcome = tokio::time::timeout(limits.timeout, async {
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = instantiate_when_free(pre, &mut store).await?;
             let func = instance
                 .get_func(&mut store, function)
                 .ok_or_else(|| wasmtime::format_err!("the step function is not exported"))?;
@@ -343,6 +343,25 @@ impl Sandbox {
         };
         let state = store.data();
         AttemptReport { result, stdout: state.stdout.text(), stderr: state.stderr.text() }
+    }
+}
+
+/// Instantiates `pre`, waiting while the engine's instance pool is full: a
+/// host out of instance slots is back-pressure, not a failed attempt (the
+/// attempt's timeout still bounds the wait).
+pub async fn instantiate_when_free(
+    pre: &InstancePre<GuestState>,
+    store: &mut Store<GuestState>,
+) -> wasmtime::Result<Instance> {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match pre.instantiate_async(&mut *store).await {
+            Err(error) if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            result => return result,
+        }
     }
 }
 

@@ -170,3 +170,28 @@ async fn a_taken_over_workflow_is_refused_within_a_shared_batch_on_postgres() {
     let db = PostgresDb::create().await;
     a_taken_over_workflow_is_refused_within_a_shared_batch(&db.url).await;
 }
+
+/// More concurrent workflows than the engine's instance pool holds (each
+/// holds a workflow instance plus a step instance per attempt): the runner
+/// queues the excess instead of failing their steps for want of a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_workflows_than_the_instance_pool_holds_all_finish() {
+    let scratch = Scratch::new();
+    let target = scratch.journal();
+    let journal = Journal::open(&target).await.expect("opens");
+    let runner = Arc::new(Runner::with_journal(&options(&target), journal).await.expect("links"));
+    let workflows = stepbox::engine::POOL_COMPONENT_INSTANCES as usize + 200;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workflows {
+        let runner = runner.clone();
+        tasks.spawn(async move { runner.run(None, &["3".to_string()]).await });
+    }
+    let mut finished = 0;
+    while let Some(result) =
+        tokio::time::timeout(Duration::from_secs(120), tasks.join_next()).await.expect("no deadlock")
+    {
+        assert_eq!(result.expect("joins").expect("runs").output, "3", "every step succeeded on its first attempt");
+        finished += 1;
+    }
+    assert_eq!(finished, workflows);
+}

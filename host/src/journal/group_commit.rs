@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::{AnyPool, Row as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{AttemptOutcome, JournalError, StepCallStatus};
 
@@ -111,9 +111,33 @@ struct Queued {
 /// The sending side of the writer task; the task ends when every clone is dropped.
 #[derive(Clone)]
 pub(super) struct Writer {
-    queue: mpsc::UnboundedSender<Queued>,
+    sender: Arc<Sender>,
     location: Arc<str>,
     pub counters: Arc<CommitCounters>,
+}
+
+/// The queue's sending end and the writer's doorbell. Lazy writes ring it
+/// only to arm the writer's timer, so a run of lazy writes costs the writer
+/// task one wake-up, not one each.
+struct Sender {
+    queue: Option<mpsc::UnboundedSender<Queued>>,
+    wake: Arc<Wake>,
+    batching: bool,
+}
+
+#[derive(Default)]
+struct Wake {
+    notify: Notify,
+    /// A lazy write is queued and the writer was told since its last commit.
+    armed: AtomicBool,
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        // Close the queue first, then wake the writer to see it closed.
+        self.queue.take();
+        self.wake.notify.notify_one();
+    }
 }
 
 impl Writer {
@@ -124,16 +148,29 @@ impl Writer {
         let (queue, receiver) = mpsc::unbounded_channel();
         let location: Arc<str> = location.into();
         let counters = Arc::new(CommitCounters::default());
+        let wake = Arc::new(Wake::default());
         let task = Task { pool, location: location.clone(), counters: counters.clone(), batching, postgres };
-        tokio::spawn(task.run(receiver));
-        Self { queue, location, counters }
+        tokio::spawn(task.run(receiver, wake.clone()));
+        Self { sender: Arc::new(Sender { queue: Some(queue), wake, batching }), location, counters }
     }
 
     /// Queues `write`; the returned handle resolves once it is durable.
     pub fn send(&self, write: Write) -> PendingWrite {
         let (done, receiver) = oneshot::channel();
-        if let Err(rejected) = self.queue.send(Queued { write, queued_at: Instant::now(), done }) {
-            let _ = rejected.0.done.send(Err(JournalError::WriterGone { location: self.location.to_string() }));
+        let ring = write.urgent() || !self.sender.batching || !self.sender.wake.armed.swap(true, Ordering::AcqRel);
+        let queued = Queued { write, queued_at: Instant::now(), done };
+        match &self.sender.queue {
+            Some(queue) => {
+                if let Err(rejected) = queue.send(queued) {
+                    let _ = rejected.0.done.send(Err(JournalError::WriterGone { location: self.location.to_string() }));
+                }
+            }
+            None => {
+                let _ = queued.done.send(Err(JournalError::WriterGone { location: self.location.to_string() }));
+            }
+        }
+        if ring {
+            self.sender.wake.notify.notify_one();
         }
         PendingWrite { receiver: Some(receiver), location: self.location.clone() }
     }
@@ -149,44 +186,41 @@ struct Task {
 }
 
 impl Task {
-    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued>) {
+    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued>, wake: Arc<Wake>) {
         // Writes held back from the last batch, oldest first.
         let mut carried: Vec<Queued> = Vec::new();
         let mut open = true;
         loop {
-            if carried.is_empty() {
-                match receiver.recv().await {
-                    Some(queued) => carried.push(queued),
-                    None => return,
-                }
-            }
             let mut batch = std::mem::take(&mut carried);
-            if !self.batching {
-                carried = batch.split_off(1);
-                self.commit(batch).await;
-                continue;
-            }
             loop {
-                while open && batch.len() < MAX_BATCH {
-                    match receiver.try_recv() {
-                        Ok(queued) => batch.push(queued),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => open = false,
-                    }
-                }
-                if !open || batch.len() >= MAX_BATCH || batch.iter().any(|queued| queued.write.urgent()) {
+                open &= drain(&mut receiver, &mut batch);
+                let ready = !open
+                    || (!self.batching && !batch.is_empty())
+                    || batch.len() >= MAX_BATCH
+                    || batch.iter().any(|queued| queued.write.urgent());
+                if ready {
                     break;
                 }
-                let deadline = batch.first().map_or_else(Instant::now, |queued| queued.queued_at) + LAZY_WINDOW;
-                match tokio::time::timeout_at(deadline.into(), receiver.recv()).await {
-                    Ok(Some(queued)) => batch.push(queued),
-                    Ok(None) => open = false,
-                    Err(_) => break,
+                let Some(first) = batch.first() else {
+                    wake.notify.notified().await;
+                    continue;
+                };
+                let deadline = first.queued_at + LAZY_WINDOW;
+                tokio::select! {
+                    () = wake.notify.notified() => {}
+                    () = tokio::time::sleep_until(deadline.into()) => break,
                 }
             }
-            if open && batch.len() < MAX_BATCH {
+            if batch.is_empty() && !open {
+                return;
+            }
+            if !self.batching {
+                carried = batch.split_off(1.min(batch.len()));
+            } else if open && batch.len() < MAX_BATCH {
                 carried = hold_back(&mut batch, Instant::now());
             }
+            // Writes queued from here on are drained before the writer waits again.
+            wake.armed.store(!carried.is_empty(), Ordering::Release);
             self.commit(batch).await;
         }
     }
@@ -365,6 +399,18 @@ fn bind_attempt<'q>(query: AnyQuery<'q>, row: &AttemptRow<'q>) -> AnyQuery<'q> {
         .bind(outcome.and_then(AttemptOutcome::next_delay_ms))
         .bind(outcome.and_then(|outcome| outcome.stdout.as_deref()))
         .bind(outcome.and_then(|outcome| outcome.stderr.as_deref()))
+}
+
+/// Moves what is queued into `batch` (up to [`MAX_BATCH`]); false once the queue is closed and empty.
+fn drain(receiver: &mut mpsc::UnboundedReceiver<Queued>, batch: &mut Vec<Queued>) -> bool {
+    while batch.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(queued) => batch.push(queued),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
 }
 
 /// `$first, $first+1, …` for `count` parameters.
