@@ -14,16 +14,12 @@ pub async fn postgres(url: &str, commits: usize) -> anyhow::Result<Summary> {
     connection
         .execute("DROP TABLE IF EXISTS bench_floor; CREATE TABLE bench_floor (id BIGSERIAL PRIMARY KEY, v BIGINT)")
         .await?;
-    let mut samples = Vec::with_capacity(commits);
-    for n in 0..commits + commits / 10 {
-        let started = Instant::now();
-        sqlx::query("INSERT INTO bench_floor (v) VALUES ($1)").bind(n as i64).execute(&mut connection).await?;
-        if n >= commits / 10 {
-            samples.push(micros(started.elapsed()));
-        }
-    }
+    let summary = timed(commits, async |n| {
+        sqlx::query("INSERT INTO bench_floor (v) VALUES ($1)").bind(n).execute(&mut connection).await.map(drop)
+    })
+    .await?;
     connection.execute("DROP TABLE bench_floor").await?;
-    Ok(summarize(samples))
+    Ok(summary)
 }
 
 /// µs per autocommitted single-row INSERT into a SQLite file with the
@@ -37,10 +33,18 @@ pub async fn sqlite(path: &std::path::Path, commits: usize) -> anyhow::Result<Su
              CREATE TABLE bench_floor (id INTEGER PRIMARY KEY, v BIGINT)",
         )
         .await?;
+    timed(commits, async |n| {
+        sqlx::query("INSERT INTO bench_floor (v) VALUES ($1)").bind(n).execute(&mut connection).await.map(drop)
+    })
+    .await
+}
+
+/// µs per call of `insert`, `commits` times after a warm-up tenth.
+async fn timed(commits: usize, mut insert: impl AsyncFnMut(i64) -> sqlx::Result<()>) -> anyhow::Result<Summary> {
     let mut samples = Vec::with_capacity(commits);
     for n in 0..commits + commits / 10 {
         let started = Instant::now();
-        sqlx::query("INSERT INTO bench_floor (v) VALUES ($1)").bind(n as i64).execute(&mut connection).await?;
+        insert(n as i64).await?;
         if n >= commits / 10 {
             samples.push(micros(started.elapsed()));
         }
