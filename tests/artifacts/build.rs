@@ -3,6 +3,12 @@
 //! guests with componentize-py, JavaScript guests with componentize-js, C
 //! guests with clang and `tools/c-component`. Writes one path constant per
 //! component.
+//!
+//! Rust guests are required. The other languages' are optional at build
+//! time: when a toolchain is not installed, its constants say so and a test
+//! that uses one fails with the install hint (`cargo build` and `cargo test
+//! -p stepbox --lib` need no Python, npm or clang). A toolchain that is
+//! installed but fails to build a guest still fails the build.
 
 use std::collections::BTreeSet;
 use std::env;
@@ -79,44 +85,29 @@ fn main() {
         ));
         sources.extend(dep_info_sources(&release.join(format!("{stem}.d"))));
     }
+    let python = Toolchain::find("componentize-py", Command::new("componentize-py").arg("--version"), PYTHON_HINT);
     for (folder, wit, world, constant) in PYTHON_GUESTS {
-        let wasm = build_python(&workspace, &out_dir, folder, wit, world);
-        generated.push_str(&format!(
-            "/// The Python `{folder}` component, built from source.\npub const {constant}: &str = {:?};\n",
-            wasm.display().to_string()
-        ));
+        let built = python.map(|()| build_python(&workspace, &out_dir, folder, wit, world));
+        generated.push_str(&optional("Python", folder, constant, built));
         sources.insert(workspace.join("guest-steps/python").join(folder).join("app.py"));
         sources.insert(workspace.join("guest-steps/wit").join(wit));
     }
+    let componentize_js = workspace.join("guest-steps/js/node_modules/.bin/componentize-js");
+    let js = Toolchain::find("componentize-js", Command::new(&componentize_js).arg("--version"), JS_HINT);
     for (folder, wit, world, constant) in JS_GUESTS {
-        let wasm = build_js(&workspace, &out_dir, folder, wit, world);
-        generated.push_str(&format!(
-            "/// The JavaScript `{folder}` component, built from source.\npub const {constant}: &str = {:?};\n",
-            wasm.display().to_string()
-        ));
+        let built = js.map(|()| build_js(&workspace, &out_dir, folder, wit, world));
+        generated.push_str(&optional("JavaScript", folder, constant, built));
         sources.insert(workspace.join("guest-steps/js").join(folder).join(format!("{folder}.js")));
         sources.insert(workspace.join("guest-steps/wit").join(wit));
     }
+    let clang = stepbox_c_component::clang();
+    let c = Toolchain::find(&clang, Command::new(&clang).arg("--version"), C_HINT);
     for (folder, wit, world, constant) in C_GUESTS {
-        let stage = stage_wit(&workspace, &out_dir, "c", folder, wit);
         let source = workspace.join("guest-steps/c").join(folder).join(format!("{folder}_steps.c"));
-        let wasm = out_dir.join(format!("{folder}_c.wasm"));
-        let spec = stepbox_c_component::CComponent {
-            wit: &stage,
-            world,
-            sources: std::slice::from_ref(&source),
-            work_dir: &out_dir.join("c-work").join(folder),
-            output: &wasm,
-        };
-        if let Err(error) = stepbox_c_component::build(&spec) {
-            panic!("building the C step guest-steps/c/{folder} failed: {error:#}");
-        }
-        generated.push_str(&format!(
-            "/// The C `{folder}` component, built from source.\npub const {constant}: &str = {:?};\n",
-            wasm.display().to_string()
-        ));
-        sources.insert(source);
+        sources.insert(source.clone());
         sources.insert(workspace.join("guest-steps/wit").join(wit));
+        let built = c.map(|()| build_c(&workspace, &out_dir, folder, wit, world, &source));
+        generated.push_str(&optional("C", folder, constant, built));
     }
     sources.insert(workspace.join("wit/runtime.wit"));
     sources.insert(workspace.join("guest-steps/js/package-lock.json"));
@@ -127,6 +118,58 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+const PYTHON_HINT: &str = "componentize-py is not installed; it builds the Python step components. Install it with \
+     `python3 -m pip install -r guest-steps/python/requirements.txt` (or run `tools/install-test-deps`), then rebuild";
+const JS_HINT: &str = "componentize-js is not installed; it builds the JavaScript step components. Install it with \
+     `npm ci --prefix guest-steps/js` (or run `tools/install-test-deps`), then rebuild";
+const C_HINT: &str = "clang-16 is not installed; it builds the C step components. Install Debian's \
+     `clang-16 lld-16 wasi-libc libclang-rt-16-dev-wasm32` (or run `tools/install-test-deps`, or point CC_WASM at a \
+     clang with a wasm32-wasi sysroot), then rebuild";
+
+/// Whether an optional language's toolchain can run: `Err(hint)` when it is not installed.
+struct Toolchain;
+
+impl Toolchain {
+    fn find(name: &str, probe: &mut Command, hint: &'static str) -> Result<(), &'static str> {
+        match probe.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status() {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                println!("cargo:warning={name} not found ({error}): its guests are not built; tests that use them fail");
+                // A path that does not exist keeps this script re-running until the toolchain is installed.
+                let sentinel = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default()).join("toolchain-missing");
+                println!("cargo:rerun-if-changed={}", sentinel.display());
+                Err(hint)
+            }
+        }
+    }
+}
+
+/// The constant of an optional guest: its path, or why it was not built.
+fn optional(language: &str, folder: &str, constant: &str, built: Result<PathBuf, &str>) -> String {
+    let value = match built {
+        Ok(wasm) => format!("Guest::Built({:?})", wasm.display().to_string()),
+        Err(hint) => format!("Guest::Missing({hint:?})"),
+    };
+    format!("/// The {language} `{folder}` component, built from source.\npub const {constant}: Guest = {value};\n")
+}
+
+/// Builds `guest-steps/c/<folder>` with clang and `tools/c-component`.
+fn build_c(workspace: &Path, out_dir: &Path, folder: &str, wit: &str, world: &str, source: &Path) -> PathBuf {
+    let stage = stage_wit(workspace, out_dir, "c", folder, wit);
+    let wasm = out_dir.join(format!("{folder}_c.wasm"));
+    let spec = stepbox_c_component::CComponent {
+        wit: &stage,
+        world,
+        sources: &[source.to_path_buf()],
+        work_dir: &out_dir.join("c-work").join(folder),
+        output: &wasm,
+    };
+    if let Err(error) = stepbox_c_component::build(&spec) {
+        panic!("building the C step guest-steps/c/{folder} failed: {error:#}");
+    }
+    wasm
 }
 
 /// A WIT folder with the step's WIT and the runtime package under `deps/`,

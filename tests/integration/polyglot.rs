@@ -44,17 +44,17 @@ async fn retries_report_and_exhaust_like_rust(step: &str, language: &str, trap_t
 
 #[tokio::test]
 async fn python_steps_behave_like_rust_ones() {
-    retries_report_and_exhaust_like_rust(artifacts::FLAKY_PY, "python", "RuntimeError: disk on fire").await;
+    retries_report_and_exhaust_like_rust(artifacts::FLAKY_PY.path(), "python", "RuntimeError: disk on fire").await;
 }
 
 #[tokio::test]
 async fn javascript_steps_behave_like_rust_ones() {
-    retries_report_and_exhaust_like_rust(artifacts::FLAKY_JS, "javascript", "Error: disk on fire").await;
+    retries_report_and_exhaust_like_rust(artifacts::FLAKY_JS.path(), "javascript", "Error: disk on fire").await;
 }
 
 #[tokio::test]
 async fn c_steps_behave_like_rust_ones() {
-    retries_report_and_exhaust_like_rust(artifacts::FLAKY_C, "c", "crash: disk on fire").await;
+    retries_report_and_exhaust_like_rust(artifacts::FLAKY_C.path(), "c", "crash: disk on fire").await;
 }
 
 /// 64-bit FNV-1a, what the C step computes.
@@ -71,11 +71,11 @@ async fn polyglot_example(journal: &str) {
         artifacts::POLYGLOT,
         "\"order-42\"",
         "--step",
-        artifacts::CHECK_PY,
+        artifacts::CHECK_PY.path(),
         "--step",
-        artifacts::API_JS,
+        artifacts::API_JS.path(),
         "--step",
-        artifacts::HASH_C,
+        artifacts::HASH_C.path(),
         "--id",
         "polyglot",
         "--interval",

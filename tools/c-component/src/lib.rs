@@ -27,7 +27,7 @@ pub struct CComponent<'a> {
 }
 
 /// The clang to use: `$CC_WASM` or Debian's `clang-16`.
-fn clang() -> String {
+pub fn clang() -> String {
     std::env::var("CC_WASM").unwrap_or_else(|_| "clang-16".into())
 }
 

@@ -2,7 +2,8 @@
 //! concurrent durable steps against the PostgreSQL commit floor, the
 //! exhaustion path, start-up per language, and DBOS Transact side by side on
 //! the same server in the same run. Writes the results into BENCHMARKS.md
-//! and draws the throughput chart. Run it with `bench/run`.
+//! and draws the throughput chart. Run it with `bench/run` (the `stepbox`
+//! bench target calls [`run`]).
 
 mod chart;
 mod floor;
@@ -30,9 +31,10 @@ const DATABASE: &str = "stepbox_bench";
 const RESULTS_START: &str = "<!-- results:start -->";
 const RESULTS_END: &str = "<!-- results:end -->";
 
+/// The benchmark's command line.
 #[derive(Parser)]
 #[command(about = "Benchmarks stepbox (and DBOS Transact beside it) on one PostgreSQL server")]
-struct Args {
+pub struct Args {
     /// PostgreSQL server URL without a database; the benchmark makes `stepbox_bench` on it.
     #[arg(long, env = "STEPBOX_BENCH_POSTGRES", default_value = "postgresql://postgres@127.0.0.1:5432")]
     postgres: String,
@@ -48,9 +50,9 @@ struct Args {
     /// The Python that has `dbos` installed (bench/run makes this virtualenv).
     #[arg(long, default_value = "bench/dbos/.venv/bin/python")]
     python: PathBuf,
-    /// The `host` binary whose start-up is measured [default: beside this program].
-    #[arg(long)]
-    host: Option<PathBuf>,
+    /// The `host` binary whose start-up is measured.
+    #[arg(long, default_value = "target/release/host")]
+    host: PathBuf,
     /// The report to write the results into, between its results markers.
     #[arg(long, default_value = "BENCHMARKS.md")]
     report: PathBuf,
@@ -105,14 +107,10 @@ const QUICK: Sizes = Sizes {
 /// Steps per workflow in the concurrency curve.
 const CURVE_STEPS: u32 = 100;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// Runs every benchmark and writes the report and the chart.
+pub async fn run(args: Args) -> anyhow::Result<()> {
     let sizes = if args.quick { &QUICK } else { &FULL };
-    let host = match &args.host {
-        Some(host) => host.clone(),
-        None => std::env::current_exe()?.with_file_name("host"),
-    };
+    let host = args.host.clone();
     if !host.exists() {
         bail!("no host binary at {}: build it with `cargo build --release -p stepbox` or pass --host", host.display());
     }
@@ -170,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
     progress("(e) start-up of `host run`, cold and cached");
     let mut starts = Vec::new();
     for (language, step) in
-        [("Rust", artifacts::FLAKY), ("Python", artifacts::FLAKY_PY), ("JavaScript", artifacts::FLAKY_JS)]
+        [("Rust", artifacts::FLAKY), ("Python", artifacts::FLAKY_PY.path()), ("JavaScript", artifacts::FLAKY_JS.path())]
     {
         let case = StartCase { language, workflow: artifacts::RETRY_DEMO.into(), step: step.into() };
         starts.push((language, startup::measure(&host, &case, sizes.cold_starts, sizes.cached_starts)?));
