@@ -151,7 +151,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         curve.push(point);
     }
     progress("(c) concurrent workflows, one transaction per write (before group commit)");
-    let unbatched = Journal::open_with(&database_url, JournalOptions { group_commit: false }).await?;
+    let unbatched =
+        Journal::open_with(&database_url, JournalOptions { group_commit: false, ..JournalOptions::default() }).await?;
     let on_unbatched = Workflows::link(workflow, steps, &unbatched, &cache).await?;
     let mut curve_unbatched = Vec::new();
     for &workflows in sizes.unbatched_curve {

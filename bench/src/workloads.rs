@@ -8,18 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use stepbox::cache::ComponentLoader;
-use stepbox::engine;
-use stepbox::grants::Grants;
+use serde_json::json;
+use stepbox::config::{RetryPolicy, SettingsLayer};
 use stepbox::journal::{
-    AttemptOutcome, CallRef, CommitCount, Journal, NewStepCall, StepCallStatus, WorkflowRecord, WorkflowStatus, now_ms,
+    AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, CommitCount, Finish, Journal, NewStepCall, NewWorkflow,
+    Timestamp, WorkflowStatus,
 };
-use stepbox::limits::AttemptLimits;
-use stepbox::retry::RetryPolicy;
-use stepbox::runtime::{self, DEFAULT_LEASE, RunOptions, Runner};
-use stepbox::sandbox::{Sandbox, StepStatus};
-use stepbox::settings::SettingsLayer;
-use stepbox::values;
+use stepbox::run::{DEFAULT_LEASE, Executor, RunRequest, RunSpec, Runner, to_json, to_wave};
+use stepbox::wasm::{self, AttemptLimits, ComponentLoader, Grants, Interrupt, Sandbox, StepIdentity};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use crate::stats::{Summary, summarize};
@@ -29,16 +25,16 @@ const STEPS_INTERFACE: &str = "guests:bench/steps";
 /// The no-op step ready to run in a sandbox, without a workflow around it.
 pub struct BareStep {
     sandbox: Sandbox,
-    pre: InstancePre<stepbox::sandbox::GuestState>,
+    pre: InstancePre<wasm::GuestState>,
     export: ComponentExportIndex,
 }
 
 impl BareStep {
     /// Loads and links `noop` from `component` on a default engine.
     pub fn load(component: &Path) -> anyhow::Result<Self> {
-        let engine = engine::new_engine().map_err(|e| anyhow!("{e:#}"))?;
+        let engine = wasm::new_engine().map_err(|e| anyhow!("{e:#}"))?;
         let component = ComponentLoader::new(&engine, None).load(component)?.component;
-        let linker = runtime::step_linker(&engine).map_err(|e| anyhow!("{e:#}"))?;
+        let linker = wasm::step_linker(&engine).map_err(|e| anyhow!("{e:#}"))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| anyhow!("{e:#}"))?;
         let interface = component.get_export_index(None, STEPS_INTERFACE).context("steps not exported")?;
         let export = component.get_export_index(Some(&interface), "noop").context("noop not exported")?;
@@ -47,14 +43,17 @@ impl BareStep {
 
     /// One attempt: new store, instantiate, call, drop. Returns the value.
     async fn attempt(&self, n: u32) -> anyhow::Result<Val> {
-        let status = StepStatus {
+        let identity = StepIdentity {
             workflow_id: "bench".into(),
             step: "noop".into(),
             attempt: 1,
             policy: RetryPolicy::default(),
             limits: AttemptLimits::default(),
         };
-        let report = self.sandbox.call_step(&self.pre, &self.export, status, &Grants::default(), &[Val::U32(n)]).await;
+        let params = [Val::U32(n)];
+        let interrupt = Interrupt::default();
+        let report =
+            self.sandbox.call_step(&self.pre, &self.export, identity, &Grants::default(), &params, &interrupt).await;
         report.result.map_err(|failure| anyhow!("the no-op step failed: {}", failure.message))
     }
 
@@ -76,48 +75,59 @@ impl BareStep {
     /// durable before the value would be released — as the invoker does.
     pub async fn with_journal(&self, journal: &Journal, attempts: usize) -> anyhow::Result<Summary> {
         let executor = format!("bench:{}", std::process::id());
-        let id = format!("attempts-{}", now_ms());
-        let record = WorkflowRecord {
+        let id = format!("attempts-{}", Timestamp::now().millis());
+        let workflow = NewWorkflow {
             id: id.clone(),
+            name: "bench".into(),
             component: "bench".into(),
             component_digest: "bench".into(),
             entry: "bench".into(),
             input: "()".into(),
-            status: WorkflowStatus::Running,
-            output: None,
-            error: None,
-            options: "{}".into(),
-            executor: executor.clone(),
-            created_at: now_ms(),
-            updated_at: now_ms(),
+            input_json: json!([]),
+            options: json!({}),
+            created_at: Timestamp::now(),
         };
-        if !journal.create_workflow(&record, i64::MAX).await? {
+        let until = Timestamp::now().plus(Duration::from_secs(86_400));
+        let Some(lease) = journal.create_workflow(&workflow, &executor, until).await? else {
             bail!("workflow {id} already exists");
-        }
+        };
         let mut samples = Vec::with_capacity(attempts);
         for n in 0..attempts + attempts / 10 {
-            let call = CallRef { workflow_id: &id, seq: n as i64 + 1, executor: &executor };
+            let call = CallRef { lease: &lease, seq: n as i64 + 1 };
             let started = Instant::now();
             let input = format!("({n})");
-            let new_call = NewStepCall { step: "guests:bench/steps.noop", input: &input, max_attempts: 3 };
-            let start = journal.start_attempt(call, 1, Some(&new_call));
+            let input_json = json!([n]);
+            let new_call = NewStepCall {
+                step: "guests:bench/steps.noop",
+                input: &input,
+                input_json: &input_json,
+                max_attempts: 3,
+            };
+            let start = journal.start_attempt(call, 1, Timestamp::now(), Some(&new_call));
             let value = self.attempt(n as u32).await?;
-            let wave = values::to_wave(&value);
-            let outcome = AttemptOutcome {
-                outcome: "ok",
+            let end = AttemptEnd {
+                outcome: AttemptOutcome::Ok,
                 kind: None,
                 message: None,
-                next_delay: None,
+                retry_at: None,
+                finished_at: Some(Timestamp::now()),
                 stdout: None,
                 stderr: None,
             };
-            journal.finish_attempt(call, 1, outcome, Some((StepCallStatus::Succeeded, &wave))).durable().await?;
+            let call_end = CallEnd {
+                status: CallStatus::Succeeded,
+                output: Some(to_wave(&value)),
+                output_json: Some(to_json(&value)),
+            };
+            journal.finish_attempt(call, 1, end, Some(call_end)).durable().await?;
             start.durable().await?;
             if n >= attempts / 10 {
                 samples.push(micros(started.elapsed()));
             }
         }
-        journal.finish_workflow(&id, &executor, WorkflowStatus::Succeeded, Some("()"), None).await?;
+        let finish =
+            Finish { status: WorkflowStatus::Succeeded, output: Some("()".into()), output_json: None, error: None };
+        journal.finish_workflow(&lease, &finish).await?;
         Ok(summarize(samples))
     }
 }
@@ -153,24 +163,21 @@ impl Workflows {
     /// Links `bench-loop` with the `noop` steps against `journal`; the
     /// exhaustion runner's steps get 3 attempts and no backoff.
     pub async fn link(workflow: &Path, steps: &Path, journal: &Journal, cache_dir: &Path) -> anyhow::Result<Self> {
-        let options = |invoke: &str, cli_settings: SettingsLayer| RunOptions {
+        let spec = |invoke: &str, cli_settings: SettingsLayer| RunSpec {
             workflow: workflow.to_path_buf(),
             steps: vec![steps.to_path_buf()],
-            journal: journal.location().to_string(),
-            workflow_id: None,
             invoke: Some(invoke.to_string()),
-            arguments: vec!["0".into()],
             config: None,
             cli_settings,
-            cache_dir: Some(PathBuf::from(cache_dir)),
-            lease: DEFAULT_LEASE,
         };
-        let sequential =
-            Runner::with_journal(&options("sequential", SettingsLayer::default()), journal.clone()).await?;
+        let engine = wasm::new_engine().map_err(|e| anyhow!("{e:#}"))?;
+        let loader = ComponentLoader::new(&engine, Some(PathBuf::from(cache_dir)));
+        let executor = Executor::start(journal.clone(), DEFAULT_LEASE);
+        let sequential = Runner::open(&spec("sequential", SettingsLayer::default()), &loader, executor.clone())?;
         let mut no_backoff = SettingsLayer { origin: "the benchmark".into(), ..SettingsLayer::default() };
         no_backoff.all.retry.max_attempts = Some(3);
         no_backoff.all.retry.interval = Some(Duration::ZERO);
-        let exhaust = Runner::with_journal(&options("exhaust", no_backoff), journal.clone()).await?;
+        let exhaust = Runner::open(&spec("exhaust", no_backoff), &loader, executor)?;
         Ok(Self { sequential: Arc::new(sequential), exhaust })
     }
 
@@ -181,7 +188,7 @@ impl Workflows {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workflows {
             let runner = self.sequential.clone();
-            tasks.spawn(async move { runner.run(None, &[steps.to_string()]).await });
+            tasks.spawn(async move { runner.run(RunRequest { id: None, arguments: vec![steps.to_string()] }).await });
         }
         while let Some(result) = tasks.join_next().await {
             let outcome = result.context("a workflow task panicked")??;
@@ -200,7 +207,7 @@ impl Workflows {
     /// µs per exhausted call (the workflow's time over its calls).
     pub async fn exhaust(&self, calls: u32) -> anyhow::Result<f64> {
         let started = Instant::now();
-        let outcome = self.exhaust.run(None, &[calls.to_string()]).await?;
+        let outcome = self.exhaust.run(RunRequest { id: None, arguments: vec![calls.to_string()] }).await?;
         let elapsed = started.elapsed();
         if outcome.output != (3 * u64::from(calls)).to_string() {
             bail!("the exhaustion workflow returned {} instead of {}", outcome.output, 3 * calls);

@@ -10,13 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
-use stepbox::cache::ComponentLoader;
-use stepbox::engine;
-use stepbox::grants::Grants;
-use stepbox::limits::AttemptLimits;
-use stepbox::retry::RetryPolicy;
-use stepbox::runtime;
-use stepbox::sandbox::{Sandbox, StepStatus};
+use stepbox::config::RetryPolicy;
+use stepbox::wasm::{self, AttemptLimits, ComponentLoader, Grants, Interrupt, Sandbox, StepIdentity};
 use wasmtime::component::Val;
 
 const ATTEMPTS: usize = 2000;
@@ -36,17 +31,18 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 }
 
 async fn measure(case: &Case, epoch_interruption: bool) -> anyhow::Result<(Duration, Duration)> {
-    let engine = engine::new_engine_with(epoch_interruption).map_err(|e| anyhow!("{e:#}"))?;
+    let engine = wasm::new_engine_with(epoch_interruption).map_err(|e| anyhow!("{e:#}"))?;
     let component = ComponentLoader::new(&engine, None).load(&case.component)?.component;
-    let linker = runtime::step_linker(&engine).map_err(|e| anyhow!("{e:#}"))?;
+    let linker = wasm::step_linker(&engine).map_err(|e| anyhow!("{e:#}"))?;
     let pre = linker.instantiate_pre(&component).map_err(|e| anyhow!("{e:#}"))?;
     let interface = component.get_export_index(None, case.interface).context("interface not exported")?;
     let export = component.get_export_index(Some(&interface), case.function).context("function not exported")?;
     let sandbox = Sandbox::new(&engine);
     let grants = Grants::default();
+    let interrupt = Interrupt::default();
     let mut samples = Vec::with_capacity(ATTEMPTS);
     for attempt in 0..ATTEMPTS + ATTEMPTS / 10 {
-        let status = StepStatus {
+        let identity = StepIdentity {
             workflow_id: "bench".into(),
             step: case.function.into(),
             attempt: 1,
@@ -54,7 +50,7 @@ async fn measure(case: &Case, epoch_interruption: bool) -> anyhow::Result<(Durat
             limits: AttemptLimits::default(),
         };
         let started = Instant::now();
-        let report = sandbox.call_step(&pre, &export, status, &grants, &case.params).await;
+        let report = sandbox.call_step(&pre, &export, identity, &grants, &case.params, &interrupt).await;
         let elapsed = started.elapsed();
         report.result.map_err(|failure| anyhow!("{}: {}", case.label, failure.message))?;
         if attempt >= ATTEMPTS / 10 {

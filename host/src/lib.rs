@@ -1,28 +1,21 @@
 //! stepbox: a durable step runtime for WebAssembly components.
 //!
-//! Data flows one way: the CLI builds [`runtime::RunOptions`]; the runtime
-//! loads and links components and calls the workflow; each step call goes to
-//! the [`invoker`], which runs attempts in the [`sandbox`] and records them in
-//! the [`journal`].
+//! Data flows one way: the CLI (`src/cli`) reads files and flags into a
+//! [`run::RunSpec`]; the [`run`] side loads, checks and links components
+//! ([`wasm`]), with each step's settings from [`config`], and runs workflows;
+//! each step call goes to the invoker, which runs attempts in the sandbox and
+//! records them in the [`journal`].
+//!
+//! The layers, each a folder:
+//! - [`wasm`]: the engine, component loading and cache, the sandbox, grants
+//!   and limits, the `stepbox:runtime` host API;
+//! - [`run`]: linking and the step convention, deployments, the executor and
+//!   its leases, the invoker and its retry decisions, the runner;
+//! - [`config`]: retry policies, limits and grants from the manifest and the
+//!   command line;
+//! - [`journal`]: the database, SQLite or PostgreSQL.
 
-pub mod cache;
-pub mod capture;
-pub mod contract;
-pub mod engine;
-pub mod grants;
-pub mod host_api;
-pub mod http_grant;
-pub mod invoker;
+pub mod config;
 pub mod journal;
-pub mod limits;
-pub mod linking;
-pub mod logging;
-pub mod manifest;
-pub mod report;
-pub mod retry;
-pub mod runtime;
-pub mod sandbox;
-pub mod settings;
-pub mod step_name;
-pub mod units;
-pub mod values;
+pub mod run;
+pub mod wasm;

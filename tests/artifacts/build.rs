@@ -136,7 +136,9 @@ impl Toolchain {
         match probe.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status() {
             Ok(_) => Ok(()),
             Err(error) => {
-                println!("cargo:warning={name} not found ({error}): its guests are not built; tests that use them fail");
+                println!(
+                    "cargo:warning={name} not found ({error}): its guests are not built; tests that use them fail"
+                );
                 // A path that does not exist keeps this script re-running until the toolchain is installed.
                 let sentinel = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default()).join("toolchain-missing");
                 println!("cargo:rerun-if-changed={}", sentinel.display());

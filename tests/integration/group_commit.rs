@@ -6,36 +6,35 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
 use stepbox::journal::{
-    AttemptOutcome, CallRef, Journal, JournalError, JournalOptions, NewStepCall, StepCallStatus, WorkflowRecord,
-    WorkflowStatus, now_ms,
+    AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, Claim, Journal, JournalError, JournalOptions,
+    NewStepCall, NewWorkflow, Timestamp,
 };
-use stepbox::runtime::{DEFAULT_LEASE, RunOptions, Runner};
-use stepbox::settings::SettingsLayer;
+use stepbox::run::{RunRequest, RunSpec};
 use stepbox_test_artifacts as artifacts;
 
-use crate::support::{PostgresDb, Scratch, rows, shared_cache};
+use crate::support::{PostgresDb, Scratch, rows, runner};
 
-fn options(journal: &str) -> RunOptions {
-    RunOptions {
+fn spec() -> RunSpec {
+    RunSpec {
         workflow: artifacts::BENCH_LOOP.into(),
         steps: vec![artifacts::NOOP.into()],
-        journal: journal.to_string(),
-        workflow_id: None,
         invoke: Some("sequential".into()),
-        arguments: vec!["0".into()],
-        config: None,
-        cli_settings: SettingsLayer::default(),
-        cache_dir: Some(shared_cache()),
-        lease: DEFAULT_LEASE,
+        ..RunSpec::default()
     }
+}
+
+fn request(id: Option<String>, steps: u32) -> RunRequest {
+    RunRequest { id, arguments: vec![steps.to_string()] }
 }
 
 /// Runs one workflow of `steps` no-op steps; returns the attempt transactions it took.
 async fn sequential(journal: &Journal, steps: u32) -> u64 {
-    let runner = Runner::with_journal(&options(journal.location()), journal.clone()).await.expect("links");
+    let runner = runner(journal, &spec());
     let before = journal.commit_count().attempt_batches;
-    let outcome = runner.run(Some(format!("seq-{steps}-{}", now_ms())), &[steps.to_string()]).await.expect("runs");
+    let id = format!("seq-{steps}-{}", Timestamp::now().millis());
+    let outcome = runner.run(request(Some(id), steps)).await.expect("runs");
     assert_eq!(outcome.output, (0..u64::from(steps)).sum::<u64>().to_string());
     let rows = rows(journal.location(), &outcome.workflow_id).await;
     assert_eq!(rows.calls.len(), steps as usize);
@@ -51,7 +50,8 @@ async fn sequential(journal: &Journal, steps: u32) -> u64 {
 
 async fn a_fast_steps_start_and_finish_share_one_transaction(target: &str) {
     let batched = Journal::open(target).await.expect("opens");
-    let unbatched = Journal::open_with(target, JournalOptions { group_commit: false }).await.expect("opens");
+    let options = JournalOptions { group_commit: false, ..JournalOptions::default() };
+    let unbatched = Journal::open_with(target, options).await.expect("opens");
     let steps = 40;
     assert_eq!(sequential(&unbatched, steps).await, 2 * u64::from(steps), "one transaction per write");
     // One per step, plus a few for a step slower than the lazy window on a loaded machine.
@@ -73,13 +73,13 @@ async fn a_fast_steps_start_and_finish_share_one_transaction_on_postgres() {
 
 async fn concurrent_workflows_share_commits(target: &str) {
     let journal = Journal::open(target).await.expect("opens");
-    let runner = Arc::new(Runner::with_journal(&options(target), journal.clone()).await.expect("links"));
+    let runner = Arc::new(runner(&journal, &spec()));
     let (workflows, steps) = (20, 10u32);
     let before = journal.commit_count().attempt_batches;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workflows {
         let runner = runner.clone();
-        tasks.spawn(async move { runner.run(None, &[steps.to_string()]).await });
+        tasks.spawn(async move { runner.run(request(None, steps)).await });
     }
     let mut ids = Vec::new();
     while let Some(result) = tasks.join_next().await {
@@ -109,39 +109,49 @@ async fn concurrent_workflows_share_commits_on_postgres() {
     concurrent_workflows_share_commits(&db.url).await;
 }
 
-fn record(id: &str, executor: &str) -> WorkflowRecord {
-    WorkflowRecord {
+fn workflow(id: &str) -> NewWorkflow {
+    NewWorkflow {
         id: id.into(),
+        name: "c".into(),
         component: "c.wasm".into(),
         component_digest: "d".into(),
         entry: "run".into(),
         input: "()".into(),
-        status: WorkflowStatus::Running,
-        output: None,
-        error: None,
-        options: "{}".into(),
-        executor: executor.into(),
-        created_at: now_ms(),
-        updated_at: now_ms(),
+        input_json: json!([]),
+        options: json!({}),
+        created_at: Timestamp::now(),
     }
 }
 
 async fn a_taken_over_workflow_is_refused_within_a_shared_batch(target: &str) {
     let journal = Journal::open(target).await.expect("opens");
     let me = "me:1:aaaa";
-    journal.create_workflow(&record("kept", me), now_ms() + 60_000).await.expect("creates");
+    let in_a_minute = Timestamp::now().plus(Duration::from_secs(60));
+    let kept = journal.create_workflow(&workflow("kept"), me, in_a_minute).await.expect("creates").expect("new");
     // Its lease already lapsed, and another executor takes it.
-    journal.create_workflow(&record("lost", me), now_ms() - 1).await.expect("creates");
-    assert!(journal.claim_workflow("lost", "them:2:bbbb", now_ms() + 60_000).await.expect("claims"));
-    let call = NewStepCall { step: "s:t/steps.f", input: "(1)", max_attempts: 3 };
-    let outcome =
-        || AttemptOutcome { outcome: "ok", kind: None, message: None, next_delay: None, stdout: None, stderr: None };
+    let expired = Timestamp::now().minus(Duration::from_millis(1));
+    let lost = journal.create_workflow(&workflow("lost"), me, expired).await.expect("creates").expect("new");
+    let claim = journal.claim_workflow("lost", "them:2:bbbb", in_a_minute).await.expect("claims");
+    assert!(matches!(claim, Claim::Claimed(ref lease) if lease.epoch == 2), "{claim:?}");
+    let input_json = json!([1]);
+    let call = NewStepCall { step: "s:t/steps.f", input: "(1)", input_json: &input_json, max_attempts: 3 };
+    let end = || AttemptEnd {
+        outcome: AttemptOutcome::Ok,
+        kind: None,
+        message: None,
+        retry_at: None,
+        finished_at: Some(Timestamp::now()),
+        stdout: None,
+        stderr: None,
+    };
+    let call_end =
+        || CallEnd { status: CallStatus::Succeeded, output: Some("ok(1)".into()), output_json: Some(json!({"ok": 1})) };
     // Queued together, so they travel in one batch.
     let mut writes = Vec::new();
-    for id in ["kept", "lost"] {
-        let at = CallRef { workflow_id: id, seq: 1, executor: me };
-        writes.push(journal.start_attempt(at, 1, Some(&call)));
-        writes.push(journal.finish_attempt(at, 1, outcome(), Some((StepCallStatus::Succeeded, "ok(1)"))));
+    for lease in [&kept, &lost] {
+        let at = CallRef { lease, seq: 1 };
+        writes.push(journal.start_attempt(at, 1, Timestamp::now(), Some(&call)));
+        writes.push(journal.finish_attempt(at, 1, end(), Some(call_end())));
     }
     let results: Vec<_> = settle_all(writes).await;
     assert!(results[..2].iter().all(Result::is_ok), "{results:?}");
@@ -179,12 +189,12 @@ async fn more_workflows_than_the_instance_pool_holds_all_finish() {
     let scratch = Scratch::new();
     let target = scratch.journal();
     let journal = Journal::open(&target).await.expect("opens");
-    let runner = Arc::new(Runner::with_journal(&options(&target), journal).await.expect("links"));
-    let workflows = stepbox::engine::POOL_COMPONENT_INSTANCES as usize + 200;
+    let runner = Arc::new(runner(&journal, &spec()));
+    let workflows = stepbox::wasm::POOL_COMPONENT_INSTANCES as usize + 200;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workflows {
         let runner = runner.clone();
-        tasks.spawn(async move { runner.run(None, &["3".to_string()]).await });
+        tasks.spawn(async move { runner.run(request(None, 3)).await });
     }
     let mut finished = 0;
     while let Some(result) =

@@ -57,7 +57,7 @@ async fn retry_then_success_and_permanent_on_postgres() {
     assert_eq!(twice.calls[0].output.as_deref(), Some("ok(2)"));
     let perm = rows(&db.url, "pg-perm").await;
     assert_eq!(perm.attempts.len(), 1);
-    assert_eq!(perm.calls[0].status, "failed");
+    assert_eq!(perm.calls[0].status, "rejected");
 }
 
 #[tokio::test]

@@ -40,8 +40,8 @@ async fn a_permanent_error_is_returned_after_one_attempt() {
 
     let rows = rows(&scratch.journal(), "perm").await;
     assert_eq!(rows.attempts.len(), 1);
-    assert_eq!(rows.attempts[0].outcome.as_deref(), Some("permanent"));
-    assert_eq!(rows.calls[0].status, "failed");
+    assert_eq!(rows.attempts[0].outcome.as_deref(), Some("rejected"));
+    assert_eq!(rows.calls[0].status, "rejected");
     assert_eq!(rows.calls[0].output.as_deref(), Some(r#"err(permanent("card declined"))"#));
 }
 

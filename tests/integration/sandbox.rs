@@ -4,10 +4,11 @@
 use std::fs;
 use std::path::Path;
 
-use stepbox::runtime::{self, DEFAULT_LEASE, RunOptions};
-use stepbox::settings::SettingsLayer;
+use stepbox::config::SettingsLayer;
+use stepbox::journal::Journal;
+use stepbox::run::{RunRequest, RunSpec};
 
-use crate::support::{Run, Scratch, artifacts, rows, shared_cache};
+use crate::support::{Run, Scratch, artifacts, rows, runner};
 
 /// `host run hostile-caller.wasm --step hostile.wasm --invoke ENTRY ARGS...`, two attempts 1 ms apart.
 fn hostile(scratch: &Scratch, id: &str, entry: &str, extra: &[&str]) -> Run {
@@ -75,7 +76,7 @@ async fn a_huge_result_is_refused_before_the_journal() {
     fs::write(&config, "[limits]\nresult = \"100KiB\"\n").unwrap();
     let run = hostile(&scratch, "huge", "huge-result", &["200000", "--config", config.to_str().unwrap()]);
     let messages = exhausted_with(&scratch, &run, "huge", "result-too-large").await;
-    assert_eq!(messages[0], "the step returned 200006 bytes (as WAVE), more than its result limit of 102400 bytes");
+    assert_eq!(messages[0], "the step returned a value longer than its result limit of 102400 bytes (as WAVE)");
     let fits = hostile(&scratch, "fits", "huge-result", &["1000", "--config", config.to_str().unwrap()]);
     assert_eq!(fits.success(), "ok(1000)");
 }
@@ -212,22 +213,17 @@ async fn sockets_are_denied() {
     assert!(listener.accept().is_err(), "no connection reached the listener");
 }
 
-fn options(journal: &str, workflow: &Path, steps: &[&str], id: &str, invoke: &str, args: &[&str]) -> RunOptions {
+fn spec(workflow: &Path, steps: &[&str], invoke: &str) -> RunSpec {
     let mut cli = SettingsLayer { origin: "test".into(), ..Default::default() };
     cli.all.retry.interval = Some(std::time::Duration::from_millis(1));
     cli.all.retry.max_attempts = Some(2);
     cli.all.limits.timeout = Some(std::time::Duration::from_millis(300));
-    RunOptions {
+    RunSpec {
         workflow: workflow.to_path_buf(),
         steps: steps.iter().map(Into::into).collect(),
-        journal: journal.to_string(),
-        workflow_id: Some(id.into()),
         invoke: Some(invoke.into()),
-        arguments: args.iter().map(ToString::to_string).collect(),
         config: None,
         cli_settings: cli,
-        cache_dir: Some(shared_cache()),
-        lease: DEFAULT_LEASE,
     }
 }
 
@@ -235,17 +231,11 @@ fn options(journal: &str, workflow: &Path, steps: &[&str], id: &str, invoke: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_workflow_in_the_same_process_finishes_normally() {
     let scratch = Scratch::new();
-    let journal = scratch.journal();
-    let hostile_run =
-        runtime::run(options(&journal, Path::new(artifacts::HOSTILE_CALLER), &[artifacts::HOSTILE], "h", "spin", &[]));
-    let normal_run = runtime::run(options(
-        &journal,
-        Path::new(artifacts::RETRY_DEMO),
-        &[artifacts::FLAKY],
-        "n",
-        "retry-then-succeed",
-        &["1"],
-    ));
+    let journal = Journal::open(&scratch.journal()).await.expect("opens");
+    let hostile = runner(&journal, &spec(Path::new(artifacts::HOSTILE_CALLER), &[artifacts::HOSTILE], "spin"));
+    let normal = runner(&journal, &spec(Path::new(artifacts::RETRY_DEMO), &[artifacts::FLAKY], "retry-then-succeed"));
+    let hostile_run = hostile.run(RunRequest { id: Some("h".into()), arguments: vec![] });
+    let normal_run = normal.run(RunRequest { id: Some("n".into()), arguments: vec!["1".into()] });
     let (hostile_outcome, normal_outcome) = tokio::join!(hostile_run, normal_run);
     assert!(hostile_outcome.unwrap().output.starts_with("err(retries-exhausted({step: \"guests:hostile/steps.spin\""));
     assert_eq!(normal_outcome.unwrap().output, "ok(2)");
@@ -298,7 +288,7 @@ async fn http_reaches_only_granted_hosts() {
     assert!(renamed.success().contains("HttpRequestDenied"), "{}", renamed.output());
     assert_eq!(connections.load(Ordering::SeqCst), 1, "denied requests never reached the server");
     let journal = rows(&scratch.journal(), "ungranted").await;
-    assert_eq!(journal.attempts[0].outcome.as_deref(), Some("permanent"));
+    assert_eq!(journal.attempts[0].outcome.as_deref(), Some("rejected"));
     assert!(journal.attempts[0].message.as_deref().unwrap_or_default().contains("HttpRequestDenied"));
 }
 

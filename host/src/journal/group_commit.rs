@@ -10,6 +10,11 @@
 //! Nothing a workflow can observe is released before it is durable; what the
 //! lazy window trades is that a crash within it may forget an attempt that
 //! had just started (it runs again under the same number).
+//!
+//! Every batch is idempotent on its natural keys (workflow, seq, attempt):
+//! when a connection is lost during `COMMIT` the outcome is unknown, and the
+//! same batch is written again on a fresh connection — rows it already wrote
+//! are neither duplicated nor lost. Each write is fenced by its lease epoch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -17,46 +22,49 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::{AnyPool, Row as _};
+use serde_json::Value as Json;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{AttemptOutcome, JournalError, StepCallStatus};
+use super::faults::Weather;
+use super::{AttemptEnd, Backend, CallEnd, JournalError, Timestamp, with_conn};
 
 /// How long a lazy write may wait for company before it is committed alone.
 pub const LAZY_WINDOW: Duration = Duration::from_millis(5);
 
 /// The most writes one transaction carries (keeps statements under the
 /// databases' bound-parameter limits).
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 256;
 
 /// A step call's first row, owned for the trip to the writer.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct NewCall {
     pub step: String,
     pub input: String,
-    pub max_attempts: i64,
+    pub input_json: Json,
+    pub max_attempts: i32,
 }
 
-/// One attempt write, addressed to a call of a workflow owned by `executor`.
+/// One attempt write, addressed to a call of a workflow held under `epoch`.
 #[derive(Debug)]
 pub(super) struct Write {
     pub workflow_id: String,
     pub executor: String,
+    pub epoch: i64,
     pub seq: i64,
-    pub attempt: i64,
+    pub attempt: i32,
     pub change: Change,
 }
 
 #[derive(Debug)]
 pub(super) enum Change {
-    Start { at: i64, new_call: Option<NewCall> },
-    Finish { at: i64, outcome: AttemptOutcome, call_result: Option<(StepCallStatus, String)> },
+    Start { at: Timestamp, new_call: Option<NewCall> },
+    Finish { end: AttemptEnd, call_end: Option<CallEnd> },
 }
 
 impl Write {
     /// A write someone is about to wait for: commit without lingering.
     fn urgent(&self) -> bool {
-        matches!(&self.change, Change::Finish { call_result: Some(_), .. })
+        matches!(&self.change, Change::Finish { call_end: Some(_), .. })
     }
 }
 
@@ -95,7 +103,7 @@ impl PendingWrite {
 
 /// Counts of what the writer committed, to measure commits per step.
 #[derive(Debug, Default)]
-pub struct CommitCounters {
+pub(super) struct CommitCounters {
     /// Transactions committed by the group-commit writer.
     pub batches: AtomicU64,
     /// Attempt writes those transactions carried.
@@ -144,12 +152,12 @@ impl Writer {
     /// Starts the writer task on the current tokio runtime. With `batching`
     /// off, every write is its own transaction (the behaviour before group
     /// commit, kept to measure against).
-    pub fn spawn(pool: AnyPool, location: &str, batching: bool, postgres: bool) -> Self {
+    pub fn spawn(backend: Backend, location: &str, batching: bool, weather: Weather) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let location: Arc<str> = location.into();
         let counters = Arc::new(CommitCounters::default());
         let wake = Arc::new(Wake::default());
-        let task = Task { pool, location: location.clone(), counters: counters.clone(), batching, postgres };
+        let task = Task { backend, location: location.clone(), counters: counters.clone(), batching, weather };
         tokio::spawn(task.run(receiver, wake.clone()));
         Self { sender: Arc::new(Sender { queue: Some(queue), wake, batching }), location, counters }
     }
@@ -177,12 +185,11 @@ impl Writer {
 }
 
 struct Task {
-    pool: AnyPool,
+    backend: Backend,
     location: Arc<str>,
     counters: Arc<CommitCounters>,
     batching: bool,
-    /// PostgreSQL takes a batch of inserts as one statement.
-    postgres: bool,
+    weather: Weather,
 }
 
 impl Task {
@@ -225,19 +232,20 @@ impl Task {
         }
     }
 
-    /// Writes `batch` in one transaction and reports to each writer.
+    /// Writes `batch` in one transaction (again, through outages) and reports to each writer.
     async fn commit(&self, batch: Vec<Queued>) {
         if batch.is_empty() {
             return;
         }
         let (writes, senders): (Vec<Write>, Vec<_>) =
             batch.into_iter().map(|queued| (queued.write, queued.done)).unzip();
-        match self.write(&writes).await {
+        let written = self.weather.retry(|| self.write(&writes), || self.backend.reconnect()).await;
+        match written {
             Ok(refused) => {
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
                 for (write, sender) in writes.iter().zip(senders) {
-                    let result = if refused.contains(&(write.workflow_id.as_str(), write.executor.as_str())) {
+                    let result = if refused.contains(&(write.workflow_id.as_str(), write.epoch)) {
                         Err(JournalError::NotOwner {
                             location: self.location.to_string(),
                             id: write.workflow_id.clone(),
@@ -248,8 +256,15 @@ impl Task {
                     let _ = sender.send(result);
                 }
             }
-            Err(error) => {
-                let message = error.to_string();
+            Err(outage) => {
+                let message = match outage.lasted {
+                    Some(lasted) => format!(
+                        "unreachable for {} ({})",
+                        humantime::format_duration(Duration::from_secs(lasted.as_secs())),
+                        outage.error
+                    ),
+                    None => outage.error.to_string(),
+                };
                 for sender in senders {
                     let _ = sender.send(Err(JournalError::Batch {
                         location: self.location.to_string(),
@@ -260,89 +275,212 @@ impl Task {
         }
     }
 
-    /// Writes what the executors still own; returns the (workflow, executor)
-    /// pairs refused because another executor took the workflow over.
-    async fn write<'w>(&self, writes: &'w [Write]) -> Result<HashSet<(&'w str, &'w str)>, sqlx::Error> {
-        let now = super::now_ms();
-        let mut by_executor: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    /// Writes what the leases still hold; returns the (workflow, epoch) pairs
+    /// refused because another executor took the workflow over.
+    async fn write<'w>(&self, writes: &'w [Write]) -> Result<HashSet<(&'w str, i64)>, sqlx::Error> {
+        let now = Timestamp::now();
+        let mut leases: BTreeMap<(&str, i64), &str> = BTreeMap::new();
         for write in writes {
-            let ids = by_executor.entry(&write.executor).or_default();
-            if !ids.contains(&write.workflow_id.as_str()) {
-                ids.push(&write.workflow_id);
-            }
+            leases.insert((write.workflow_id.as_str(), write.epoch), &write.executor);
         }
-        if self.postgres && by_executor.len() == 1 {
-            let plan = Plan::of(&writes.iter().collect::<Vec<_>>());
-            if let (Some((executor, ids)), true) = (by_executor.first_key_value(), plan.inserts_only()) {
-                return self.write_one_statement(executor, ids, &plan).await;
-            }
+        let plan = Plan::of(&writes.iter().collect::<Vec<_>>());
+        if let (Backend::Postgres(db), true) = (&self.backend, plan.inserts_only()) {
+            let owned = one_statement(&db.pool(), &leases, &plan).await?;
+            return Ok(leases.keys().copied().filter(|lease| !owned.contains(lease)).collect());
         }
-        let mut tx = self.pool.begin().await?;
-        let mut refused = HashSet::new();
-        // The fence: lock the workflows this executor still owns, so a
-        // process that lost its lease never writes over its successor.
-        for (executor, ids) in &by_executor {
-            let sql = format!(
-                "UPDATE workflows SET updated_at = $1 WHERE executor = $2 AND status = 'running' AND id IN ({}) \
-                 RETURNING id",
-                placeholders(3, ids.len())
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(*executor);
-            for id in ids {
-                query = query.bind(*id);
+        with_conn!(&self.backend, |conn| {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let mut refused = HashSet::new();
+            // The fence: touch the workflows these leases still hold, so a
+            // process that lost its lease never writes over its successor.
+            for &(id, epoch) in leases.keys() {
+                let held = sqlx::query(
+                    "UPDATE workflows SET updated_at = $1 WHERE id = $2 AND lease_epoch = $3 AND status = 'running'",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?;
+                if held.rows_affected() == 0 {
+                    refused.insert((id, epoch));
+                }
             }
-            let owned: HashSet<String> =
-                query.fetch_all(&mut *tx).await?.iter().map(|row| row.try_get("id")).collect::<Result<_, _>>()?;
-            refused.extend(ids.iter().filter(|id| !owned.contains(**id)).map(|id| (*id, *executor)));
-        }
-        let accepted: Vec<&Write> = writes
-            .iter()
-            .filter(|write| !refused.contains(&(write.workflow_id.as_str(), write.executor.as_str())))
-            .collect();
-        let plan = Plan::of(&accepted);
-        plan.execute(&mut tx).await?;
-        tx.commit().await?;
-        Ok(refused)
+            let accepted: Vec<&Write> =
+                writes.iter().filter(|write| !refused.contains(&(write.workflow_id.as_str(), write.epoch))).collect();
+            let plan = Plan::of(&accepted);
+            for chunk in plan.calls.iter().filter(|call| call.new.is_some()).collect::<Vec<_>>().chunks(MAX_BATCH) {
+                let sql = format!(
+                    "INSERT INTO step_calls ({CALL_FIELDS}) VALUES {} ON CONFLICT (workflow_id, seq) DO NOTHING",
+                    rows_from(1, CALL_COLUMNS, chunk.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for call in chunk {
+                    let row = call.row();
+                    query = query
+                        .bind(row.0)
+                        .bind(row.1)
+                        .bind(row.2)
+                        .bind(row.3)
+                        .bind(row.4)
+                        .bind(row.5)
+                        .bind(row.6)
+                        .bind(row.7)
+                        .bind(row.8)
+                        .bind(row.9)
+                        .bind(row.10)
+                        .bind(row.11);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            for call in plan.calls.iter().filter(|call| call.new.is_none()) {
+                if let Some(attempts) = call.attempts {
+                    let updated = sqlx::query(
+                        "UPDATE step_calls SET attempts = CASE WHEN attempts > $1 THEN attempts ELSE $1 END \
+                         WHERE workflow_id = $2 AND seq = $3",
+                    )
+                    .bind(attempts)
+                    .bind(call.workflow_id)
+                    .bind(call.seq)
+                    .execute(&mut *tx)
+                    .await?;
+                    expect_one(updated.rows_affected(), "step call", call.workflow_id, call.seq)?;
+                }
+                if let Some(end) = &call.end {
+                    let updated = sqlx::query(
+                        "UPDATE step_calls SET status = $1, output = $2, output_json = $3, finished_at = $4 \
+                         WHERE workflow_id = $5 AND seq = $6",
+                    )
+                    .bind(end.end.status)
+                    .bind(&end.end.output)
+                    .bind(&end.end.output_json)
+                    .bind(end.at)
+                    .bind(call.workflow_id)
+                    .bind(call.seq)
+                    .execute(&mut *tx)
+                    .await?;
+                    expect_one(updated.rows_affected(), "step call", call.workflow_id, call.seq)?;
+                }
+            }
+            for chunk in plan.attempts.chunks(MAX_BATCH) {
+                let sql = format!(
+                    "INSERT INTO step_attempts ({ATTEMPT_FIELDS}) VALUES {} ON CONFLICT (workflow_id, seq, attempt) \
+                     DO UPDATE SET {ATTEMPT_FINISH_FROM_EXCLUDED}",
+                    rows_from(1, ATTEMPT_COLUMNS, chunk.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for attempt in chunk {
+                    let end = attempt.end;
+                    query = query
+                        .bind(attempt.workflow_id)
+                        .bind(attempt.seq)
+                        .bind(attempt.attempt)
+                        .bind(attempt.executor)
+                        .bind(attempt.started_at)
+                        .bind(end.and_then(|end| end.finished_at))
+                        .bind(end.map(|end| end.outcome))
+                        .bind(end.and_then(|end| end.kind))
+                        .bind(end.and_then(|end| end.message.as_deref()))
+                        .bind(end.and_then(|end| end.retry_at))
+                        .bind(end.and_then(|end| end.stdout.as_deref()))
+                        .bind(end.and_then(|end| end.stderr.as_deref()));
+                }
+                query.execute(&mut *tx).await?;
+            }
+            for attempt in &plan.finished_earlier {
+                let Some(end) = attempt.end else { continue };
+                let updated = sqlx::query(
+                    "UPDATE step_attempts SET finished_at = $1, outcome = $2, kind = $3, message = $4, retry_at = $5, \
+                     stdout = $6, stderr = $7 WHERE workflow_id = $8 AND seq = $9 AND attempt = $10",
+                )
+                .bind(end.finished_at)
+                .bind(end.outcome)
+                .bind(end.kind)
+                .bind(end.message.as_deref())
+                .bind(end.retry_at)
+                .bind(end.stdout.as_deref())
+                .bind(end.stderr.as_deref())
+                .bind(attempt.workflow_id)
+                .bind(attempt.seq)
+                .bind(attempt.attempt)
+                .execute(&mut *tx)
+                .await?;
+                expect_one(updated.rows_affected(), "attempt", attempt.workflow_id, attempt.seq)?;
+            }
+            tx.commit().await?;
+            Ok(refused)
+        })
+        .await
     }
+}
 
-    /// PostgreSQL: fence and inserts of a batch in one statement, so the
-    /// batch costs one round trip and one commit — the floor. The fence is
-    /// a share lock on the owned workflow rows (it conflicts with a
-    /// takeover's update without writing a row version per batch).
-    async fn write_one_statement<'w>(
-        &self,
-        executor: &'w str,
-        ids: &[&'w str],
-        plan: &Plan<'w>,
-    ) -> Result<HashSet<(&'w str, &'w str)>, sqlx::Error> {
-        let calls_at = 2 + ids.len();
-        let attempts_at = calls_at + plan.calls.len() * CALL_COLUMNS;
-        let sql = format!(
-            "WITH fence AS (SELECT id FROM workflows WHERE executor = $1 AND status = 'running' \
-             AND id IN ({ids}) FOR SHARE), \
-             calls AS (INSERT INTO step_calls ({CALL_FIELDS}) SELECT * FROM (VALUES {calls}) AS v ({CALL_FIELDS}) \
-             WHERE v.workflow_id IN (SELECT id FROM fence)), \
-             attempts AS (INSERT INTO step_attempts ({ATTEMPT_FIELDS}) SELECT * FROM (VALUES {attempts}) \
-             AS v ({ATTEMPT_FIELDS}) WHERE v.workflow_id IN (SELECT id FROM fence)) \
-             SELECT id FROM fence",
-            ids = placeholders(2, ids.len()),
-            calls = rows_from(calls_at, CALL_COLUMNS, plan.calls.len()),
-            attempts = rows_from(attempts_at, ATTEMPT_COLUMNS, plan.attempts.len()),
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(executor);
-        for id in ids {
-            query = query.bind(*id);
-        }
-        for call in &plan.calls {
-            query = bind_call(query, call);
-        }
-        for row in &plan.attempts {
-            query = bind_attempt(query, row);
-        }
-        let owned: HashSet<String> =
-            query.fetch_all(&self.pool).await?.iter().map(|row| row.try_get("id")).collect::<Result<_, _>>()?;
-        Ok(ids.iter().filter(|id| !owned.contains(**id)).map(|id| (*id, executor)).collect())
+/// PostgreSQL: fence and inserts of a batch in one statement, so the batch
+/// costs one round trip and one commit — the floor. The fence is a share
+/// lock on the held workflow rows (it conflicts with a takeover's update
+/// without writing a row version per batch). Returns the leases still held.
+async fn one_statement<'w>(
+    pool: &sqlx::PgPool,
+    leases: &BTreeMap<(&'w str, i64), &'w str>,
+    plan: &Plan<'w>,
+) -> Result<HashSet<(&'w str, i64)>, sqlx::Error> {
+    let held = leases.keys().enumerate().map(|(n, _)| format!("(${}, ${})", 2 * n + 1, 2 * n + 2)).collect::<Vec<_>>();
+    let calls_at = 1 + 2 * leases.len();
+    let attempts_at = calls_at + plan.calls.len() * CALL_COLUMNS;
+    let sql = format!(
+        "WITH fence AS (SELECT id, lease_epoch FROM workflows WHERE status = 'running' \
+         AND (id, lease_epoch) IN ({held}) FOR SHARE), \
+         calls AS (INSERT INTO step_calls ({CALL_FIELDS}) SELECT * FROM (VALUES {calls}) AS v ({CALL_FIELDS}) \
+         WHERE v.workflow_id IN (SELECT id FROM fence) ON CONFLICT (workflow_id, seq) DO NOTHING), \
+         attempts AS (INSERT INTO step_attempts ({ATTEMPT_FIELDS}) SELECT * FROM (VALUES {attempts}) \
+         AS v ({ATTEMPT_FIELDS}) WHERE v.workflow_id IN (SELECT id FROM fence) \
+         ON CONFLICT (workflow_id, seq, attempt) DO UPDATE SET {ATTEMPT_FINISH_FROM_EXCLUDED}) \
+         SELECT id, lease_epoch FROM fence",
+        held = held.join(", "),
+        calls = typed_rows(calls_at, CALL_TYPES, plan.calls.len()),
+        attempts = typed_rows(attempts_at, ATTEMPT_TYPES, plan.attempts.len()),
+    );
+    let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+    for (id, epoch) in leases.keys() {
+        query = query.bind(*id).bind(*epoch);
     }
+    for call in &plan.calls {
+        let row = call.row();
+        query = query
+            .bind(row.0)
+            .bind(row.1)
+            .bind(row.2)
+            .bind(row.3)
+            .bind(row.4)
+            .bind(row.5)
+            .bind(row.6)
+            .bind(row.7)
+            .bind(row.8)
+            .bind(row.9)
+            .bind(row.10)
+            .bind(row.11);
+    }
+    for attempt in &plan.attempts {
+        let end = attempt.end;
+        query = query
+            .bind(attempt.workflow_id)
+            .bind(attempt.seq)
+            .bind(attempt.attempt)
+            .bind(attempt.executor)
+            .bind(attempt.started_at)
+            .bind(end.and_then(|end| end.finished_at))
+            .bind(end.map(|end| end.outcome))
+            .bind(end.and_then(|end| end.kind))
+            .bind(end.and_then(|end| end.message.as_deref()))
+            .bind(end.and_then(|end| end.retry_at))
+            .bind(end.and_then(|end| end.stdout.as_deref()))
+            .bind(end.and_then(|end| end.stderr.as_deref()));
+    }
+    let owned = query.fetch_all(pool).await?;
+    Ok(leases
+        .keys()
+        .copied()
+        .filter(|(id, epoch)| owned.iter().any(|(owned_id, owned_epoch)| owned_id == id && owned_epoch == epoch))
+        .collect())
 }
 
 /// Takes out of `batch` the lazy writes younger than [`LAZY_WINDOW`] of
@@ -358,48 +496,48 @@ fn hold_back(batch: &mut Vec<Queued>, now: Instant) -> Vec<Queued> {
     held
 }
 
-const CALL_FIELDS: &str =
-    "workflow_id, seq, step, input, status, output, attempts, max_attempts, started_at, finished_at";
-const CALL_COLUMNS: usize = 10;
+const CALL_FIELDS: &str = "workflow_id, seq, step, input, input_json, status, output, output_json, attempts, \
+                           max_attempts, started_at, finished_at";
+const CALL_COLUMNS: usize = 12;
+/// PostgreSQL types of [`CALL_FIELDS`], for a `VALUES` list whose rows are typed by their first.
+const CALL_TYPES: [&str; CALL_COLUMNS] = [
+    "text",
+    "bigint",
+    "text",
+    "text",
+    "jsonb",
+    "text",
+    "text",
+    "jsonb",
+    "integer",
+    "integer",
+    "timestamptz",
+    "timestamptz",
+];
 const ATTEMPT_FIELDS: &str =
-    "workflow_id, seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms, stdout, stderr";
-const ATTEMPT_COLUMNS: usize = 11;
-
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
-
-/// Binds a new call's row, in [`CALL_FIELDS`] order.
-fn bind_call<'q>(query: AnyQuery<'q>, call: &CallRow<'q>) -> AnyQuery<'q> {
-    let (step, input, max_attempts, started_at) =
-        call.new.map_or(("", "", 0, 0), |(new, at)| (new.step.as_str(), new.input.as_str(), new.max_attempts, at));
-    query
-        .bind(call.workflow_id)
-        .bind(call.seq)
-        .bind(step)
-        .bind(input)
-        .bind(call.result.as_ref().map_or("running", |result| result.status.as_str()))
-        .bind(call.result.as_ref().map(|result| result.output))
-        .bind(call.attempts.unwrap_or(0))
-        .bind(max_attempts)
-        .bind(started_at)
-        .bind(call.result.as_ref().map(|result| result.at))
-}
-
-/// Binds an attempt's row, in [`ATTEMPT_FIELDS`] order.
-fn bind_attempt<'q>(query: AnyQuery<'q>, row: &AttemptRow<'q>) -> AnyQuery<'q> {
-    let outcome = row.finished.as_ref().map(|finished| finished.outcome);
-    query
-        .bind(row.workflow_id)
-        .bind(row.seq)
-        .bind(row.attempt)
-        .bind(row.started_at)
-        .bind(row.finished.as_ref().map(|finished| finished.at))
-        .bind(outcome.map(|outcome| outcome.outcome))
-        .bind(outcome.and_then(|outcome| outcome.kind))
-        .bind(outcome.and_then(|outcome| outcome.message.as_deref()))
-        .bind(outcome.and_then(AttemptOutcome::next_delay_ms))
-        .bind(outcome.and_then(|outcome| outcome.stdout.as_deref()))
-        .bind(outcome.and_then(|outcome| outcome.stderr.as_deref()))
-}
+    "workflow_id, seq, attempt, executor, started_at, finished_at, outcome, kind, message, retry_at, stdout, stderr";
+const ATTEMPT_COLUMNS: usize = 12;
+const ATTEMPT_TYPES: [&str; ATTEMPT_COLUMNS] = [
+    "text",
+    "bigint",
+    "integer",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "text",
+    "text",
+];
+/// An attempt row written again (a start whose finish is now known, or a
+/// batch retried after an unknown commit) takes the finish it carries.
+const ATTEMPT_FINISH_FROM_EXCLUDED: &str = "finished_at = COALESCE(excluded.finished_at, step_attempts.finished_at), \
+     outcome = COALESCE(excluded.outcome, step_attempts.outcome), kind = COALESCE(excluded.kind, step_attempts.kind), \
+     message = COALESCE(excluded.message, step_attempts.message), \
+     retry_at = COALESCE(excluded.retry_at, step_attempts.retry_at), \
+     stdout = COALESCE(excluded.stdout, step_attempts.stdout), stderr = COALESCE(excluded.stderr, step_attempts.stderr)";
 
 /// Moves what is queued into `batch` (up to [`MAX_BATCH`]); false once the queue is closed and empty.
 fn drain(receiver: &mut mpsc::UnboundedReceiver<Queued>, batch: &mut Vec<Queued>) -> bool {
@@ -430,37 +568,85 @@ fn rows_from(first: usize, columns: usize, rows: usize) -> String {
     (0..rows).map(|row| format!("({})", placeholders(first + row * columns, columns))).collect::<Vec<_>>().join(", ")
 }
 
-/// How an attempt ended, for its row.
-#[derive(Debug, Clone, PartialEq)]
-struct Finished<'w> {
-    at: i64,
-    outcome: &'w AttemptOutcome,
+/// As [`rows_from`], the first row's parameters cast to `types` so the `VALUES` list has column types.
+fn typed_rows(first: usize, types: [&str; 12], rows: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = (0..types.len())
+                .map(|column| {
+                    let n = first + row * types.len() + column;
+                    if row == 0 { format!("${n}::{}", types[column]) } else { format!("${n}") }
+                })
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, PartialEq)]
 struct AttemptRow<'w> {
     workflow_id: &'w str,
+    executor: &'w str,
     seq: i64,
-    attempt: i64,
-    started_at: i64,
-    finished: Option<Finished<'w>>,
+    attempt: i32,
+    started_at: Timestamp,
+    end: Option<&'w AttemptEnd>,
 }
 
 #[derive(Debug, PartialEq)]
-struct CallResult<'w> {
-    status: StepCallStatus,
-    output: &'w str,
-    at: i64,
+struct EndedCall<'w> {
+    end: &'w CallEnd,
+    at: Timestamp,
 }
 
 #[derive(Debug, PartialEq)]
 struct CallRow<'w> {
     workflow_id: &'w str,
     seq: i64,
-    new: Option<(&'w NewCall, i64)>,
+    new: Option<(&'w NewCall, Timestamp)>,
     /// The highest attempt started in this batch.
-    attempts: Option<i64>,
-    result: Option<CallResult<'w>>,
+    attempts: Option<i32>,
+    end: Option<EndedCall<'w>>,
+}
+
+/// A new call row's values, in [`CALL_FIELDS`] order.
+type CallValues<'w> = (
+    &'w str,
+    i64,
+    &'w str,
+    &'w str,
+    Option<&'w Json>,
+    super::CallStatus,
+    Option<&'w str>,
+    Option<&'w Json>,
+    i32,
+    i32,
+    Timestamp,
+    Option<Timestamp>,
+);
+
+impl<'w> CallRow<'w> {
+    fn row(&self) -> CallValues<'w> {
+        let (step, input, input_json, max_attempts, started_at) = match self.new {
+            Some((new, at)) => (new.step.as_str(), new.input.as_str(), Some(&new.input_json), new.max_attempts, at),
+            None => ("", "", None, 0, Timestamp::from_millis(0)),
+        };
+        (
+            self.workflow_id,
+            self.seq,
+            step,
+            input,
+            input_json,
+            self.end.as_ref().map_or(super::CallStatus::Running, |end| end.end.status),
+            self.end.as_ref().and_then(|end| end.end.output.as_deref()),
+            self.end.as_ref().and_then(|end| end.end.output_json.as_ref()),
+            self.attempts.unwrap_or(0),
+            max_attempts,
+            started_at,
+            self.end.as_ref().map(|end| end.at),
+        )
+    }
 }
 
 /// A batch folded into the fewest statements: a call started and finished
@@ -477,7 +663,7 @@ impl<'w> Plan<'w> {
     fn of(writes: &[&'w Write]) -> Self {
         let mut plan = Plan::default();
         let mut call_index: HashMap<(&str, i64), usize> = HashMap::new();
-        let mut attempt_index: HashMap<(&str, i64, i64), usize> = HashMap::new();
+        let mut attempt_index: HashMap<(&str, i64, i32), usize> = HashMap::new();
         for write in writes {
             let key = (write.workflow_id.as_str(), write.seq);
             let call = *call_index.entry(key).or_insert_with(|| {
@@ -486,7 +672,7 @@ impl<'w> Plan<'w> {
                     seq: write.seq,
                     new: None,
                     attempts: None,
-                    result: None,
+                    end: None,
                 });
                 plan.calls.len() - 1
             });
@@ -500,25 +686,27 @@ impl<'w> Plan<'w> {
                     attempt_index.insert((key.0, key.1, write.attempt), plan.attempts.len());
                     plan.attempts.push(AttemptRow {
                         workflow_id: &write.workflow_id,
+                        executor: &write.executor,
                         seq: write.seq,
                         attempt: write.attempt,
                         started_at: *at,
-                        finished: None,
+                        end: None,
                     });
                 }
-                Change::Finish { at, outcome, call_result } => {
-                    if let Some((status, output)) = call_result {
-                        call.result = Some(CallResult { status: *status, output, at: *at });
+                Change::Finish { end, call_end } => {
+                    if let Some(call_end) = call_end {
+                        let at = end.finished_at.unwrap_or_else(Timestamp::now);
+                        call.end = Some(EndedCall { end: call_end, at });
                     }
-                    let finished = Finished { at: *at, outcome };
                     match attempt_index.get(&(key.0, key.1, write.attempt)) {
-                        Some(&index) => plan.attempts[index].finished = Some(finished),
+                        Some(&index) => plan.attempts[index].end = Some(end),
                         None => plan.finished_earlier.push(AttemptRow {
                             workflow_id: &write.workflow_id,
+                            executor: &write.executor,
                             seq: write.seq,
                             attempt: write.attempt,
-                            started_at: 0,
-                            finished: Some(finished),
+                            started_at: Timestamp::from_millis(0),
+                            end: Some(end),
                         }),
                     }
                 }
@@ -530,75 +718,6 @@ impl<'w> Plan<'w> {
     /// True when the batch only adds rows: every call is new, no attempt was started earlier.
     fn inserts_only(&self) -> bool {
         self.finished_earlier.is_empty() && self.calls.iter().all(|call| call.new.is_some())
-    }
-
-    async fn execute(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
-        let new_calls: Vec<&CallRow> = self.calls.iter().filter(|call| call.new.is_some()).collect();
-        for chunk in new_calls.chunks(MAX_BATCH) {
-            let sql =
-                format!("INSERT INTO step_calls ({CALL_FIELDS}) VALUES {}", rows_from(1, CALL_COLUMNS, chunk.len()));
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for call in chunk {
-                query = bind_call(query, call);
-            }
-            query.execute(&mut **tx).await?;
-        }
-        for call in self.calls.iter().filter(|call| call.new.is_none()) {
-            if let Some(attempts) = call.attempts {
-                let updated = sqlx::query("UPDATE step_calls SET attempts = $1 WHERE workflow_id = $2 AND seq = $3")
-                    .bind(attempts)
-                    .bind(call.workflow_id)
-                    .bind(call.seq)
-                    .execute(&mut **tx)
-                    .await?;
-                expect_one(updated.rows_affected(), "step call", call.workflow_id, call.seq)?;
-            }
-            if let Some(result) = &call.result {
-                let updated = sqlx::query(
-                    "UPDATE step_calls SET status = $1, output = $2, finished_at = $3 WHERE workflow_id = $4 AND seq = $5",
-                )
-                .bind(result.status.as_str())
-                .bind(result.output)
-                .bind(result.at)
-                .bind(call.workflow_id)
-                .bind(call.seq)
-                .execute(&mut **tx)
-                .await?;
-                expect_one(updated.rows_affected(), "step call", call.workflow_id, call.seq)?;
-            }
-        }
-        for chunk in self.attempts.chunks(MAX_BATCH) {
-            let sql = format!(
-                "INSERT INTO step_attempts ({ATTEMPT_FIELDS}) VALUES {}",
-                rows_from(1, ATTEMPT_COLUMNS, chunk.len())
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in chunk {
-                query = bind_attempt(query, row);
-            }
-            query.execute(&mut **tx).await?;
-        }
-        for row in &self.finished_earlier {
-            let Some(Finished { at, outcome }) = &row.finished else { continue };
-            let updated = sqlx::query(
-                "UPDATE step_attempts SET finished_at = $1, outcome = $2, kind = $3, message = $4, next_delay_ms = $5, \
-                 stdout = $6, stderr = $7 WHERE workflow_id = $8 AND seq = $9 AND attempt = $10",
-            )
-            .bind(*at)
-            .bind(outcome.outcome)
-            .bind(outcome.kind)
-            .bind(outcome.message.as_deref())
-            .bind(outcome.next_delay_ms())
-            .bind(outcome.stdout.as_deref())
-            .bind(outcome.stderr.as_deref())
-            .bind(row.workflow_id)
-            .bind(row.seq)
-            .bind(row.attempt)
-            .execute(&mut **tx)
-            .await?;
-            expect_one(updated.rows_affected(), "attempt", row.workflow_id, row.seq)?;
-        }
-        Ok(())
     }
 }
 
@@ -615,64 +734,72 @@ fn expect_one(rows: u64, what: &str, workflow_id: &str, seq: i64) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
+    use super::super::{AttemptOutcome, CallStatus};
     use super::*;
 
-    fn start(seq: i64, attempt: i64, new: bool) -> Write {
-        let new_call = new.then(|| NewCall { step: "s".into(), input: "(1)".into(), max_attempts: 3 });
+    fn start(seq: i64, attempt: i32, new: bool) -> Write {
+        let new_call =
+            new.then(|| NewCall { step: "s".into(), input: "(1)".into(), input_json: Json::Null, max_attempts: 3 });
         Write {
             workflow_id: "w".into(),
             executor: "e".into(),
+            epoch: 1,
             seq,
             attempt,
-            change: Change::Start { at: 10, new_call },
+            change: Change::Start { at: Timestamp::from_millis(10), new_call },
         }
     }
 
-    fn finish(seq: i64, attempt: i64, result: Option<StepCallStatus>) -> Write {
-        let outcome = AttemptOutcome {
-            outcome: if result.is_some() { "ok" } else { "failed" },
+    fn finish(seq: i64, attempt: i32, result: Option<CallStatus>) -> Write {
+        let end = AttemptEnd {
+            outcome: if result.is_some() { AttemptOutcome::Ok } else { AttemptOutcome::Failed },
             kind: None,
             message: None,
-            next_delay: None,
+            retry_at: None,
+            finished_at: Some(Timestamp::from_millis(20)),
             stdout: None,
             stderr: None,
         };
-        let call_result = result.map(|status| (status, "ok(1)".to_string()));
+        let call_end =
+            result.map(|status| CallEnd { status, output: Some("ok(1)".to_string()), output_json: Some(Json::Null) });
         Write {
             workflow_id: "w".into(),
             executor: "e".into(),
+            epoch: 1,
             seq,
             attempt,
-            change: Change::Finish { at: 20, outcome, call_result },
+            change: Change::Finish { end, call_end },
         }
     }
 
     #[test]
     fn a_call_started_and_finished_in_one_batch_is_one_row_of_each() {
         let writes =
-            [start(1, 1, true), finish(1, 1, None), start(1, 2, false), finish(1, 2, Some(StepCallStatus::Exhausted))];
+            [start(1, 1, true), finish(1, 1, None), start(1, 2, false), finish(1, 2, Some(CallStatus::Exhausted))];
         let plan = Plan::of(&writes.iter().collect::<Vec<_>>());
         assert_eq!(plan.calls.len(), 1);
         let call = &plan.calls[0];
         assert!(call.new.is_some());
         assert_eq!(call.attempts, Some(2));
-        assert_eq!(call.result.as_ref().map(|result| result.status), Some(StepCallStatus::Exhausted));
+        assert_eq!(call.end.as_ref().map(|end| end.end.status), Some(CallStatus::Exhausted));
         assert_eq!(plan.attempts.len(), 2);
-        assert!(plan.attempts.iter().all(|row| row.finished.is_some()));
+        assert!(plan.attempts.iter().all(|row| row.end.is_some()));
         assert!(plan.finished_earlier.is_empty());
+        assert!(plan.inserts_only());
     }
 
     #[test]
     fn a_finish_whose_start_was_committed_earlier_updates_its_row() {
-        let writes = [finish(1, 1, Some(StepCallStatus::Succeeded)), start(2, 1, true)];
+        let writes = [finish(1, 1, Some(CallStatus::Succeeded)), start(2, 1, true)];
         let plan = Plan::of(&writes.iter().collect::<Vec<_>>());
         assert_eq!(plan.finished_earlier.len(), 1);
         assert_eq!(plan.finished_earlier[0].attempt, 1);
         assert_eq!(plan.calls.len(), 2);
-        assert!(plan.calls[0].new.is_none() && plan.calls[0].result.is_some() && plan.calls[0].attempts.is_none());
-        assert!(plan.calls[1].new.is_some() && plan.calls[1].result.is_none());
+        assert!(plan.calls[0].new.is_none() && plan.calls[0].end.is_some() && plan.calls[0].attempts.is_none());
+        assert!(plan.calls[1].new.is_some() && plan.calls[1].end.is_none());
         assert_eq!(plan.attempts.len(), 1);
-        assert!(plan.attempts[0].finished.is_none());
+        assert!(plan.attempts[0].end.is_none());
+        assert!(!plan.inserts_only());
     }
 
     fn queued(write: Write, age: Duration, now: Instant) -> Queued {
@@ -691,7 +818,7 @@ mod tests {
             queued(start(1, 1, true), young, now),
             queued(other, young, now),
             queued(old, LAZY_WINDOW * 2, now),
-            queued(finish(1, 1, Some(StepCallStatus::Succeeded)), young, now),
+            queued(finish(1, 1, Some(CallStatus::Succeeded)), young, now),
         ];
         let held = hold_back(&mut batch, now);
         let ids = |queued: &[Queued]| queued.iter().map(|q| q.write.workflow_id.clone()).collect::<Vec<_>>();
@@ -703,7 +830,7 @@ mod tests {
     fn only_a_final_outcome_is_urgent() {
         assert!(!start(1, 1, true).urgent());
         assert!(!finish(1, 1, None).urgent());
-        assert!(finish(1, 1, Some(StepCallStatus::Succeeded)).urgent());
+        assert!(finish(1, 1, Some(CallStatus::Succeeded)).urgent());
     }
 
     #[test]
@@ -711,5 +838,8 @@ mod tests {
         assert_eq!(placeholders(3, 2), "$3, $4");
         assert_eq!(rows_from(1, 2, 2), "($1, $2), ($3, $4)");
         assert_eq!(rows_from(5, 1, 2), "($5), ($6)");
+        let types = ["text"; 12];
+        assert!(typed_rows(1, types, 2).starts_with("($1::text, $2::text"));
+        assert!(typed_rows(1, types, 2).contains("), ($13, $14"));
     }
 }

@@ -1,40 +1,81 @@
-//! The journal: workflows, step calls and every attempt, in SQLite (default)
-//! or PostgreSQL through one schema and one set of parameterized statements.
+//! The journal: workflows, step calls and every attempt, in SQLite (the
+//! default, embedded) or PostgreSQL, each through its native sqlx driver and
+//! its own migrations. One API for both: the statements are written once and
+//! run on either backend's connection (`with_conn!`); what differs lives in
+//! `sqlite.rs` and `postgres.rs`. Every operation rides through transient
+//! database faults (`faults.rs`); attempt writes go through group commit.
 //! Knows SQL, nothing of wasmtime.
 
+mod faults;
 mod group_commit;
+mod postgres;
+mod records;
+mod schema;
+mod sqlite;
+mod target;
+mod time;
+mod vocabulary;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use serde_json::Value as Json;
+
+pub use faults::DEFAULT_OUTAGE_BUDGET;
+pub use group_commit::{LAZY_WINDOW, PendingWrite};
+pub use records::{AttemptRecord, CallHistory, EventRecord, StepCallRecord, WorkflowHistory, WorkflowRecord};
+pub use target::{DEFAULT_SCHEMA, Target, TargetError, redact};
+pub use time::Timestamp;
+pub use vocabulary::{AttemptOutcome, CallStatus, FailureKind, WorkflowStatus};
+
+use faults::{Outage, Weather};
 use group_commit::{Change, NewCall, Write, Writer};
-pub use group_commit::{CommitCounters, LAZY_WINDOW, PendingWrite};
+use postgres::PgDb;
+use sqlite::SqliteDb;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor as _, Row as _};
+/// The columns of [`WorkflowRecord`], as a literal for `concat!`.
+macro_rules! workflow_columns {
+    () => {
+        "id, name, component, component_digest, entry, input, input_json, status, output, output_json, error, \
+         options, queue, priority, partition_key, dedup_key, run_at, deadline_at, executor, lease_epoch, \
+         lease_expires_at, claims, cancel_requested_at, created_at, started_at, updated_at, finished_at"
+    };
+}
+
+/// The columns of [`StepCallRecord`], as a literal for `concat!`.
+macro_rules! call_columns {
+    () => {
+        "seq, step, input, input_json, status, output, output_json, attempts, max_attempts, started_at, finished_at"
+    };
+}
+
+/// The columns of [`AttemptRecord`], as a literal for `concat!`.
+macro_rules! attempt_columns {
+    () => {
+        "seq, attempt, executor, started_at, finished_at, outcome, kind, message, retry_at, stdout, stderr"
+    };
+}
 
 /// The journal used when neither `--journal` nor `STEPBOX_JOURNAL` is given.
 pub const DEFAULT_JOURNAL: &str = "stepbox.db";
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// The journal could not be opened or written.
+/// The journal could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("cannot open the journal {location}: {source}. {hint}")]
-    Open { location: String, hint: &'static str, source: sqlx::Error },
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("cannot open the journal {location}: {cause}. {hint}")]
+    Open { location: String, cause: String, hint: String },
+    #[error("cannot use the journal {location}: {message}")]
+    Schema { location: String, message: String },
+    #[error("journal {what} failed in {location}: {source}")]
+    Failed { location: String, what: &'static str, source: sqlx::Error },
     #[error(
-        "cannot use {location} as a journal: `{scheme}://` is not supported; use a postgres:// URL, a sqlite: URL \
-         or a file path"
+        "the journal {location} stayed unreachable for {} ({what}): {source}",
+        humantime::format_duration(*lasted)
     )]
-    Scheme { location: String, scheme: String },
-    #[error("cannot prepare the journal schema in {location}: {source}")]
-    Migrate { location: String, source: sqlx::migrate::MigrateError },
-    #[error("journal write failed ({what}) in {location}: {source}")]
-    Write { location: String, what: &'static str, source: sqlx::Error },
-    #[error("journal read failed ({what}) in {location}: {source}")]
-    Read { location: String, what: &'static str, source: sqlx::Error },
+    Unreachable { location: String, what: &'static str, lasted: Duration, source: sqlx::Error },
     #[error(
         "this process no longer owns workflow {id} in {location} (another executor took over its lease); \
          it stopped without writing"
@@ -46,175 +87,75 @@ pub enum JournalError {
     WriterGone { location: String },
 }
 
-const SQLITE_HINT: &str = "Check that the directory exists and is writable, or pass another path with --journal.";
-const POSTGRES_HINT: &str = "Check that PostgreSQL is running and the URL's host, port, user and database are right \
-     (start a local server with `pg_ctlcluster <version> main start`), or pass another --journal URL.";
+impl JournalError {
+    /// True when the database was unreachable (not a refusal): the workflow can be resumed once it is back.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Batch { .. } | Self::WriterGone { .. })
+    }
+}
 
-/// A workflow's lifecycle state.
+/// Runs `$body` (an expression of type `Result<T, sqlx::Error>` that may
+/// `.await` and use `?`) with `$conn` bound to a connection of the journal's
+/// database: `&mut SqliteConnection` or `&mut PgConnection`. The statements
+/// are written once and run on either backend.
+macro_rules! with_conn {
+    ($backend:expr, |$conn:ident| $body:expr) => {
+        async {
+            match $backend {
+                $crate::journal::Backend::Sqlite(db) => {
+                    let mut connection = db.pool.acquire().await?;
+                    let $conn: &mut sqlx::SqliteConnection = &mut *connection;
+                    $body
+                }
+                $crate::journal::Backend::Postgres(db) => {
+                    let mut connection = db.pool().acquire().await?;
+                    let $conn: &mut sqlx::PgConnection = &mut *connection;
+                    $body
+                }
+            }
+        }
+    };
+}
+pub(crate) use with_conn;
+
+/// The database behind a journal.
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqliteDb),
+    Postgres(PgDb),
+}
+
+impl Backend {
+    /// After a transient fault: fresh connections (PostgreSQL may pick another host).
+    async fn reconnect(&self) {
+        if let Self::Postgres(db) = self {
+            db.reconnect().await;
+        }
+    }
+}
+
+/// Which database a journal is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkflowStatus {
-    Running,
-    Succeeded,
-    Failed,
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
 }
 
-impl WorkflowStatus {
-    /// The value stored in `workflows.status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Reads `workflows.status`; `None` for anything else.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "running" => Some(Self::Running),
-            "succeeded" => Some(Self::Succeeded),
-            "failed" => Some(Self::Failed),
-            _ => None,
-        }
-    }
-}
-
-/// How a step call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepCallStatus {
-    Succeeded,
-    /// The step returned its `permanent` case.
-    Failed,
-    /// Every attempt failed; the workflow got `retries-exhausted`.
-    Exhausted,
-}
-
-impl StepCallStatus {
-    /// The value stored in `step_calls.status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Exhausted => "exhausted",
-        }
-    }
-}
-
-/// Which step call a write is for, and who writes it.
-#[derive(Debug, Clone, Copy)]
-pub struct CallRef<'a> {
-    pub workflow_id: &'a str,
-    /// The call's position in the workflow, from 1.
-    pub seq: i64,
-    /// The executor that must still own the workflow.
-    pub executor: &'a str,
-}
-
-/// A step call's first row, written with its first attempt.
-#[derive(Debug, Clone, Copy)]
-pub struct NewStepCall<'a> {
-    /// Qualified step name.
-    pub step: &'a str,
-    /// Arguments as a WAVE tuple.
-    pub input: &'a str,
-    pub max_attempts: u32,
-}
-
-/// The outcome of one attempt as journaled.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptOutcome {
-    /// `ok`, `failed` or `permanent`.
-    pub outcome: &'static str,
-    /// The failure kind, for failed attempts.
-    pub kind: Option<&'static str>,
-    pub message: Option<String>,
-    /// The wait before the next attempt, when one follows.
-    pub next_delay: Option<Duration>,
-    /// Captured output, if any.
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
-}
-
-impl AttemptOutcome {
-    /// `next_delay` in the journal's unit.
-    fn next_delay_ms(&self) -> Option<i64> {
-        self.next_delay.map(|delay| i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
-    }
-}
-
-/// How the journal commits attempt writes.
+/// How the journal commits and rides through faults.
 #[derive(Debug, Clone, Copy)]
 pub struct JournalOptions {
     /// Batch the writes of concurrent workflows (and an attempt's start with
     /// its finish) into shared transactions. Off, every write is its own
     /// transaction: kept to measure group commit against.
     pub group_commit: bool,
+    /// How long operations retry through a database outage before giving up.
+    pub outage_budget: Duration,
 }
 
 impl Default for JournalOptions {
     fn default() -> Self {
-        Self { group_commit: true }
+        Self { group_commit: true, outage_budget: DEFAULT_OUTAGE_BUDGET }
     }
-}
-
-/// A workflow row (times in ms since the Unix epoch; input and output as WAVE).
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkflowRecord {
-    pub id: String,
-    pub component: String,
-    pub component_digest: String,
-    pub entry: String,
-    pub input: String,
-    pub status: WorkflowStatus,
-    pub output: Option<String>,
-    pub error: Option<String>,
-    /// The run options as JSON, enough to resume without the command line.
-    pub options: String,
-    pub executor: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// A step call row (times in ms since the Unix epoch; input and output as WAVE;
-/// status `running`, `succeeded`, `failed` or `exhausted`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct StepCallRecord {
-    pub seq: i64,
-    pub step: String,
-    pub input: String,
-    pub status: String,
-    pub output: Option<String>,
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-}
-
-/// An attempt row (times in ms since the Unix epoch; outcome `ok`, `failed` or
-/// `permanent`; kind a `failure-kind` case).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AttemptRecord {
-    pub seq: i64,
-    pub attempt: i64,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-    pub outcome: Option<String>,
-    pub kind: Option<String>,
-    pub message: Option<String>,
-    pub next_delay_ms: Option<i64>,
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
-}
-
-/// A connection pool to the journal database, migrated on open, and the
-/// group-commit writer its attempt writes go through.
-#[derive(Clone)]
-pub struct Journal {
-    pool: AnyPool,
-    location: String,
-    writer: Writer,
-    /// Workflow-level writes (create, claim, lease, finish), each its own transaction.
-    workflow_commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Transactions the journal committed so far in this process.
@@ -228,6 +169,143 @@ pub struct CommitCount {
     pub workflow_commits: u64,
 }
 
+/// The right to write a workflow's rows: its owner and the fencing epoch its
+/// claim set. Every write checks the epoch in its own transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub workflow_id: String,
+    pub executor: String,
+    pub epoch: i64,
+}
+
+/// A new workflow row, started by `host run` (running, owned at once).
+#[derive(Debug, Clone)]
+pub struct NewWorkflow {
+    pub id: String,
+    pub name: String,
+    pub component: String,
+    pub component_digest: String,
+    pub entry: String,
+    pub input: String,
+    pub input_json: Json,
+    pub options: Json,
+    pub created_at: Timestamp,
+}
+
+/// How a running workflow ended, for its row.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub status: WorkflowStatus,
+    pub output: Option<String>,
+    pub output_json: Option<Json>,
+    pub error: Option<String>,
+}
+
+/// What `claim_workflow` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This executor owns the workflow now.
+    Claimed(Lease),
+    /// Another executor holds a live lease.
+    Owned { executor: String },
+    /// The workflow is not running (finished, or waiting in a queue).
+    NotRunning(WorkflowStatus),
+    /// No such workflow.
+    Unknown,
+}
+
+/// A held lease as the last renewal found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed; `cancel` when someone asked the workflow to stop.
+    Held { cancel: bool },
+    /// Another executor took the workflow over, or it ended elsewhere.
+    Lost,
+}
+
+/// What `request_cancel` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// The workflow runs under a live lease: its owner was asked to stop it.
+    Requested { executor: String },
+    /// Nobody was running it (queued, delayed, or its owner is gone): it is cancelled now.
+    Cancelled,
+    /// It had already ended with this status.
+    Finished(WorkflowStatus),
+    /// No such workflow.
+    Unknown,
+}
+
+/// Which step call a write is for, under which lease.
+#[derive(Debug, Clone, Copy)]
+pub struct CallRef<'a> {
+    pub lease: &'a Lease,
+    /// The call's position in the workflow, from 1.
+    pub seq: i64,
+}
+
+/// A step call's first row, written with its first attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct NewStepCall<'a> {
+    /// Qualified step name.
+    pub step: &'a str,
+    /// Arguments as a WAVE tuple.
+    pub input: &'a str,
+    pub input_json: &'a Json,
+    pub max_attempts: u32,
+}
+
+/// How one attempt ended, as journaled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptEnd {
+    pub outcome: AttemptOutcome,
+    /// For failed attempts.
+    pub kind: Option<FailureKind>,
+    pub message: Option<String>,
+    /// When the next attempt is due, when one follows.
+    pub retry_at: Option<Timestamp>,
+    /// When it ended; `None` when unknown (the host stopped during it).
+    pub finished_at: Option<Timestamp>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+}
+
+/// How a call ended, for its row: its status and the value the workflow
+/// received (none for a cancelled call).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallEnd {
+    pub status: CallStatus,
+    pub output: Option<String>,
+    pub output_json: Option<Json>,
+}
+
+/// Which workflows `list_workflows` returns: newest first, after the cursor.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    pub status: Option<WorkflowStatus>,
+    /// The workflow's name (its component's file name without `.wasm`).
+    pub name: Option<String>,
+    pub queue: Option<String>,
+    pub id_prefix: Option<String>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    /// Keyset pagination: only workflows after this one, newest first.
+    pub after: Option<(Timestamp, String)>,
+    pub limit: u32,
+}
+
+/// A connection pool to the journal database, migrated on open, and the
+/// group-commit writer its attempt writes go through.
+#[derive(Clone)]
+pub struct Journal {
+    backend: Backend,
+    location: Arc<str>,
+    writer: Writer,
+    weather: Weather,
+    /// Workflow-level writes (create, claim, lease, finish), each its own transaction.
+    workflow_commits: Arc<AtomicU64>,
+}
+
 impl Journal {
     /// Opens (creating if needed) the journal at `target`: a `postgres://`
     /// URL, a `sqlite:` URL or a file path.
@@ -235,54 +313,26 @@ impl Journal {
         Self::open_with(target, JournalOptions::default()).await
     }
 
-    /// [`Journal::open`] with explicit commit options.
-    pub async fn open_with(target: &str, journal_options: JournalOptions) -> Result<Self, JournalError> {
-        sqlx::any::install_default_drivers();
-        let is_postgres = target.starts_with("postgres://") || target.starts_with("postgresql://");
-        if let Some((scheme, _)) = target.split_once("://").filter(|_| !is_postgres && !target.starts_with("sqlite:")) {
-            return Err(JournalError::Scheme { location: redact(target), scheme: scheme.to_string() });
-        }
-        let (url, hint) =
-            if is_postgres { (target.to_string(), POSTGRES_HINT) } else { (sqlite_url(target), SQLITE_HINT) };
+    /// Opens a journal that must already exist, without changing its schema:
+    /// for commands that only read or request (`list`, `show`, `cancel`).
+    pub async fn open_existing(target: &str) -> Result<Self, JournalError> {
+        Self::connect(target, JournalOptions::default(), false).await
+    }
+
+    /// [`Journal::open`] with explicit options.
+    pub async fn open_with(target: &str, options: JournalOptions) -> Result<Self, JournalError> {
+        Self::connect(target, options, true).await
+    }
+
+    async fn connect(target: &str, options: JournalOptions, create: bool) -> Result<Self, JournalError> {
         let location = redact(target);
-        // No ping before each use: a dead connection fails the statement, which is reported.
-        let options = AnyPoolOptions::new().max_connections(if is_postgres { 8 } else { 4 }).test_before_acquire(false);
-        let options = if is_postgres {
-            options
-        } else {
-            options.after_connect(|connection, _| {
-                Box::pin(async move {
-                    connection
-                        .execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-                        .await?;
-                    Ok(())
-                })
-            })
+        let backend = match Target::parse(target)? {
+            Target::Sqlite(sqlite) => Backend::Sqlite(SqliteDb::open(&sqlite, &location, create).await?),
+            Target::Postgres(postgres) => Backend::Postgres(PgDb::open(&postgres, &location, create).await?),
         };
-        let pool = options
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(&url)
-            .await
-            .map_err(|source| JournalError::Open { location: location.clone(), hint, source })?;
-        migrate(&pool, is_postgres)
-            .await
-            .map_err(|source| JournalError::Migrate { location: location.clone(), source })?;
-        let writer = Writer::spawn(pool.clone(), &location, journal_options.group_commit, is_postgres);
-        Ok(Self { pool, location, writer, workflow_commits: Arc::default() })
-    }
-
-    /// What this process has committed so far, to measure commits per step.
-    pub fn commit_count(&self) -> CommitCount {
-        let counters: &CommitCounters = &self.writer.counters;
-        CommitCount {
-            attempt_batches: counters.batches.load(Ordering::Relaxed),
-            attempt_writes: counters.writes.load(Ordering::Relaxed),
-            workflow_commits: self.workflow_commits.load(Ordering::Relaxed),
-        }
-    }
-
-    fn count_workflow_commit(&self) {
-        self.workflow_commits.fetch_add(1, Ordering::Relaxed);
+        let weather = Weather::new(&location, options.outage_budget);
+        let writer = Writer::spawn(backend.clone(), &location, options.group_commit, weather.clone());
+        Ok(Self { backend, location: location.into(), writer, weather, workflow_commits: Arc::default() })
     }
 
     /// Where the journal is, with any password hidden.
@@ -290,342 +340,596 @@ impl Journal {
         &self.location
     }
 
-    fn write_error(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> JournalError + '_ {
-        move |source| JournalError::Write { location: self.location.clone(), what, source }
+    /// Which database it is in.
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
     }
 
-    fn read_error(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> JournalError + '_ {
-        move |source| JournalError::Read { location: self.location.clone(), what, source }
+    /// How long operations retry through an outage.
+    pub fn outage_budget(&self) -> Duration {
+        self.weather.budget()
+    }
+
+    /// What this process has committed so far, to measure commits per step.
+    pub fn commit_count(&self) -> CommitCount {
+        let counters = &self.writer.counters;
+        CommitCount {
+            attempt_batches: counters.batches.load(Ordering::Relaxed),
+            attempt_writes: counters.writes.load(Ordering::Relaxed),
+            workflow_commits: self.workflow_commits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `operation` through outages; `what` names it in errors.
+    async fn run<T, Op, Fut>(&self, what: &'static str, operation: Op) -> Result<T, JournalError>
+    where
+        Op: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.weather.retry(operation, || self.backend.reconnect()).await.map_err(|outage| self.error(what, outage))
+    }
+
+    /// As [`Journal::run`], counting one workflow-level commit.
+    async fn commit<T, Op, Fut>(&self, what: &'static str, operation: Op) -> Result<T, JournalError>
+    where
+        Op: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let result = self.run(what, operation).await;
+        self.workflow_commits.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn error(&self, what: &'static str, outage: Outage) -> JournalError {
+        let location = self.location.to_string();
+        match outage.lasted {
+            Some(lasted) => JournalError::Unreachable { location, what, lasted, source: outage.error },
+            None => JournalError::Failed { location, what, source: outage.error },
+        }
     }
 
     /// The workflow `id`, if it was ever started.
     pub async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, JournalError> {
-        let row = sqlx::query(
-            "SELECT id, component, component_digest, entry, input, status, output, error, options, executor, \
-             created_at, updated_at FROM workflows WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
+        self.run("read of a workflow", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query_as(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(conn)
+                    .await
+            })
+        })
         .await
-        .map_err(self.read_error("workflow"))?;
-        row.map(|row| workflow_record(&row)).transpose().map_err(self.read_error("workflow"))
     }
 
-    /// Records a workflow as running, owned by `workflow.executor` until
-    /// `lease_until`, before any of its code runs. False if the id exists.
-    pub async fn create_workflow(&self, workflow: &WorkflowRecord, lease_until: i64) -> Result<bool, JournalError> {
-        // The record's own start time: the workflow's frozen clock on every run.
-        let now = workflow.created_at;
-        let result = sqlx::query(
-            "INSERT INTO workflows (id, component, component_digest, entry, input, status, options, executor, \
-             lease_expires_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, $9) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&workflow.id)
-        .bind(&workflow.component)
-        .bind(&workflow.component_digest)
-        .bind(&workflow.entry)
-        .bind(&workflow.input)
-        .bind(&workflow.options)
-        .bind(&workflow.executor)
-        .bind(lease_until)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(self.write_error("create workflow"))?;
-        self.count_workflow_commit();
-        Ok(result.rows_affected() == 1)
+    /// The workflow `id` with its calls, attempts and events.
+    pub async fn history(&self, id: &str) -> Result<Option<WorkflowHistory>, JournalError> {
+        let Some(workflow) = self.workflow(id).await? else { return Ok(None) };
+        let calls = self.step_calls(id).await?;
+        let attempts = self.attempts(id).await?;
+        let events = self.events(id).await?;
+        Ok(Some(WorkflowHistory::new(workflow, calls, attempts, events)))
     }
 
-    /// Takes over a running workflow whose lease has expired (or that
-    /// `executor` already owns). False when another live executor owns it.
-    pub async fn claim_workflow(&self, id: &str, executor: &str, lease_until: i64) -> Result<bool, JournalError> {
-        let now = now_ms();
-        let result = sqlx::query(
-            "UPDATE workflows SET executor = $1, lease_expires_at = $2, updated_at = $3 \
-             WHERE id = $4 AND status = 'running' \
-             AND (executor = $1 OR lease_expires_at IS NULL OR lease_expires_at < $3)",
-        )
-        .bind(executor)
-        .bind(lease_until)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(self.write_error("claim workflow"))?;
-        self.count_workflow_commit();
-        Ok(result.rows_affected() == 1)
-    }
-
-    /// Extends `executor`'s lease; false if it no longer owns the workflow.
-    pub async fn renew_lease(&self, id: &str, executor: &str, lease_until: i64) -> Result<bool, JournalError> {
-        let result = sqlx::query(
-            "UPDATE workflows SET lease_expires_at = $1 WHERE id = $2 AND executor = $3 AND status = 'running'",
-        )
-        .bind(lease_until)
-        .bind(id)
-        .bind(executor)
-        .execute(&self.pool)
-        .await
-        .map_err(self.write_error("renew lease"))?;
-        self.count_workflow_commit();
-        Ok(result.rows_affected() == 1)
-    }
-
-    /// Running workflows whose owner's lease has expired: interrupted, free to resume.
-    pub async fn interrupted_workflows(&self) -> Result<Vec<String>, JournalError> {
-        let rows = sqlx::query(
-            "SELECT id FROM workflows WHERE status = 'running' \
-             AND (lease_expires_at IS NULL OR lease_expires_at < $1) ORDER BY created_at",
-        )
-        .bind(now_ms())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.read_error("interrupted workflows"))?;
-        rows.iter()
-            .map(|row| row.try_get("id"))
-            .collect::<Result<_, _>>()
-            .map_err(self.read_error("interrupted workflows"))
-    }
-
-    /// Workflows, newest first, optionally only those with `status`.
-    pub async fn list_workflows(
+    /// Records a workflow started by `host run` as running, owned by
+    /// `executor` until `lease_until`, before any of its code runs. `None` if
+    /// the id exists.
+    pub async fn create_workflow(
         &self,
-        status: Option<WorkflowStatus>,
-        limit: i64,
-    ) -> Result<Vec<WorkflowRecord>, JournalError> {
-        let rows = sqlx::query(
-            "SELECT id, component, component_digest, entry, input, status, output, error, options, executor, \
-             created_at, updated_at FROM workflows WHERE ($1 = '' OR status = $1) \
-             ORDER BY created_at DESC, id DESC LIMIT $2",
-        )
-        .bind(status.map_or("", WorkflowStatus::as_str))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.read_error("workflows"))?;
-        rows.iter().map(workflow_record).collect::<Result<_, _>>().map_err(self.read_error("workflows"))
+        workflow: &NewWorkflow,
+        executor: &str,
+        lease_until: Timestamp,
+    ) -> Result<Option<Lease>, JournalError> {
+        let inserted = self
+            .commit("create of a workflow", || {
+                with_conn!(&self.backend, |conn| {
+                    let result = sqlx::query(
+                        "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, \
+                         status, options, executor, lease_epoch, lease_expires_at, created_at, started_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, 1, $10, $11, $11, $11) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&workflow.id)
+                    .bind(&workflow.name)
+                    .bind(&workflow.component)
+                    .bind(&workflow.component_digest)
+                    .bind(&workflow.entry)
+                    .bind(&workflow.input)
+                    .bind(&workflow.input_json)
+                    .bind(&workflow.options)
+                    .bind(executor)
+                    .bind(lease_until)
+                    .bind(workflow.created_at)
+                    .execute(conn)
+                    .await?;
+                    Ok(result.rows_affected() == 1)
+                })
+            })
+            .await?;
+        // A retry after an unknown commit outcome finds the row its first try wrote.
+        if !inserted {
+            let existing = self.workflow(&workflow.id).await?;
+            let ours = existing.is_some_and(|row| row.executor.as_deref() == Some(executor) && row.lease_epoch == 1);
+            return Ok(ours.then(|| self.lease(&workflow.id, executor, 1)));
+        }
+        Ok(Some(self.lease(&workflow.id, executor, 1)))
     }
 
-    /// Records how a workflow ended, if `executor` still owns it; done
-    /// before its output is shown. False if the lease was lost.
-    pub async fn finish_workflow(
+    fn lease(&self, id: &str, executor: &str, epoch: i64) -> Lease {
+        Lease { workflow_id: id.to_string(), executor: executor.to_string(), epoch }
+    }
+
+    /// Takes over a running workflow whose lease expired (or was released):
+    /// bumps its epoch, so the previous owner can never write again.
+    pub async fn claim_workflow(
         &self,
         id: &str,
         executor: &str,
-        status: WorkflowStatus,
-        output: Option<&str>,
-        error: Option<&str>,
-    ) -> Result<bool, JournalError> {
-        let result = sqlx::query(
-            "UPDATE workflows SET status = $1, output = $2, error = $3, updated_at = $4, lease_expires_at = NULL \
-             WHERE id = $5 AND executor = $6 AND status = 'running'",
-        )
-        .bind(status.as_str())
-        .bind(output)
-        .bind(error)
-        .bind(now_ms())
-        .bind(id)
-        .bind(executor)
-        .execute(&self.pool)
-        .await
-        .map_err(self.write_error("finish workflow"))?;
-        self.count_workflow_commit();
-        Ok(result.rows_affected() == 1)
+        lease_until: Timestamp,
+    ) -> Result<Claim, JournalError> {
+        let now = Timestamp::now();
+        let epoch: Option<i64> = self
+            .commit("claim of a workflow", || {
+                with_conn!(&self.backend, |conn| {
+                    sqlx::query_scalar(
+                        "UPDATE workflows SET executor = $1, lease_epoch = lease_epoch + 1, lease_expires_at = $2, \
+                         updated_at = $3 WHERE id = $4 AND status = 'running' \
+                         AND (lease_expires_at IS NULL OR lease_expires_at < $3) RETURNING lease_epoch",
+                    )
+                    .bind(executor)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(id)
+                    .fetch_optional(conn)
+                    .await
+                })
+            })
+            .await?;
+        if let Some(epoch) = epoch {
+            return Ok(Claim::Claimed(self.lease(id, executor, epoch)));
+        }
+        Ok(match self.workflow(id).await? {
+            None => Claim::Unknown,
+            Some(existing) if existing.status != WorkflowStatus::Running => Claim::NotRunning(existing.status),
+            // A retry after an unknown commit outcome: the first try claimed it.
+            Some(existing) if existing.executor.as_deref() == Some(executor) => {
+                Claim::Claimed(self.lease(id, executor, existing.lease_epoch))
+            }
+            Some(existing) => Claim::Owned { executor: existing.executor.unwrap_or_default() },
+        })
     }
 
-    /// Queues the record that an attempt started (for a call's first attempt,
-    /// with the call row). Lazy: it is committed with the attempt's outcome
-    /// or within [`LAZY_WINDOW`], whichever comes first.
-    pub fn start_attempt(&self, call: CallRef<'_>, attempt: u32, new_call: Option<&NewStepCall<'_>>) -> PendingWrite {
+    /// Renews every lease `executor` holds, in one statement; says for each
+    /// of `held` whether it is still held (and whether a cancel was asked).
+    pub async fn renew_leases(
+        &self,
+        executor: &str,
+        held: &[Lease],
+        lease_until: Timestamp,
+    ) -> Result<Vec<Renewal>, JournalError> {
+        let renewed: Vec<(String, i64, bool)> = self
+            .commit("lease renewal", || {
+                with_conn!(&self.backend, |conn| {
+                    sqlx::query_as(
+                        "UPDATE workflows SET lease_expires_at = $1 WHERE executor = $2 AND status = 'running' \
+                         AND lease_expires_at IS NOT NULL \
+                         RETURNING id, lease_epoch, cancel_requested_at IS NOT NULL",
+                    )
+                    .bind(lease_until)
+                    .bind(executor)
+                    .fetch_all(conn)
+                    .await
+                })
+            })
+            .await?;
+        Ok(held
+            .iter()
+            .map(|lease| {
+                match renewed.iter().find(|(id, epoch, _)| *id == lease.workflow_id && *epoch == lease.epoch) {
+                    Some((_, _, cancel)) => Renewal::Held { cancel: *cancel },
+                    None => Renewal::Lost,
+                }
+            })
+            .collect())
+    }
+
+    /// Gives up a lease at once, so the workflow can be resumed without
+    /// waiting for it to lapse. False if it was no longer held.
+    pub async fn release(&self, lease: &Lease) -> Result<bool, JournalError> {
+        let now = Timestamp::now();
+        self.commit("release of a lease", || {
+            with_conn!(&self.backend, |conn| {
+                let result = sqlx::query(
+                    "UPDATE workflows SET lease_expires_at = NULL, updated_at = $1 \
+                     WHERE id = $2 AND lease_epoch = $3 AND status = 'running'",
+                )
+                .bind(now)
+                .bind(&lease.workflow_id)
+                .bind(lease.epoch)
+                .execute(conn)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    /// Records how a workflow ended, if `lease` still holds it; done before
+    /// its output is shown. False if the lease was lost.
+    pub async fn finish_workflow(&self, lease: &Lease, finish: &Finish) -> Result<bool, JournalError> {
+        let now = Timestamp::now();
+        let finished = self
+            .commit("finish of a workflow", || {
+                with_conn!(&self.backend, |conn| {
+                    let result = sqlx::query(
+                        "UPDATE workflows SET status = $1, output = $2, output_json = $3, error = $4, updated_at = $5, \
+                         finished_at = $5, lease_expires_at = NULL WHERE id = $6 AND lease_epoch = $7 \
+                         AND status = 'running'",
+                    )
+                    .bind(finish.status)
+                    .bind(finish.output.as_deref())
+                    .bind(finish.output_json.as_ref())
+                    .bind(finish.error.as_deref())
+                    .bind(now)
+                    .bind(&lease.workflow_id)
+                    .bind(lease.epoch)
+                    .execute(conn)
+                    .await?;
+                    Ok(result.rows_affected() == 1)
+                })
+            })
+            .await?;
+        if finished {
+            return Ok(true);
+        }
+        // A retry after an unknown commit outcome finds it finished by this lease.
+        let existing = self.workflow(&lease.workflow_id).await?;
+        Ok(existing.is_some_and(|row| row.lease_epoch == lease.epoch && row.status == finish.status))
+    }
+
+    /// Running workflows nobody holds a live lease on: interrupted, free to resume.
+    pub async fn interrupted_workflows(&self) -> Result<Vec<String>, JournalError> {
+        let now = Timestamp::now();
+        self.run("read of interrupted workflows", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query_scalar(
+                    "SELECT id FROM workflows WHERE status = 'running' AND queue IS NULL \
+                     AND (lease_expires_at IS NULL OR lease_expires_at < $1) ORDER BY created_at, id",
+                )
+                .bind(now)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
+    }
+
+    /// Workflows matching `filter`, newest first.
+    pub async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<WorkflowRecord>, JournalError> {
+        self.run("list of workflows", || {
+            with_conn!(&self.backend, |conn| {
+                let mut query =
+                    sqlx::QueryBuilder::new(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE true"));
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(status);
+                }
+                if let Some(name) = &filter.name {
+                    query.push(" AND name = ").push_bind(name);
+                }
+                if let Some(queue) = &filter.queue {
+                    query.push(" AND queue = ").push_bind(queue);
+                }
+                if let Some(prefix) = &filter.id_prefix {
+                    query.push(" AND substr(id, 1, ").push_bind(i64::try_from(prefix.len()).unwrap_or(0));
+                    query.push(") = ").push_bind(prefix);
+                }
+                if let Some(after) = filter.created_after {
+                    query.push(" AND created_at >= ").push_bind(after);
+                }
+                if let Some(before) = filter.created_before {
+                    query.push(" AND created_at < ").push_bind(before);
+                }
+                if let Some((created_at, id)) = &filter.after {
+                    query.push(" AND (created_at < ").push_bind(*created_at);
+                    query.push(" OR (created_at = ").push_bind(*created_at);
+                    query.push(" AND id < ").push_bind(id);
+                    query.push("))");
+                }
+                query.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(filter.limit));
+                query.build_query_as().fetch_all(conn).await
+            })
+        })
+        .await
+    }
+
+    /// Cancels a workflow wherever it is: at once if nobody runs it, else by
+    /// asking its owner, which sees the request at its next lease renewal
+    /// (at once on PostgreSQL, through NOTIFY) and interrupts its attempt.
+    pub async fn request_cancel(&self, id: &str) -> Result<CancelOutcome, JournalError> {
+        let now = Timestamp::now();
+        let outcome = self
+            .commit("cancel of a workflow", || {
+                with_conn!(&self.backend, |conn| {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    let cancelled = sqlx::query(
+                        "UPDATE workflows SET status = 'cancelled', error = 'cancelled on request', finished_at = $1, \
+                         updated_at = $1, cancel_requested_at = COALESCE(cancel_requested_at, $1), \
+                         lease_epoch = lease_epoch + 1, lease_expires_at = NULL WHERE id = $2 \
+                         AND (status IN ('enqueued', 'delayed') \
+                         OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1)))",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let outcome = if cancelled.rows_affected() == 1 {
+                        sqlx::query(
+                            "UPDATE step_attempts SET outcome = 'failed', kind = 'interrupted', message = \
+                             'the host stopped during this attempt; the workflow was cancelled afterwards' \
+                             WHERE workflow_id = $1 AND outcome IS NULL",
+                        )
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "UPDATE step_calls SET status = 'cancelled', finished_at = $1 \
+                             WHERE workflow_id = $2 AND status = 'running'",
+                        )
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        CancelOutcome::Cancelled
+                    } else {
+                        let owner: Option<Option<String>> = sqlx::query_scalar(
+                            "UPDATE workflows SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
+                             WHERE id = $2 AND status = 'running' RETURNING executor",
+                        )
+                        .bind(now)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        match owner {
+                            Some(executor) => CancelOutcome::Requested { executor: executor.unwrap_or_default() },
+                            None => {
+                                let status: Option<WorkflowStatus> =
+                                    sqlx::query_scalar("SELECT status FROM workflows WHERE id = $1")
+                                        .bind(id)
+                                        .fetch_optional(&mut *tx)
+                                        .await?;
+                                status.map_or(CancelOutcome::Unknown, CancelOutcome::Finished)
+                            }
+                        }
+                    };
+                    if matches!(outcome, CancelOutcome::Cancelled | CancelOutcome::Requested { .. }) {
+                        sqlx::query(
+                            "INSERT INTO workflow_events (workflow_id, at, kind, detail) VALUES ($1, $2, 'cancel-requested', $3)",
+                        )
+                        .bind(id)
+                        .bind(now)
+                        .bind(serde_json::json!({ "cancelled_at_once": outcome == CancelOutcome::Cancelled }))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(outcome)
+                })
+            })
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Queues the record that an attempt started at `at` (for a call's first
+    /// attempt, with the call row). Lazy: it is committed with the attempt's
+    /// outcome or within [`LAZY_WINDOW`], whichever comes first.
+    pub fn start_attempt(
+        &self,
+        call: CallRef<'_>,
+        attempt: u32,
+        at: Timestamp,
+        new_call: Option<&NewStepCall<'_>>,
+    ) -> PendingWrite {
         let new_call = new_call.map(|call| NewCall {
             step: call.step.to_string(),
             input: call.input.to_string(),
-            max_attempts: i64::from(call.max_attempts),
+            input_json: call.input_json.clone(),
+            max_attempts: i32::try_from(call.max_attempts).unwrap_or(i32::MAX),
         });
-        self.send(call, attempt, Change::Start { at: now_ms(), new_call })
+        self.send(call, attempt, Change::Start { at, new_call })
     }
 
-    /// Queues an attempt's outcome and, when it ends the call, the call's
-    /// result; the workflow may see either only once the write is durable.
+    /// Queues an attempt's end and, when it ends the call, the call's result;
+    /// the workflow may see either only once the write is durable.
     pub fn finish_attempt(
         &self,
         call: CallRef<'_>,
         attempt: u32,
-        outcome: AttemptOutcome,
-        call_result: Option<(StepCallStatus, &str)>,
+        end: AttemptEnd,
+        call_end: Option<CallEnd>,
     ) -> PendingWrite {
-        let call_result = call_result.map(|(status, output)| (status, output.to_string()));
-        self.send(call, attempt, Change::Finish { at: now_ms(), outcome, call_result })
+        self.send(call, attempt, Change::Finish { end, call_end })
     }
 
     fn send(&self, call: CallRef<'_>, attempt: u32, change: Change) -> PendingWrite {
         self.writer.send(Write {
-            workflow_id: call.workflow_id.to_string(),
-            executor: call.executor.to_string(),
+            workflow_id: call.lease.workflow_id.clone(),
+            executor: call.lease.executor.clone(),
+            epoch: call.lease.epoch,
             seq: call.seq,
-            attempt: i64::from(attempt),
+            attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
             change,
         })
     }
 
+    /// Closes a call that was waiting for its next attempt as cancelled, if
+    /// `call.lease` still holds its workflow.
+    pub async fn cancel_call(&self, call: CallRef<'_>) -> Result<(), JournalError> {
+        let now = Timestamp::now();
+        self.commit("cancel of a step call", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query(
+                    "UPDATE step_calls SET status = 'cancelled', finished_at = $1 WHERE workflow_id = $2 AND seq = $3 \
+                     AND status = 'running' AND EXISTS (SELECT 1 FROM workflows WHERE id = $2 AND lease_epoch = $4 \
+                     AND status = 'running')",
+                )
+                .bind(now)
+                .bind(&call.lease.workflow_id)
+                .bind(call.seq)
+                .bind(call.lease.epoch)
+                .execute(conn)
+                .await
+                .map(|_| ())
+            })
+        })
+        .await
+    }
+
+    /// The bytes of the component stored under `digest`, if any.
+    pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.run("read of a component", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query_scalar("SELECT bytes FROM components WHERE digest = $1")
+                    .bind(digest)
+                    .fetch_optional(conn)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// Stores a component's bytes under their digest, once.
+    pub async fn store_component(&self, digest: &str, name: &str, bytes: &[u8]) -> Result<(), JournalError> {
+        let now = Timestamp::now();
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        self.commit("store of a component", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query(
+                    "INSERT INTO components (digest, name, size, bytes, stored_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(digest)
+                .bind(name)
+                .bind(size)
+                .bind(bytes)
+                .bind(now)
+                .execute(conn)
+                .await
+                .map(|_| ())
+            })
+        })
+        .await
+    }
+
+    /// Replaces a running workflow's recorded options (after a resume that
+    /// was allowed to run changed step components).
+    pub async fn update_options(&self, lease: &Lease, options: &Json) -> Result<(), JournalError> {
+        self.commit("update of a workflow's options", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query("UPDATE workflows SET options = $1 WHERE id = $2 AND lease_epoch = $3")
+                    .bind(options)
+                    .bind(&lease.workflow_id)
+                    .bind(lease.epoch)
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .await
+    }
+
     /// The step calls of a workflow, in call order.
     pub async fn step_calls(&self, workflow_id: &str) -> Result<Vec<StepCallRecord>, JournalError> {
-        self.read_step_calls(workflow_id, None).await
-    }
-
-    /// Step call `seq` of a workflow, if it was made.
-    pub async fn step_call(&self, workflow_id: &str, seq: i64) -> Result<Option<StepCallRecord>, JournalError> {
-        Ok(self.read_step_calls(workflow_id, Some(seq)).await?.pop())
-    }
-
-    async fn read_step_calls(&self, workflow_id: &str, seq: Option<i64>) -> Result<Vec<StepCallRecord>, JournalError> {
-        const COLUMNS: &str = "SELECT seq, step, input, status, output, attempts, max_attempts, started_at, finished_at \
-                               FROM step_calls WHERE workflow_id = $1";
-        let query = match seq {
-            Some(seq) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} AND seq = $2"))).bind(workflow_id).bind(seq)
-            }
-            None => sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY seq"))).bind(workflow_id),
-        };
-        let rows = query.fetch_all(&self.pool).await.map_err(self.read_error("step calls"))?;
-        rows.iter().map(step_call_record).collect::<Result<_, _>>().map_err(self.read_error("step calls"))
+        self.run("read of step calls", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    call_columns!(),
+                    " FROM step_calls WHERE workflow_id = $1 ORDER BY seq"
+                ))
+                .bind(workflow_id)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
     }
 
     /// Every attempt of a workflow, by call and attempt number.
     pub async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, JournalError> {
-        self.read_attempts(workflow_id, None).await
+        self.run("read of attempts", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    attempt_columns!(),
+                    " FROM step_attempts WHERE workflow_id = $1 ORDER BY seq, attempt"
+                ))
+                .bind(workflow_id)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
     }
 
     /// The attempts of step call `seq`, in order.
     pub async fn call_attempts(&self, workflow_id: &str, seq: i64) -> Result<Vec<AttemptRecord>, JournalError> {
-        self.read_attempts(workflow_id, Some(seq)).await
-    }
-
-    async fn read_attempts(&self, workflow_id: &str, seq: Option<i64>) -> Result<Vec<AttemptRecord>, JournalError> {
-        const COLUMNS: &str = "SELECT seq, attempt, started_at, finished_at, outcome, kind, message, next_delay_ms, \
-                               stdout, stderr FROM step_attempts WHERE workflow_id = $1";
-        let query = match seq {
-            Some(seq) => sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} AND seq = $2 ORDER BY attempt")))
+        self.run("read of attempts", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    attempt_columns!(),
+                    " FROM step_attempts WHERE workflow_id = $1 AND seq = $2 ORDER BY attempt"
+                ))
                 .bind(workflow_id)
-                .bind(seq),
-            None => sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY seq, attempt"))).bind(workflow_id),
-        };
-        let rows = query.fetch_all(&self.pool).await.map_err(self.read_error("attempts"))?;
-        rows.iter().map(attempt_record).collect::<Result<_, _>>().map_err(self.read_error("attempts"))
-    }
-}
-
-fn step_call_record(row: &AnyRow) -> Result<StepCallRecord, sqlx::Error> {
-    Ok(StepCallRecord {
-        seq: row.try_get("seq")?,
-        step: row.try_get("step")?,
-        input: row.try_get("input")?,
-        status: row.try_get("status")?,
-        output: row.try_get("output")?,
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
-
-fn attempt_record(row: &AnyRow) -> Result<AttemptRecord, sqlx::Error> {
-    Ok(AttemptRecord {
-        seq: row.try_get("seq")?,
-        attempt: row.try_get("attempt")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        outcome: row.try_get("outcome")?,
-        kind: row.try_get("kind")?,
-        message: row.try_get("message")?,
-        next_delay_ms: row.try_get("next_delay_ms")?,
-        stdout: row.try_get("stdout")?,
-        stderr: row.try_get("stderr")?,
-    })
-}
-
-/// Applies the embedded migrations. PostgreSQL serializes concurrent
-/// migrators with an advisory lock; SQLite has none, so a process that loses
-/// the race to create a fresh journal retries and finds the schema in place.
-async fn migrate(pool: &AnyPool, is_postgres: bool) -> Result<(), sqlx::migrate::MigrateError> {
-    let mut tries = if is_postgres { 1 } else { 5 };
-    loop {
-        match MIGRATOR.run(pool).await {
-            Err(_) if tries > 1 => {
-                tries -= 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            result => return result,
-        }
-    }
-}
-
-fn workflow_record(row: &AnyRow) -> Result<WorkflowRecord, sqlx::Error> {
-    Ok(WorkflowRecord {
-        id: row.try_get("id")?,
-        component: row.try_get("component")?,
-        component_digest: row.try_get("component_digest")?,
-        entry: row.try_get("entry")?,
-        input: row.try_get("input")?,
-        status: {
-            let status: String = row.try_get("status")?;
-            WorkflowStatus::parse(&status)
-                .ok_or_else(|| sqlx::Error::Decode(format!("unknown status {status:?}").into()))?
-        },
-        output: row.try_get("output")?,
-        error: row.try_get("error")?,
-        options: row.try_get("options")?,
-        executor: row.try_get("executor")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-/// `path` or `sqlite:path` as a URL that creates the file if needed.
-fn sqlite_url(target: &str) -> String {
-    let base = if target.starts_with("sqlite:") { target.to_string() } else { format!("sqlite://{target}") };
-    if base.contains("mode=") {
-        base
-    } else if base.contains('?') {
-        format!("{base}&mode=rwc")
-    } else {
-        format!("{base}?mode=rwc")
-    }
-}
-
-/// `url` with its password, if any, replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_string() };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
-}
-
-/// Wall-clock milliseconds since the Unix epoch, the journal's time unit.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("stepbox.db"), "stepbox.db");
+                .bind(seq)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
     }
 
-    #[test]
-    fn sqlite_paths_become_creating_urls() {
-        assert_eq!(sqlite_url("stepbox.db"), "sqlite://stepbox.db?mode=rwc");
-        assert_eq!(sqlite_url("sqlite:x.db?mode=ro"), "sqlite:x.db?mode=ro");
+    /// A workflow's events, oldest first.
+    pub async fn events(&self, workflow_id: &str) -> Result<Vec<EventRecord>, JournalError> {
+        self.run("read of events", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query_as(
+                    "SELECT at, kind, detail, executor FROM workflow_events WHERE workflow_id = $1 ORDER BY id",
+                )
+                .bind(workflow_id)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
+    }
+
+    /// Records that `kind` happened to a workflow, with its particulars.
+    pub async fn record_event(
+        &self,
+        workflow_id: &str,
+        kind: &str,
+        detail: &Json,
+        executor: Option<&str>,
+    ) -> Result<(), JournalError> {
+        let now = Timestamp::now();
+        self.commit("record of an event", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query(
+                    "INSERT INTO workflow_events (workflow_id, at, kind, detail, executor) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(workflow_id)
+                .bind(now)
+                .bind(kind)
+                .bind(detail)
+                .bind(executor)
+                .execute(conn)
+                .await
+                .map(|_| ())
+            })
+        })
+        .await
     }
 }

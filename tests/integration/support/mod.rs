@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sqlx::Row as _;
-use stepbox::journal::{AttemptRecord, Journal, StepCallRecord, WorkflowStatus};
+use sqlx::Connection as _;
+use stepbox::journal::{Journal, Target};
 
 pub use stepbox_test_artifacts as artifacts;
 
@@ -46,6 +46,14 @@ impl Run {
     pub fn count(&self, needle: &str) -> usize {
         self.stderr.lines().filter(|line| line.contains(needle)).count()
     }
+}
+
+/// A runner of `spec` on `journal`, in this process (compiled through the shared cache).
+pub fn runner(journal: &Journal, spec: &stepbox::run::RunSpec) -> stepbox::run::Runner {
+    let engine = stepbox::wasm::new_engine().expect("the engine starts");
+    let loader = stepbox::wasm::ComponentLoader::new(&engine, Some(shared_cache()));
+    let executor = stepbox::run::Executor::start(journal.clone(), stepbox::run::DEFAULT_LEASE);
+    stepbox::run::Runner::open(spec, &loader, executor).expect("the components link")
 }
 
 /// The compile cache shared by all tests, so each component compiles once per test run.
@@ -113,47 +121,142 @@ impl Scratch {
     }
 }
 
-/// The rows the journal holds for one workflow.
+/// The rows the journal holds for one workflow, as plain values (times in
+/// ms since the epoch, words as their column text) that tests compare.
 pub struct Rows {
     /// `(status, output)` of the workflow row.
     pub workflow: Option<(String, Option<String>)>,
-    pub calls: Vec<StepCallRecord>,
-    pub attempts: Vec<AttemptRecord>,
+    pub calls: Vec<CallRow>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// A `step_calls` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    pub seq: i64,
+    pub step: String,
+    pub input: String,
+    pub status: String,
+    pub output: Option<String>,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A `step_attempts` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub seq: i64,
+    pub attempt: i64,
+    pub executor: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub outcome: Option<String>,
+    pub kind: Option<String>,
+    pub message: Option<String>,
+    pub retry_at: Option<i64>,
+    /// The planned wait before the next attempt: `retry_at - finished_at`.
+    pub next_delay_ms: Option<i64>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
 }
 
 /// Reads a workflow's rows from a journal (SQLite path or postgres URL).
 pub async fn rows(target: &str, workflow_id: &str) -> Rows {
-    let journal = Journal::open(target).await.expect("the journal opens");
+    let journal = match Journal::open_existing(target).await {
+        Ok(journal) => journal,
+        // Not created yet (a test polling a child that is starting up).
+        Err(_) => return Rows { workflow: None, calls: Vec::new(), attempts: Vec::new() },
+    };
     let record = journal.workflow(workflow_id).await.expect("workflow row");
-    let calls = journal.step_calls(workflow_id).await.expect("step_calls rows");
-    let attempts = journal.attempts(workflow_id).await.expect("step_attempts rows");
-    if record.as_ref().is_some_and(|record| record.status != WorkflowStatus::Running) {
+    let calls: Vec<CallRow> = journal
+        .step_calls(workflow_id)
+        .await
+        .expect("step_calls rows")
+        .into_iter()
+        .map(|call| CallRow {
+            seq: call.seq,
+            step: call.step,
+            input: call.input,
+            status: call.status.to_string(),
+            output: call.output,
+            attempts: i64::from(call.attempts),
+            max_attempts: i64::from(call.max_attempts),
+            started_at: call.started_at.millis(),
+            finished_at: call.finished_at.map(|at| at.millis()),
+        })
+        .collect();
+    let attempts: Vec<AttemptRow> = journal
+        .attempts(workflow_id)
+        .await
+        .expect("step_attempts rows")
+        .into_iter()
+        .map(|attempt| AttemptRow {
+            seq: attempt.seq,
+            attempt: i64::from(attempt.attempt),
+            executor: attempt.executor,
+            started_at: attempt.started_at.millis(),
+            finished_at: attempt.finished_at.map(|at| at.millis()),
+            outcome: attempt.outcome.map(|outcome| outcome.to_string()),
+            kind: attempt.kind.map(|kind| kind.to_string()),
+            message: attempt.message,
+            retry_at: attempt.retry_at.map(|at| at.millis()),
+            next_delay_ms: attempt.retry_at.zip(attempt.finished_at).map(|(at, end)| at.millis() - end.millis()),
+            stdout: attempt.stdout,
+            stderr: attempt.stderr,
+        })
+        .collect();
+    if record.as_ref().is_some_and(|record| record.status.is_final()) {
         // Nothing writes a finished workflow: cross-check the reader against plain SQL.
         let counted = count_attempts(target, workflow_id).await;
         assert_eq!(counted, attempts.len(), "plain SQL and the journal reader disagree");
     }
-    let workflow = record.map(|record| (record.status.as_str().to_string(), record.output));
+    let workflow = record.map(|record| (record.status.to_string(), record.output));
     Rows { workflow, calls, attempts }
 }
 
 /// `SELECT count(*)` of a workflow's attempt rows, without the library's reader.
-async fn count_attempts(target: &str, workflow_id: &str) -> usize {
-    sqlx::any::install_default_drivers();
-    let url = if target.starts_with("postgres") { target.to_string() } else { format!("sqlite://{target}?mode=ro") };
-    let pool = sqlx::AnyPool::connect(&url).await.expect("journal opens");
-    let count: i64 = sqlx::query("SELECT count(*) AS n FROM step_attempts WHERE workflow_id = $1")
-        .bind(workflow_id)
-        .fetch_one(&pool)
-        .await
-        .expect("count query")
-        .get("n");
-    pool.close().await;
+pub async fn count_attempts(target: &str, workflow_id: &str) -> usize {
+    let sql = "SELECT count(*) FROM step_attempts WHERE workflow_id = $1";
+    let count: i64 = match Target::parse(target).expect("a journal location") {
+        Target::Sqlite(sqlite) => {
+            let url = format!("sqlite://{}?mode=ro", sqlite.path.display());
+            let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("journal opens");
+            sqlx::query_scalar(sql).bind(workflow_id).fetch_one(&mut connection).await.expect("count query")
+        }
+        Target::Postgres(postgres) => {
+            let mut connection = sqlx::PgConnection::connect(target).await.expect("journal opens");
+            let sql = sql.replace("step_attempts", &format!("{}.step_attempts", postgres.schema));
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(workflow_id)
+                .fetch_one(&mut connection)
+                .await
+                .expect("count query")
+        }
+    };
     usize::try_from(count).expect("a count is not negative")
+}
+
+/// Runs one SQL statement on a journal's database (tests that edit or inspect rows directly).
+pub async fn execute_sql(target: &str, sql: &str) {
+    match Target::parse(target).expect("a journal location") {
+        Target::Sqlite(sqlite) => {
+            let url = format!("sqlite://{}", sqlite.path.display());
+            let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("journal opens");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut connection).await.expect("statement runs");
+        }
+        Target::Postgres(postgres) => {
+            let mut connection = sqlx::PgConnection::connect(target).await.expect("journal opens");
+            let sql = format!("SET search_path TO {}; {sql}", postgres.schema);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.expect("statement runs");
+        }
+    }
 }
 
 /// Asserts the waits between consecutive attempts: each gap (next start minus
 /// previous finish, in ms) is at least the planned delay and at most `slack` more.
-pub fn assert_gaps(attempts: &[AttemptRecord], planned_ms: &[i64], slack_ms: i64) {
+pub fn assert_gaps(attempts: &[AttemptRow], planned_ms: &[i64], slack_ms: i64) {
     assert_eq!(attempts.len(), planned_ms.len() + 1, "attempts: {attempts:#?}");
     for (pair, planned) in attempts.windows(2).zip(planned_ms) {
         let finished = pair[0].finished_at.expect("a failed attempt has a finish time");
@@ -182,9 +285,8 @@ pub struct PostgresDb {
 impl PostgresDb {
     /// Creates the database; fails the test (never skips) when no server answers.
     pub async fn create() -> Self {
-        sqlx::any::install_default_drivers();
         let admin = postgres_admin_url();
-        let pool = sqlx::AnyPool::connect(&admin).await.unwrap_or_else(|error| {
+        let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|error| {
             panic!(
                 "PostgreSQL is required for this test and is not reachable at {admin}: {error}. \
                  Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
@@ -209,7 +311,7 @@ impl Drop for PostgresDb {
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
-                let pool = sqlx::AnyPool::connect(&postgres_admin_url()).await.ok()?;
+                let pool = sqlx::PgPool::connect(&postgres_admin_url()).await.ok()?;
                 sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
                     .execute(&pool)
                     .await

@@ -56,6 +56,22 @@ impl Guest for Caller {
     fn fetch(url: String) -> Result<String, StepError> {
         steps::fetch(&url)
     }
+
+    fn huge_bytes(bytes: u64) -> Result<u64, StepError> {
+        steps::huge_bytes(bytes).map(|list| list.len() as u64)
+    }
+
+    fn log_flood(bytes: u64, times: u32) -> Result<u64, StepError> {
+        steps::log_flood(bytes, times)
+    }
+
+    fn make_link(target: String, link: String) -> Result<u64, StepError> {
+        steps::make_link(&target, &link)
+    }
+
+    fn nap(ms: u64) -> Result<u64, StepError> {
+        steps::nap(ms)
+    }
 }
 
 export!(Caller);

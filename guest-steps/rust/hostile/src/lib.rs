@@ -83,6 +83,37 @@ impl Guest for Hostile {
         http_get(&url).map_err(|error| denied(&format!("fetch {url}"), error))
     }
 
+    fn huge_bytes(bytes: u64) -> Result<Vec<u8>, StepError> {
+        Ok(vec![7u8; usize::try_from(bytes).unwrap_or(usize::MAX)])
+    }
+
+    fn log_flood(bytes: u64, times: u32) -> Result<u64, StepError> {
+        let message = "#".repeat(usize::try_from(bytes).unwrap_or(usize::MAX));
+        for _ in 0..times {
+            stepbox::runtime::log::log(stepbox::runtime::log::Level::Info, &message);
+        }
+        Ok(bytes * u64::from(times))
+    }
+
+    fn make_link(target: String, link: String) -> Result<u64, StepError> {
+        // Through `wasi:filesystem` directly, on the preopened directory holding `link`.
+        let preopens = wasi::filesystem::preopens::get_directories();
+        let (dir, name) = preopens
+            .iter()
+            .find_map(|(dir, root)| {
+                let rest = link.strip_prefix(root.as_str())?.trim_start_matches('/');
+                Some((dir, rest.to_string()))
+            })
+            .ok_or_else(|| denied(&format!("symlink {link}"), "no granted directory holds it"))?;
+        dir.symlink_at(&target, &name).map_err(|error| denied(&format!("symlink {link}"), format!("{error:?}")))?;
+        Ok(1)
+    }
+
+    fn nap(ms: u64) -> Result<u64, StepError> {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        Ok(ms)
+    }
+
     fn connect(address: String) -> Result<String, StepError> {
         match std::net::TcpStream::connect(&address) {
             Ok(stream) => Ok(format!("connected to {:?}", stream.peer_addr())),

@@ -1,0 +1,231 @@
+//! `host run`, `resume` and `recover`: load, link and run workflows, stop
+//! them cleanly on SIGINT/SIGTERM (a second signal exits at once), and say
+//! how each ended.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use serde_json::json;
+use stepbox::journal::{Journal, JournalError, JournalOptions};
+use stepbox::run::{self, Executor, Prepared, RunError, RunOutcome, RunRequest, RunSpec, Runner};
+use stepbox::wasm::{self, ComponentLoader, StopReason};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::output::{self, Format};
+use crate::{ExecArgs, RunArgs, exit};
+
+/// `host run`.
+pub async fn run(args: RunArgs, journal: &str, format: Format) -> u8 {
+    let cli_settings = match stepbox::config::SettingsLayer::from_flags(args.settings()) {
+        Ok(layer) => layer,
+        Err(message) => return refuse(&message),
+    };
+    let spec = RunSpec {
+        workflow: args.workflow.clone(),
+        steps: args.steps.clone(),
+        invoke: args.invoke.clone(),
+        config: args.config.clone(),
+        cli_settings,
+    };
+    let Some(loader) = loader(&args.exec) else { return exit::USAGE };
+    // Components, links and settings are checked before the journal is touched.
+    let prepared = match Prepared::from_spec(&spec, &loader) {
+        Ok(prepared) => prepared,
+        Err(error) => return refuse(&error.to_string()),
+    };
+    if let Err(error) = prepared.check_arguments(&args.args) {
+        return refuse(&error.to_string());
+    }
+    let executor = match executor(journal, &args.exec).await {
+        Ok(executor) => executor,
+        Err(error) => return refuse(&error.to_string()),
+    };
+    let runner = match Runner::new(prepared, executor.clone()) {
+        Ok(runner) => runner,
+        Err(error) => return refuse(&error.to_string()),
+    };
+    let signals = Signals::watch(executor.clone());
+    let request = RunRequest { id: args.id.clone(), arguments: args.args.clone() };
+    let result = runner.run(request).await;
+    report(result, &signals, args.exec.quiet, format, journal)
+}
+
+/// `host resume`.
+pub async fn resume(id: &str, allow_changed_steps: bool, exec: &ExecArgs, journal: &str, format: Format) -> u8 {
+    let Some(loader) = loader(exec) else { return exit::USAGE };
+    let executor = match executor(journal, exec).await {
+        Ok(executor) => executor,
+        Err(error) => return refuse(&error.to_string()),
+    };
+    let signals = Signals::watch(executor.clone());
+    let result = run::resume(id, &loader, executor, allow_changed_steps).await;
+    report(result, &signals, exec.quiet, format, journal)
+}
+
+/// `host recover`.
+pub async fn recover(exec: &ExecArgs, journal: &str, format: Format) -> u8 {
+    let Some(loader) = loader(exec) else { return exit::USAGE };
+    let executor = match executor(journal, exec).await {
+        Ok(executor) => executor,
+        Err(error) => return refuse(&error.to_string()),
+    };
+    let signals = Signals::watch(executor.clone());
+    let results = match run::recover(&loader, executor).await {
+        Ok(results) => results,
+        Err(error) => return refuse(&error.to_string()),
+    };
+    if results.is_empty() {
+        tracing::info!(source = "host", "No interrupted workflow to recover");
+    }
+    let mut code = 0;
+    let mut documents = Vec::new();
+    for (id, result) in results {
+        match result {
+            Ok(outcome) => {
+                if format == Format::Json {
+                    documents.push(outcome_json(&outcome));
+                } else {
+                    output::line(&format!("{id}: Workflow output: {}", outcome.output));
+                }
+            }
+            Err(error) => {
+                output::error(&error.to_string());
+                code = code.max(exit_code(&error, &signals));
+            }
+        }
+    }
+    if format == Format::Json {
+        output::json(&documents);
+    }
+    code
+}
+
+/// The compile cache and engine for this process; `None` (with the error printed) if the engine cannot start.
+fn loader(exec: &ExecArgs) -> Option<ComponentLoader> {
+    match wasm::new_engine() {
+        Ok(engine) => Some(ComponentLoader::new(&engine, exec.cache_dir())),
+        Err(error) => {
+            output::error(&format!("cannot start the WebAssembly engine: {error:#}"));
+            None
+        }
+    }
+}
+
+async fn executor(journal: &str, exec: &ExecArgs) -> Result<Arc<Executor>, JournalError> {
+    let mut options = JournalOptions::default();
+    if let Some(budget) = exec.db_outage {
+        options.outage_budget = budget;
+    }
+    let journal = Journal::open_with(journal, options).await?;
+    Ok(Executor::start(journal, exec.lease()))
+}
+
+fn refuse(message: &str) -> u8 {
+    output::error(message);
+    exit::USAGE
+}
+
+/// Prints a run's output or its error; the exit code says which kind.
+fn report(result: Result<RunOutcome, RunError>, signals: &Signals, quiet: bool, format: Format, journal: &str) -> u8 {
+    match result {
+        Ok(outcome) => {
+            if outcome.recorded {
+                tracing::info!(
+                    source = "host",
+                    "Workflow {} had already finished; this is its recorded output",
+                    outcome.workflow_id
+                );
+            } else {
+                tracing::info!(source = "host", "Workflow {} finished in {:.1?}", outcome.workflow_id, outcome.elapsed);
+            }
+            match format {
+                Format::Json => output::json(&outcome_json(&outcome)),
+                Format::Text if quiet => output::line(&outcome.output),
+                Format::Text => output::line(&format!("Workflow output: {}", outcome.output)),
+            }
+            0
+        }
+        Err(error) => {
+            output::error(&error.to_string());
+            if error.is_resumable() && journal != stepbox::journal::DEFAULT_JOURNAL {
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("(pass the same --journal {} to host resume)\n", stepbox::journal::redact(journal))
+                        .as_bytes(),
+                );
+            }
+            exit_code(&error, signals)
+        }
+    }
+}
+
+fn outcome_json(outcome: &RunOutcome) -> serde_json::Value {
+    json!({
+        "id": outcome.workflow_id,
+        "status": "succeeded",
+        "output": outcome.output_json,
+        "output_wave": outcome.output,
+    })
+}
+
+fn exit_code(error: &RunError, signals: &Signals) -> u8 {
+    if error.is_resumable() {
+        match signals.received() {
+            Some(2) => exit::SIGINT,
+            Some(_) => exit::SIGTERM,
+            None => exit::RESUMABLE,
+        }
+    } else if error.is_workflow_failure() {
+        exit::FAILED
+    } else {
+        exit::USAGE
+    }
+}
+
+/// SIGINT and SIGTERM: the first stops every workflow of the process (the
+/// running attempt is interrupted at the next epoch tick and journaled, the
+/// lease released); a second exits at once.
+struct Signals {
+    received: Arc<AtomicU8>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Signals {
+    fn watch(executor: Arc<Executor>) -> Self {
+        let received = Arc::new(AtomicU8::new(0));
+        let seen = received.clone();
+        let task = tokio::spawn(async move {
+            let (Ok(mut interrupt), Ok(mut terminate)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            else {
+                return;
+            };
+            loop {
+                let number: u8 = tokio::select! {
+                    _ = interrupt.recv() => 2,
+                    _ = terminate.recv() => 15,
+                };
+                if seen.swap(number, Ordering::AcqRel) != 0 || executor.running() == 0 {
+                    std::process::exit(128 + i32::from(number));
+                }
+                tracing::warn!(
+                    source = "host",
+                    "Stopping: the running attempt is interrupted and journaled, the lease released \
+                     (signal again to exit at once)"
+                );
+                executor.stop_all(StopReason::Shutdown);
+            }
+        });
+        Self { received, task }
+    }
+
+    fn received(&self) -> Option<u8> {
+        Some(self.received.load(Ordering::Acquire)).filter(|&number| number != 0)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,246 @@
+//! The `host` command line: runs workflows (`run`, `resume`, `recover`) and
+//! reads and operates the journal (`list`, `show`, `result`, `cancel`, ...).
+//! Exit codes: 0 done; 1 the workflow failed, was cancelled or timed out;
+//! 2 bad input; 3 not finished; 4 stopped, resumable; 130/143 stopped by
+//! SIGINT/SIGTERM, resumable.
+
+mod execution;
+mod inspect;
+mod logging;
+mod output;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use stepbox::config::{Setting, parse_duration};
+use stepbox::journal::{DEFAULT_JOURNAL, WorkflowStatus};
+use stepbox::run::DEFAULT_LEASE;
+use stepbox::wasm::default_cache_dir;
+
+use crate::logging::ColorChoice;
+use crate::output::Format;
+
+/// Durable step runtime for WebAssembly components.
+#[derive(Parser)]
+#[command(name = "host", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// The journal: a SQLite file path or sqlite: URL, or a postgres:// URL (several hosts allowed).
+    #[arg(long, global = true, env = "STEPBOX_JOURNAL", default_value = DEFAULT_JOURNAL, value_name = "URL")]
+    journal: String,
+    /// How to print results: text for people, json for programs.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
+    output: Format,
+    /// When to colour log levels.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow component; every step attempt is journaled and retried.
+    Run(Box<RunArgs>),
+    /// Continue an interrupted workflow with exactly what it started with.
+    Resume {
+        /// The workflow id.
+        id: String,
+        /// Run step components whose files changed since the workflow started (recorded in the journal).
+        #[arg(long)]
+        allow_changed_steps: bool,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Continue every interrupted workflow of the journal that no live process owns.
+    Recover {
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// List workflows, newest first.
+    List(inspect::ListArgs),
+    /// Show a workflow, its step calls and every attempt.
+    Show {
+        /// The workflow id.
+        id: String,
+        /// Keep printing new attempts until the workflow ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print a finished workflow's output (the bare value).
+    Result {
+        /// The workflow id.
+        id: String,
+        /// Wait until the workflow finishes, for at most this long (default: forever).
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "0s", value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// Stop a workflow, wherever it runs; it ends `cancelled`.
+    Cancel {
+        /// The workflow id.
+        id: String,
+        /// Wait until it has stopped, for at most this long.
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "30s", value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The workflow component (.wasm).
+    workflow: PathBuf,
+    /// Arguments of the entry function, one WAVE value each: 3, "us-east-1", [1, 2], {a: true}.
+    #[arg(allow_negative_numbers = true)]
+    args: Vec<String>,
+    /// A component that exports step interfaces the workflow imports (repeatable).
+    #[arg(long = "step", value_name = "FILE")]
+    steps: Vec<PathBuf>,
+    /// Workflow id (generated when absent); a finished id returns its recorded output, an interrupted one resumes.
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// The exported function to call, when the workflow exports several.
+    #[arg(long, value_name = "NAME")]
+    invoke: Option<String>,
+    /// Manifest to use instead of WORKFLOW's sibling `.toml`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Total attempts per step call, first included [default: 3].
+    #[arg(long, value_name = "[STEP=]N")]
+    max_attempts: Vec<String>,
+    /// Delay before the second attempt [default: 1s].
+    #[arg(long, value_name = "[STEP=]DURATION")]
+    interval: Vec<String>,
+    /// Multiplier of each further delay [default: 2.0].
+    #[arg(long, value_name = "[STEP=]RATE")]
+    backoff_rate: Vec<String>,
+    /// Upper bound of any delay [default: 1h].
+    #[arg(long, value_name = "[STEP=]DURATION")]
+    max_interval: Vec<String>,
+    /// Fraction (0..=1) of each delay that may be randomly shaved off [default: 0].
+    #[arg(long, value_name = "[STEP=]FRACTION")]
+    jitter: Vec<String>,
+    /// Time limit of each attempt [default: 5m].
+    #[arg(long, value_name = "[STEP=]DURATION")]
+    timeout: Vec<String>,
+    /// Memory limit of each attempt [default: 256MiB].
+    #[arg(long, value_name = "[STEP=]SIZE")]
+    memory: Vec<String>,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+impl RunArgs {
+    /// The policy and limit flags, each with the setting it sets.
+    fn settings(&self) -> impl Iterator<Item = (Setting, &str)> {
+        [
+            (Setting::MaxAttempts, &self.max_attempts),
+            (Setting::Interval, &self.interval),
+            (Setting::BackoffRate, &self.backoff_rate),
+            (Setting::MaxInterval, &self.max_interval),
+            (Setting::Jitter, &self.jitter),
+            (Setting::Timeout, &self.timeout),
+            (Setting::Memory, &self.memory),
+        ]
+        .into_iter()
+        .flat_map(|(setting, values)| values.iter().map(move |value| (setting, value.as_str())))
+    }
+}
+
+/// How this process runs workflows.
+#[derive(Args)]
+struct ExecArgs {
+    /// Where compiled components are cached [default: ~/.cache/stepbox].
+    #[arg(long, env = "STEPBOX_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every component, ignoring the cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// How long a workflow stays owned by this process without a renewal [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease)]
+    lease: Option<Duration>,
+    /// How long journal operations retry through a database outage [default: 60s].
+    #[arg(long, env = "STEPBOX_DB_OUTAGE", value_name = "DURATION", value_parser = parse_duration)]
+    db_outage: Option<Duration>,
+    /// Print only the workflow output (and errors).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl ExecArgs {
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) }
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease.unwrap_or(DEFAULT_LEASE)
+    }
+}
+
+/// A lease between 100 ms (renewals every third of it must keep up) and a day.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if (Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&lease) {
+        Ok(lease)
+    } else {
+        Err(format!("the lease must be between 100ms and 24h, got {text}"))
+    }
+}
+
+/// Reads a workflow status as the journal spells it.
+fn parse_status(text: &str) -> Result<WorkflowStatus, String> {
+    text.parse()
+}
+
+/// The exit codes, one meaning each.
+mod exit {
+    /// The workflow ended badly: trapped, cancelled, timed out, dead.
+    pub const FAILED: u8 = 1;
+    /// Bad input: files, components, arguments, manifest, journal location, unknown id.
+    pub const USAGE: u8 = 2;
+    /// The workflow has not finished.
+    pub const NOT_FINISHED: u8 = 3;
+    /// The workflow stopped and can be resumed (journal unreachable, lease lost, replay diverged).
+    pub const RESUMABLE: u8 = 4;
+    /// Stopped by SIGINT (128 + 2), resumable.
+    pub const SIGINT: u8 = 130;
+    /// Stopped by SIGTERM (128 + 15), resumable.
+    pub const SIGTERM: u8 = 143;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = match &cli.command {
+        Command::Run(args) => args.exec.quiet,
+        Command::Resume { exec, .. } | Command::Recover { exec } => exec.quiet,
+        _ => false,
+    };
+    logging::init(quiet, cli.color);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            output::error(&format!("cannot start the async runtime: {error}"));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli));
+    // Background tasks (the journal writer, heartbeats) end with the runtime, without waiting.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    ExitCode::from(code)
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    let Cli { command, journal, output, .. } = cli;
+    match command {
+        Command::Run(args) => execution::run(*args, &journal, output).await,
+        Command::Resume { id, allow_changed_steps, exec } => {
+            execution::resume(&id, allow_changed_steps, &exec, &journal, output).await
+        }
+        Command::Recover { exec } => execution::recover(&exec, &journal, output).await,
+        Command::List(args) => inspect::list(&args, &journal, output).await,
+        Command::Show { id, follow } => inspect::show(&id, follow, &journal, output).await,
+        Command::Result { id, wait } => inspect::result(&id, wait, &journal, output).await,
+        Command::Cancel { id, wait } => inspect::cancel(&id, wait, &journal, output).await,
+    }
+}

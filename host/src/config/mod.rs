@@ -1,0 +1,14 @@
+//! Configuration: each step's retry policy, limits and grants, from the
+//! defaults, the manifest and the command line, with the units people write.
+
+mod manifest;
+mod retry;
+mod settings;
+pub(crate) mod units;
+
+pub use manifest::{Manifest, ManifestError};
+pub use retry::{PolicyError, RetryPolicy};
+pub use settings::{
+    PolicyOverrides, Scope, Setting, SettingsError, SettingsLayer, SettingsLayers, StepSettings, StepSource,
+};
+pub use units::{parse_duration, parse_size};

@@ -1,0 +1,209 @@
+//! The PostgreSQL backend: the journal's own schema (`search_path` set on
+//! every connection), migrations under an advisory lock, failover across the
+//! hosts of a multi-host URL (only a server that accepts writes is used), and
+//! a clear, immediate error for every way a server can be unusable.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection as _, Executor as _, PgConnection};
+use url::Url;
+
+use super::target::{PostgresTarget, redact};
+use super::{JournalError, schema};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long opening one connection may take before the host counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections per process.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// A PostgreSQL journal's connections: a pool to the writable host, replaced
+/// on reconnect (after a restart or a failover).
+#[derive(Clone)]
+pub(crate) struct PgDb {
+    pool: Arc<RwLock<PgPool>>,
+    target: Arc<PostgresTarget>,
+    location: Arc<str>,
+}
+
+impl PgDb {
+    /// Opens the journal: the first host that answers and accepts writes;
+    /// creates the schema and tables when `create`, else checks they exist.
+    pub async fn open(target: &PostgresTarget, location: &str, create: bool) -> Result<Self, JournalError> {
+        let (options, mut connection) = writable_host(target, location).await?;
+        let schema_name = &target.schema;
+        if create {
+            prepare_schema(&mut connection, schema_name)
+                .await
+                .map_err(|message| JournalError::Schema { location: location.to_string(), message })?;
+        } else {
+            let applied =
+                sqlx::query_as(sqlx::AssertSqlSafe(schema::applied_query(&format!("{schema_name}._sqlx_migrations"))))
+                    .fetch_all(&mut connection)
+                    .await
+                    .ok();
+            schema::compare(applied, &MIGRATOR).map_err(|message| JournalError::Schema {
+                location: location.to_string(),
+                message: format!("schema {schema_name}: {message}"),
+            })?;
+        }
+        connection.close().await.ok();
+        Ok(Self {
+            pool: Arc::new(RwLock::new(pool(options, schema_name))),
+            target: Arc::new(target.clone()),
+            location: location.into(),
+        })
+    }
+
+    /// The current pool (cheap to clone).
+    pub fn pool(&self) -> PgPool {
+        self.pool.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// After a transient fault: a fresh pool, to the host that accepts writes
+    /// now (the same one unless the URL lists several and one was promoted).
+    /// Stale connections of the old pool close as their users drop them.
+    pub async fn reconnect(&self) {
+        let options = if self.target.hosts.len() > 1 {
+            match writable_host(&self.target, &self.location).await {
+                Ok((options, connection)) => {
+                    connection.close().await.ok();
+                    options
+                }
+                // Nothing writable yet: keep trying against the first host.
+                Err(_) => return,
+            }
+        } else {
+            match self.target.hosts.first().map(connect_options) {
+                Some(Ok(options)) => options,
+                _ => return,
+            }
+        };
+        let fresh = pool(options, &self.target.schema);
+        let old = std::mem::replace(&mut *self.pool.write().unwrap_or_else(std::sync::PoisonError::into_inner), fresh);
+        tokio::spawn(async move { old.close().await });
+    }
+}
+
+/// A lazily connecting pool whose connections use the journal's schema.
+fn pool(options: PgConnectOptions, schema: &str) -> PgPool {
+    let setup = format!("SET search_path TO {schema}; SET client_min_messages TO warning");
+    PgPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        // No ping before each use: a dead connection fails its statement, which is retried.
+        .test_before_acquire(false)
+        .after_connect(move |connection, _| {
+            let setup = setup.clone();
+            Box::pin(async move {
+                connection.execute(sqlx::AssertSqlSafe(setup)).await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options)
+}
+
+fn connect_options(url: &Url) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(url.as_str().parse::<PgConnectOptions>()?.application_name("stepbox"))
+}
+
+/// The first host of `target` that answers and is not a standby, with an open connection to it.
+async fn writable_host(
+    target: &PostgresTarget,
+    location: &str,
+) -> Result<(PgConnectOptions, PgConnection), JournalError> {
+    let mut causes = Vec::new();
+    let mut hint = String::new();
+    for url in &target.hosts {
+        let host = redact(url.as_str());
+        let options = match connect_options(url) {
+            Ok(options) => options,
+            Err(error) => {
+                causes.push(format!("{host}: {error}"));
+                continue;
+            }
+        };
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await;
+        let mut connection = match connected {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                let (cause, fix) = explain_connect_error(&options, &error);
+                causes.push(cause);
+                hint = fix;
+                continue;
+            }
+            Err(_) => {
+                causes.push(format!(
+                    "{}:{} did not answer within {}s",
+                    options.get_host(),
+                    options.get_port(),
+                    CONNECT_TIMEOUT.as_secs()
+                ));
+                continue;
+            }
+        };
+        match sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&mut connection).await {
+            Ok(false) => return Ok((options, connection)),
+            Ok(true) => {
+                causes.push(format!("{}:{} is a read-only standby", options.get_host(), options.get_port()));
+                hint = "The journal needs a server that accepts writes: list the primary's host in the URL \
+                        (several hosts may be given, h1:5432,h2:5432, and the writable one is used)."
+                    .into();
+            }
+            Err(error) => causes.push(format!("{}:{}: {error}", options.get_host(), options.get_port())),
+        }
+        connection.close().await.ok();
+    }
+    if hint.is_empty() {
+        hint = "Check the URL, and that PostgreSQL is running.".into();
+    }
+    Err(JournalError::Open { location: location.to_string(), cause: causes.join("; "), hint })
+}
+
+/// What a failed connection means, and the fix when it is obvious.
+fn explain_connect_error(options: &PgConnectOptions, error: &sqlx::Error) -> (String, String) {
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    let user = options.get_username().to_string();
+    let database = options.get_database().unwrap_or(&user).to_string();
+    match error {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
+            format!("nothing accepts connections at {at} (connection refused)"),
+            "Start PostgreSQL (on Debian: `pg_ctlcluster <version> main start`), or fix the host and port in the URL."
+                .into(),
+        ),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("3D000") => (
+                format!("database {database:?} does not exist on {at}"),
+                format!(
+                    "Create it with `createdb -h {} -p {} -U {user} {database}`.",
+                    options.get_host(),
+                    options.get_port()
+                ),
+            ),
+            Some("28P01" | "28000") => (
+                format!("{at} refused user {user:?}: {}", db.message()),
+                "Check the user name and password in the URL (and the server's pg_hba.conf).".into(),
+            ),
+            Some("57P03") => (format!("{at} is starting up or shutting down"), "Try again in a moment.".into()),
+            _ => (format!("{at}: {}", db.message()), String::new()),
+        },
+        other => (format!("{at}: {other}"), String::new()),
+    }
+}
+
+/// Creates the schema if needed and applies the migrations in it.
+async fn prepare_schema(connection: &mut PgConnection, schema_name: &str) -> Result<(), String> {
+    // Concurrent first opens race on CREATE SCHEMA; the loser finds it there.
+    let create = format!("CREATE SCHEMA IF NOT EXISTS {schema_name}");
+    if connection.execute(sqlx::AssertSqlSafe(create.clone())).await.is_err() {
+        connection.execute(sqlx::AssertSqlSafe(create)).await.map_err(|error| error.to_string())?;
+    }
+    let setup = format!("SET search_path TO {schema_name}; SET client_min_messages TO warning");
+    connection.execute(sqlx::AssertSqlSafe(setup)).await.map_err(|error| error.to_string())?;
+    MIGRATOR.run(&mut *connection).await.map_err(|error| schema::explain(&error))
+}

@@ -1,0 +1,256 @@
+//! The journal's words: workflow statuses, step call statuses, attempt
+//! outcomes and failure kinds. Each is an enum with one column spelling per
+//! case (`as_column`/`from_column`), used by the records, the SQL and JSON, so
+//! a word means one thing everywhere and an unknown one is an error.
+
+use std::fmt;
+
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::{Database, Decode, Encode, Type};
+
+/// Defines a journal vocabulary enum and its column, serde and sqlx mappings.
+macro_rules! column_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$case_meta:meta])* $case:ident = $column:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$case_meta])* $case,)+
+        }
+
+        impl $name {
+            /// Every case, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$case,)+];
+
+            /// The text stored in the journal (and shown to people).
+            pub const fn as_column(self) -> &'static str {
+                match self {
+                    $(Self::$case => $column,)+
+                }
+            }
+
+            /// Reads a stored text; `None` for a word this version does not know.
+            pub fn from_column(text: &str) -> Option<Self> {
+                match text {
+                    $($column => Some(Self::$case),)+
+                    _ => None,
+                }
+            }
+
+            /// The stored texts, as `a, b, c`, for messages.
+            pub fn columns() -> String {
+                Self::ALL.iter().map(|case| case.as_column()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_column())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, String> {
+                Self::from_column(text)
+                    .ok_or_else(|| format!("unknown {} {text:?}; use one of: {}", stringify!($name), Self::columns()))
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_column())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl<DB: Database> Type<DB> for $name
+        where
+            str: Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: Database> Encode<'q, DB> for $name
+        where
+            &'static str: Encode<'q, DB>,
+        {
+            fn encode_by_ref(&self, buf: &mut DB::ArgumentBuffer) -> Result<IsNull, BoxDynError> {
+                <&'static str as Encode<'q, DB>>::encode(self.as_column(), buf)
+            }
+        }
+
+        impl<'r, DB: Database> Decode<'r, DB> for $name
+        where
+            &'r str: Decode<'r, DB>,
+        {
+            fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                let text = <&'r str as Decode<'r, DB>>::decode(value)?;
+                Ok(text.parse::<Self>()?)
+            }
+        }
+    };
+}
+
+column_enum! {
+    /// Where a workflow is in its life.
+    pub enum WorkflowStatus {
+        /// Submitted, waiting for a worker to claim it.
+        Enqueued = "enqueued",
+        /// Waiting for a time (a delayed start, or a retry far in the future) before a worker claims it.
+        Delayed = "delayed",
+        /// Owned by an executor (a `host run` process or a worker) that holds its lease.
+        Running = "running",
+        /// The entry function returned (its value may still be an `err`).
+        Succeeded = "succeeded",
+        /// The workflow itself trapped.
+        Failed = "failed",
+        /// Stopped on request (`host cancel`).
+        Cancelled = "cancelled",
+        /// Stopped at its deadline (`--timeout` at submit).
+        TimedOut = "timed-out",
+        /// Claimed too many times without progress (crash-loop cap): left for a human.
+        Dead = "dead",
+    }
+}
+
+impl WorkflowStatus {
+    /// Whether the workflow will never run again.
+    pub const fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut | Self::Dead)
+    }
+}
+
+column_enum! {
+    /// How a step call stands.
+    pub enum CallStatus {
+        /// Its attempts are not over.
+        Running = "running",
+        /// An attempt returned `ok(...)`.
+        Succeeded = "succeeded",
+        /// An attempt returned the step's `permanent` case: the step said no, nothing was retried.
+        Rejected = "rejected",
+        /// Every allowed attempt failed; the workflow received `retries-exhausted`.
+        Exhausted = "exhausted",
+        /// The workflow was cancelled during the call.
+        Cancelled = "cancelled",
+    }
+}
+
+column_enum! {
+    /// How one attempt ended.
+    pub enum AttemptOutcome {
+        /// It returned `ok(...)`.
+        Ok = "ok",
+        /// It failed (see its kind); another attempt may follow.
+        Failed = "failed",
+        /// It returned the step's `permanent` case.
+        Rejected = "rejected",
+    }
+}
+
+column_enum! {
+    /// Why an attempt failed: the `failure-kind` cases of `stepbox:runtime/types`,
+    /// and `cancelled`, which never reaches a workflow.
+    pub enum FailureKind {
+        /// The step returned `err(...)` with a retryable case.
+        ReturnedError = "returned-error",
+        /// The step trapped: a panic, `unreachable`, a stack overflow.
+        Trapped = "trapped",
+        /// The attempt ran past its time limit.
+        TimedOut = "timed-out",
+        /// The attempt tried to grow a memory past its limit.
+        OutOfMemory = "out-of-memory",
+        /// The host stopped while the attempt ran (a crash, a signal, a lost journal).
+        Interrupted = "interrupted",
+        /// The step returned a value over its result limit.
+        ResultTooLarge = "result-too-large",
+        /// The workflow was cancelled while the attempt ran.
+        Cancelled = "cancelled",
+    }
+}
+
+impl FailureKind {
+    /// The `stepbox:runtime/types.failure-kind` cases, in WIT order: every kind a
+    /// workflow can see in `retries-exhausted` (a cancelled attempt ends the workflow).
+    pub fn wit_cases() -> impl Iterator<Item = Self> {
+        Self::ALL.iter().copied().filter(|kind| *kind != Self::Cancelled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_round_trips_and_unknown_words_are_errors() {
+        for status in WorkflowStatus::ALL {
+            assert_eq!(WorkflowStatus::from_column(status.as_column()), Some(*status));
+        }
+        for kind in FailureKind::ALL {
+            assert_eq!(kind.to_string().parse::<FailureKind>(), Ok(*kind));
+        }
+        let error = "explode".parse::<FailureKind>().unwrap_err();
+        assert!(error.contains("unknown FailureKind \"explode\"") && error.contains("returned-error"), "{error}");
+        assert_eq!(serde_json::to_string(&CallStatus::Rejected).unwrap(), "\"rejected\"");
+    }
+
+    /// The WIT enum and the host's list of kinds a workflow can see are the same, in order.
+    #[test]
+    fn wit_failure_kinds_match_the_runtime_package() {
+        let wit = include_str!("../../../wit/runtime.wit");
+        let body = wit.split("enum failure-kind {").nth(1).and_then(|rest| rest.split('}').next()).unwrap();
+        let cases: Vec<&str> = body
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("//"))
+            .map(|line| line.trim_end_matches(','))
+            .collect();
+        let ours: Vec<&str> = FailureKind::wit_cases().map(FailureKind::as_column).collect();
+        assert_eq!(cases, ours);
+    }
+
+    /// The CHECK constraints of both schemas list exactly the words of the enums.
+    #[test]
+    fn schema_checks_list_the_vocabulary() {
+        fn check(schema: &str, table: &str, column: &str) -> Vec<String> {
+            let table = schema.split(&format!("CREATE TABLE {table} (")).nth(1).expect("the table exists");
+            let list = table.split(&format!("CHECK ({column} IN (")).nth(1).expect("the check exists");
+            let list = list.split_once(')').expect("the list ends").0;
+            list.split(',').map(|word| word.trim().trim_matches('\'').to_string()).collect()
+        }
+        fn words<T: Copy>(all: &[T], column: fn(T) -> &'static str) -> Vec<String> {
+            all.iter().map(|case| column(*case).to_string()).collect()
+        }
+        for schema in [
+            include_str!("../../migrations/sqlite/0001_journal.sql"),
+            include_str!("../../migrations/postgres/0001_journal.sql"),
+        ] {
+            assert_eq!(check(schema, "workflows", "status"), words(WorkflowStatus::ALL, WorkflowStatus::as_column));
+            assert_eq!(check(schema, "step_calls", "status"), words(CallStatus::ALL, CallStatus::as_column));
+            assert_eq!(
+                check(schema, "step_attempts", "outcome"),
+                words(AttemptOutcome::ALL, AttemptOutcome::as_column)
+            );
+            assert_eq!(check(schema, "step_attempts", "kind"), words(FailureKind::ALL, FailureKind::as_column));
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! What a workflow runs with, pinned and recorded by value: its components
+//! by digest, its entry function and every step's settings. A resume loads
+//! exactly these (from the journal when stored there, else from the recorded
+//! paths, checked against their digests), whatever the files and manifests
+//! say by then.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wasmtime::Engine;
+
+use super::linking::{self, LinkError, Plan};
+use super::values::{self, ArgumentError};
+use crate::config::{Manifest, ManifestError, SettingsError, SettingsLayer, SettingsLayers, StepSettings, StepSource};
+use crate::journal::{Journal, JournalError};
+use crate::wasm::{ComponentLoader, LoadError, LoadedComponent, digest};
+
+/// A component a workflow runs, pinned by its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentRef {
+    /// Where it was loaded from (absolute), or the name it is stored under in the journal.
+    pub path: PathBuf,
+    /// Hex SHA-256 of its bytes.
+    pub digest: String,
+}
+
+/// What a workflow runs with, recorded by value in its journal row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub workflow: ComponentRef,
+    pub steps: Vec<ComponentRef>,
+    /// The entry function (`run`, or `iface.func`).
+    pub entry: String,
+    /// Each step's policy, limits and grants, by qualified step name.
+    pub settings: BTreeMap<String, StepSettings>,
+}
+
+/// A workflow's recorded options: its deployment and its arguments (WAVE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedOptions {
+    #[serde(flatten)]
+    pub deployment: Deployment,
+    pub arguments: Vec<String>,
+}
+
+/// What `host run` is given: files and flags, before anything is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    pub workflow: PathBuf,
+    pub steps: Vec<PathBuf>,
+    /// The entry function, when the workflow exports several.
+    pub invoke: Option<String>,
+    /// A manifest to use instead of the one beside the workflow.
+    pub config: Option<PathBuf>,
+    /// Settings from the command line, the highest precedence.
+    pub cli_settings: SettingsLayer,
+}
+
+/// A step component whose file changed since the workflow started, run anyway on request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedComponent {
+    pub path: PathBuf,
+    pub recorded: String,
+    pub found: String,
+}
+
+/// Why a workflow's components and settings cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(
+        "the workflow component {path} changed since workflow {id} started (sha256 {recorded}, now {found}); a \
+         workflow resumes only with the code it started with. Put the original file back, or start a new workflow"
+    )]
+    WorkflowChanged { id: String, path: PathBuf, recorded: String, found: String },
+    #[error(
+        "the step component {path} changed since workflow {id} started (sha256 {recorded}, now {found}). Put the \
+         original file back, or resume with --allow-changed-steps to run the new code for the calls not yet \
+         finished (the change is recorded in the journal)"
+    )]
+    StepChanged { id: String, path: PathBuf, recorded: String, found: String },
+    #[error("the {what} component of workflow {id} is neither stored in the journal nor at {path}: {source}")]
+    Missing { id: String, what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("workflow {id} recorded no settings for step `{step}` (its components changed too much to resume)")]
+    NoSettings { id: String, step: String },
+}
+
+/// Components loaded and planned, with each step's settings: everything
+/// checked before the journal is touched.
+pub struct Prepared {
+    pub engine: Engine,
+    pub components: Vec<LoadedComponent>,
+    pub plan: Plan,
+    pub deployment: Deployment,
+    /// Step components run although they changed (`--allow-changed-steps`).
+    pub changed: Vec<ChangedComponent>,
+}
+
+impl Prepared {
+    /// Loads `spec`'s files, plans the run and resolves each step's settings.
+    pub fn from_spec(spec: &RunSpec, loader: &ComponentLoader) -> Result<Self, PrepareError> {
+        let mut components = vec![loader.load(&spec.workflow)?];
+        for step in &spec.steps {
+            components.push(loader.load(step)?);
+        }
+        let engine = loader.engine().clone();
+        let plan = linking::plan(&engine, &components, spec.invoke.as_deref())?;
+        let settings = resolve_settings(spec, &components, &plan)?;
+        let pin = |component: &LoadedComponent| ComponentRef {
+            path: absolute(&component.path),
+            digest: component.digest.clone(),
+        };
+        let deployment = Deployment {
+            workflow: pin(&components[linking::WORKFLOW]),
+            steps: components[1..].iter().map(pin).collect(),
+            entry: plan.entry.name.clone(),
+            settings,
+        };
+        Ok(Self { engine, components, plan, deployment, changed: Vec::new() })
+    }
+
+    /// Loads what workflow `id` recorded: each component from the journal if
+    /// stored there, else from its recorded path, checked against its digest.
+    pub async fn from_deployment(
+        id: &str,
+        deployment: Deployment,
+        loader: &ComponentLoader,
+        journal: &Journal,
+        allow_changed_steps: bool,
+    ) -> Result<Self, PrepareError> {
+        let mut components = Vec::new();
+        let mut changed = Vec::new();
+        let mut deployment = deployment;
+        let refs = std::iter::once(&mut deployment.workflow).chain(deployment.steps.iter_mut());
+        for (index, reference) in refs.enumerate() {
+            let what = if index == 0 { "workflow" } else { "step" };
+            let bytes = match journal.component(&reference.digest).await? {
+                Some(bytes) => bytes,
+                None => std::fs::read(&reference.path).map_err(|source| PrepareError::Missing {
+                    id: id.into(),
+                    what,
+                    path: reference.path.clone(),
+                    source,
+                })?,
+            };
+            let found = digest(&bytes);
+            if found != reference.digest {
+                let (path, recorded) = (reference.path.clone(), reference.digest.clone());
+                if index == 0 {
+                    return Err(PrepareError::WorkflowChanged { id: id.into(), path, recorded, found });
+                }
+                if !allow_changed_steps {
+                    return Err(PrepareError::StepChanged { id: id.into(), path, recorded, found });
+                }
+                changed.push(ChangedComponent { path, recorded, found: found.clone() });
+                reference.digest = found;
+            }
+            components.push(loader.load_bytes(&reference.path, &bytes)?);
+        }
+        let engine = loader.engine().clone();
+        let plan = linking::plan(&engine, &components, Some(&deployment.entry))?;
+        for interface in &plan.interfaces {
+            for function in &interface.functions {
+                let step = function.name.to_string();
+                if !deployment.settings.contains_key(&step) {
+                    return Err(PrepareError::NoSettings { id: id.into(), step });
+                }
+            }
+        }
+        Ok(Self { engine, components, plan, deployment, changed })
+    }
+}
+
+impl Prepared {
+    /// Refuses arguments that do not fit the entry function, before anything is journaled.
+    pub fn check_arguments(&self, arguments: &[String]) -> Result<(), ArgumentError> {
+        values::parse_arguments(&self.plan.entry.name, &self.plan.entry.func, arguments).map(drop)
+    }
+}
+
+/// Each step's settings, from the manifest (or `--config`), then the command line.
+fn resolve_settings(
+    spec: &RunSpec,
+    components: &[LoadedComponent],
+    plan: &Plan,
+) -> Result<BTreeMap<String, StepSettings>, PrepareError> {
+    let mut layers = SettingsLayers::default();
+    if let Some(manifest) = Manifest::find(&spec.workflow, spec.config.as_deref())? {
+        layers.push(manifest);
+    }
+    layers.push(spec.cli_settings.clone());
+    let sources: Vec<StepSource> = plan
+        .interfaces
+        .iter()
+        .flat_map(|interface| {
+            let path = &components[interface.provider].path;
+            let component =
+                path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned());
+            interface
+                .functions
+                .iter()
+                .map(move |function| StepSource { step: function.name.clone(), component: component.clone() })
+        })
+        .collect();
+    layers.check_names(&sources)?;
+    let mut settings = BTreeMap::new();
+    for source in sources {
+        let resolved = layers.resolve(&source)?;
+        settings.insert(source.step.to_string(), resolved);
+    }
+    Ok(settings)
+}
+
+/// `path` made absolute, so a recorded workflow can be resumed from any directory.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}

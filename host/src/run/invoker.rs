@@ -1,0 +1,808 @@
+//! One step call, end to end: replay it from the journal if it finished,
+//! continue its attempts if it was interrupted, else journal it; run each
+//! attempt in a fresh instance, classify the outcome, let `decision` say
+//! what follows, back off, and hand the workflow the value, the step's
+//! permanent error, or `retries-exhausted`.
+//!
+//! Write ordering (the journal is the source of truth; writes go through its
+//! group commit, in order):
+//! 1. each attempt's start is queued before the guest starts running (with
+//!    the step call row, for the call's first attempt) and is durable with
+//!    the attempt's outcome, or within the journal's lazy window if the
+//!    attempt takes longer;
+//! 2. a failed attempt's outcome is queued before the host waits for the
+//!    next attempt; the time the next one is due is in that row, so a
+//!    restarted host waits only what remains of it;
+//! 3. the outcome that ends the call (and the call's output) is durable
+//!    before the workflow sees the value.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use wasmtime::component::types::Type;
+use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
+
+use super::clock::{Clock, SystemClock};
+use super::decision::{self, Decision, Ended, Progress};
+use super::step_name::StepName;
+use super::values::{self, AttemptFailure, Returned, TooLarge};
+use crate::config::{RetryPolicy, StepSettings};
+use crate::journal::{
+    AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, FailureKind, Journal, JournalError, Lease, NewStepCall,
+    PendingWrite, StepCallRecord, Timestamp,
+};
+use crate::wasm::{AttemptReport, CallFailure, GuestState, Interrupt, Sandbox, StepIdentity, StopReason};
+
+/// A step function ready to be called: its component, export, result type and settings.
+pub struct StepTarget {
+    pub name: StepName,
+    pub pre: InstancePre<GuestState>,
+    pub export: ComponentExportIndex,
+    /// The step's `result<T, E>`, to read journaled outputs back.
+    pub result_type: Type,
+    pub settings: StepSettings,
+}
+
+/// Runs one attempt of a step: the sandbox in production, a script in tests.
+pub trait Attempts: Send + Sync + 'static {
+    /// Runs `target` once with `params`; `interrupt` stops it early.
+    fn attempt(
+        &self,
+        target: &StepTarget,
+        identity: StepIdentity,
+        params: &[Val],
+        interrupt: &Interrupt,
+    ) -> impl Future<Output = AttemptReport> + Send;
+}
+
+impl Attempts for Sandbox {
+    async fn attempt(
+        &self,
+        target: &StepTarget,
+        identity: StepIdentity,
+        params: &[Val],
+        interrupt: &Interrupt,
+    ) -> AttemptReport {
+        self.call_step(&target.pre, &target.export, identity, &target.settings.grants, params, interrupt).await
+    }
+}
+
+/// A step call could not be made; the workflow stops without being marked failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(
+        "non-determinism in workflow {workflow_id}: step call {seq} is `{now}` now, but the journal recorded \
+         `{recorded}` for it. The workflow must make the same step calls, with the same arguments, on every \
+         replay; resume it with the component and inputs it started with"
+    )]
+    NonDeterminism { workflow_id: String, seq: i64, recorded: String, now: String },
+    #[error("the journaled output of step call {seq} ({step}) does not fit its result type: {message}")]
+    UnreadableOutput { seq: i64, step: String, message: String },
+    #[error("the workflow must stop ({0:?})")]
+    Stopped(StopReason),
+    #[error("workflow {0} is not running in this process")]
+    NotBegun(String),
+}
+
+/// What the invoker keeps of a workflow it runs calls for.
+struct Running {
+    lease: Lease,
+    interrupt: Interrupt,
+    /// The journaled step calls not yet replayed, by seq.
+    history: BTreeMap<i64, StepCallRecord>,
+}
+
+/// Runs step calls against the journal and the sandbox.
+pub struct Invoker<A: Attempts = Sandbox, C: Clock = SystemClock> {
+    journal: Journal,
+    attempts: A,
+    clock: C,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl<A: Attempts, C: Clock> Invoker<A, C> {
+    /// An invoker writing to `journal`, running attempts with `attempts`, waiting on `clock`.
+    pub fn new(journal: Journal, attempts: A, clock: C) -> Self {
+        Self { journal, attempts, clock, running: Mutex::default() }
+    }
+
+    /// Starts serving calls of the workflow `lease` holds: reads the calls it
+    /// has journaled (none for a new one), so replaying needs no further reads.
+    pub async fn begin(&self, lease: Lease, interrupt: Interrupt, fresh: bool) -> Result<(), JournalError> {
+        let calls = if fresh { Vec::new() } else { self.journal.step_calls(&lease.workflow_id).await? };
+        let history = calls.into_iter().map(|call| (call.seq, call)).collect();
+        self.lock().insert(lease.workflow_id.clone(), Running { lease, interrupt, history });
+        Ok(())
+    }
+
+    /// Forgets a workflow once it stops.
+    pub fn end(&self, workflow_id: &str) {
+        self.lock().remove(workflow_id);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Calls `target` as call `seq` of `workflow_id`. Guest failures become
+    /// values for the workflow; only the journal, replay and a stop fail the call.
+    pub async fn call(
+        &self,
+        workflow_id: &str,
+        seq: i64,
+        target: &StepTarget,
+        params: &[Val],
+    ) -> Result<Val, InvokeError> {
+        let (lease, interrupt, recorded) = {
+            let mut running = self.lock();
+            let workflow = running.get_mut(workflow_id).ok_or_else(|| InvokeError::NotBegun(workflow_id.into()))?;
+            (workflow.lease.clone(), workflow.interrupt.clone(), workflow.history.remove(&seq))
+        };
+        let step = target.name.to_string();
+        let input = values::to_wave_tuple(params);
+        let call_ref = CallRef { lease: &lease, seq };
+        let mut policy = target.settings.policy;
+        let (progress, new_call) = match recorded {
+            Some(call) if call.step != step || call.input != input => {
+                return Err(InvokeError::NonDeterminism {
+                    workflow_id: workflow_id.to_string(),
+                    seq,
+                    recorded: format!("{}{}", call.step, call.input),
+                    now: format!("{step}{input}"),
+                });
+            }
+            Some(call) if call.status == CallStatus::Cancelled => {
+                return Err(InvokeError::Stopped(StopReason::Cancelled));
+            }
+            Some(call) if call.status != CallStatus::Running => {
+                let output = call.output.unwrap_or_default();
+                let value = Val::from_wave(&target.result_type, &output).map_err(|error| {
+                    InvokeError::UnreadableOutput { seq, step: step.clone(), message: error.to_string() }
+                })?;
+                tracing::debug!(
+                    source = "host",
+                    "Step {} (call {seq}) replayed from the journal: {output}",
+                    target.name.function
+                );
+                return Ok(value);
+            }
+            Some(call) => {
+                policy.max_attempts = u32::try_from(call.max_attempts).unwrap_or(policy.max_attempts);
+                let progress = Progress::resume(&self.journal.call_attempts(workflow_id, seq).await?);
+                tracing::info!(
+                    source = "host",
+                    "Step {} (call {seq}) resumes at attempt {} of {}",
+                    target.name.function,
+                    progress.attempt.min(policy.max_attempts),
+                    policy.max_attempts
+                );
+                (progress, None)
+            }
+            None => (Progress::new(), Some(values::to_json_tuple(params))),
+        };
+        let call = Call { invoker: self, target, call_ref, policy, interrupt: &interrupt, step: &step, input: &input };
+        call.run(progress, new_call, params).await
+    }
+}
+
+/// One step call in progress.
+struct Call<'a, A: Attempts, C: Clock> {
+    invoker: &'a Invoker<A, C>,
+    target: &'a StepTarget,
+    call_ref: CallRef<'a>,
+    policy: RetryPolicy,
+    interrupt: &'a Interrupt,
+    step: &'a str,
+    input: &'a str,
+}
+
+impl<A: Attempts, C: Clock> Call<'_, A, C> {
+    fn short(&self) -> &str {
+        &self.target.name.function
+    }
+
+    async fn run(
+        &self,
+        mut progress: Progress,
+        mut new_call: Option<serde_json::Value>,
+        params: &[Val],
+    ) -> Result<Val, InvokeError> {
+        let journal = &self.invoker.journal;
+        let clock = &self.invoker.clock;
+        // Writes nobody waited for yet: checked before each attempt, settled with the call.
+        let mut lazy: Vec<PendingWrite> = Vec::new();
+        // A backoff under way when the host stopped: its remainder is worth a log line.
+        let mut resumed_wait = progress.due_at.is_some();
+        loop {
+            let attempt = progress.attempt;
+            if attempt > self.policy.max_attempts {
+                // Every allowed attempt already failed (the last one just before a stop).
+                return self.exhaust(&progress.failures, None, lazy).await;
+            }
+            let (ended, result, end) = match progress.unfinished.take() {
+                // The host stopped during this attempt: it counts, its end is unknown.
+                Some(started) => {
+                    let failure = CallFailure {
+                        kind: FailureKind::Interrupted,
+                        message: format!(
+                            "the host stopped while this attempt ran (noticed at {}); its end is unknown",
+                            clock.now()
+                        ),
+                    };
+                    let ended = Ended::Failed { kind: failure.kind, retry_after: None };
+                    (ended, Err(failure), Attempt { started, finished: None, stdout: None, stderr: None })
+                }
+                None => {
+                    if let Some(due_at) = progress.due_at.take() {
+                        self.wait_until(due_at, attempt, std::mem::take(&mut resumed_wait)).await;
+                    }
+                    if let Some(reason) = self.interrupt.reason() {
+                        return self.stopped_between_attempts(reason, lazy).await;
+                    }
+                    if let Some(error) = lazy.iter_mut().find_map(PendingWrite::failed) {
+                        return Err(error.into());
+                    }
+                    let input_json = new_call.take();
+                    let first = input_json.as_ref().map(|input_json| NewStepCall {
+                        step: self.step,
+                        input: self.input,
+                        input_json,
+                        max_attempts: self.policy.max_attempts,
+                    });
+                    let started = clock.now();
+                    lazy.push(journal.start_attempt(self.call_ref, attempt, started, first.as_ref()));
+                    let identity = StepIdentity {
+                        workflow_id: self.call_ref.lease.workflow_id.clone(),
+                        step: self.step.to_string(),
+                        attempt,
+                        policy: self.policy,
+                        limits: self.target.settings.limits,
+                    };
+                    let report = self.invoker.attempts.attempt(self.target, identity, params, self.interrupt).await;
+                    let end = Attempt { started, finished: Some(clock.now()), stdout: None, stderr: None };
+                    let (ended, result) = self.classify(report.result);
+                    let end =
+                        end.with_output(self.short(), attempt, report.stdout, report.stderr, result.as_ref().err());
+                    (ended, result, end)
+                }
+            };
+            let failure = match result {
+                Ok(value) => {
+                    let (outcome, status) = match ended {
+                        Ended::Rejected => (AttemptOutcome::Rejected, CallStatus::Rejected),
+                        _ => (AttemptOutcome::Ok, CallStatus::Succeeded),
+                    };
+                    return self.finish(value, attempt, outcome, status, end, lazy).await;
+                }
+                Err(failure) => failure,
+            };
+            // A stop during the attempt ends the call here.
+            let stopped = matches!(failure.kind, FailureKind::Cancelled | FailureKind::Interrupted);
+            if let Some(reason) = self.interrupt.reason().filter(|_| stopped && end.finished.is_some()) {
+                return self.stopped(reason, attempt, failure, end, lazy).await;
+            }
+            let elapsed = end.finished.map_or(Duration::ZERO, |finished| finished.since(end.started));
+            progress.failures.push(AttemptFailure {
+                attempt,
+                kind: failure.kind,
+                message: failure.message.clone(),
+                elapsed,
+            });
+            match decision::decide(attempt, &ended, &self.policy, jitter_unit(&self.policy)) {
+                Decision::Retry { delay } => {
+                    let due_at = match end.finished {
+                        Some(finished) => finished.plus(delay),
+                        None => decision::after_interruption(end.started, delay, clock.now()),
+                    };
+                    lazy.push(journal.finish_attempt(self.call_ref, attempt, end.failed(&failure, Some(due_at)), None));
+                    tracing::warn!(
+                        source = "host",
+                        "Step {} being automatically retried (attempt {attempt} of {}) in {}\n{}",
+                        self.short(),
+                        self.policy.max_attempts,
+                        humantime::format_duration(round_to_millis(delay)),
+                        indent(&format!("{}: {}", failure.kind, failure.message))
+                    );
+                    progress.due_at = Some(due_at);
+                    progress.attempt += 1;
+                }
+                // A failure never returns a value: only `Retry` or `Exhaust` reach here.
+                Decision::Exhaust | Decision::Return => {
+                    return self.exhaust(&progress.failures, Some((attempt, failure, end)), lazy).await;
+                }
+            }
+        }
+    }
+
+    /// Sorts an attempt's result into how it ended and either the value it
+    /// hands the workflow (`ok` or `permanent`) or its failure.
+    fn classify(&self, result: Result<Val, CallFailure>) -> (Ended, Result<Val, CallFailure>) {
+        let limit = self.target.settings.limits.max_result_bytes;
+        let returned = result.and_then(|value| match values::to_wave_within(&value, limit) {
+            Ok(_) => Ok(value),
+            Err(TooLarge) => Err(CallFailure {
+                kind: FailureKind::ResultTooLarge,
+                message: format!("the step returned a value longer than its result limit of {limit} bytes (as WAVE)"),
+            }),
+        });
+        match returned {
+            Ok(value) => match values::classify(&value) {
+                Returned::Ok => (Ended::Ok, Ok(value)),
+                Returned::Rejected => (Ended::Rejected, Ok(value)),
+                Returned::Error { message, retry_after } => {
+                    let kind = FailureKind::ReturnedError;
+                    (Ended::Failed { kind, retry_after }, Err(CallFailure { kind, message }))
+                }
+            },
+            Err(failure) => (Ended::Failed { kind: failure.kind, retry_after: None }, Err(failure)),
+        }
+    }
+
+    /// Journals the attempt that ends the call with the step's own value and
+    /// hands it over once durable.
+    async fn finish(
+        &self,
+        value: Val,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        status: CallStatus,
+        end: Attempt,
+        lazy: Vec<PendingWrite>,
+    ) -> Result<Val, InvokeError> {
+        let wave = values::to_wave(&value);
+        let message = (status == CallStatus::Rejected).then(|| wave.clone());
+        let attempt_end = AttemptEnd {
+            outcome,
+            kind: None,
+            message,
+            retry_at: None,
+            finished_at: end.finished,
+            stdout: end.stdout,
+            stderr: end.stderr,
+        };
+        let call_end = CallEnd { status, output: Some(wave.clone()), output_json: Some(values::to_json(&value)) };
+        settle(self.invoker.journal.finish_attempt(self.call_ref, attempt, attempt_end, Some(call_end)), lazy).await?;
+        if status == CallStatus::Rejected {
+            tracing::warn!(source = "host", "Step {} returned a permanent error, not retried: {wave}", self.short());
+        } else {
+            tracing::debug!(source = "host", "Step {} succeeded on attempt {attempt}", self.short());
+        }
+        Ok(value)
+    }
+
+    /// Every allowed attempt failed: journals the last one (if it ran now)
+    /// with the call's exhaustion, and hands the workflow `retries-exhausted`.
+    async fn exhaust(
+        &self,
+        failures: &[AttemptFailure],
+        last: Option<(u32, CallFailure, Attempt)>,
+        lazy: Vec<PendingWrite>,
+    ) -> Result<Val, InvokeError> {
+        let value = values::exhausted(self.step, failures);
+        let wave = values::to_wave(&value);
+        let call_end =
+            CallEnd { status: CallStatus::Exhausted, output: Some(wave), output_json: Some(values::to_json(&value)) };
+        let (attempt, end) = match &last {
+            Some((attempt, failure, end)) => (*attempt, end.clone().failed(failure, None)),
+            // Nothing ran now: close the call under its last attempt's row, unchanged.
+            None => (
+                failures.last().map_or(1, |failure| failure.attempt),
+                AttemptEnd {
+                    outcome: AttemptOutcome::Failed,
+                    kind: failures.last().map(|failure| failure.kind),
+                    message: None,
+                    retry_at: None,
+                    finished_at: None,
+                    stdout: None,
+                    stderr: None,
+                },
+            ),
+        };
+        settle(self.invoker.journal.finish_attempt(self.call_ref, attempt, end, Some(call_end)), lazy).await?;
+        let (kind, message) =
+            last.map_or((FailureKind::Interrupted, String::new()), |(_, failure, _)| (failure.kind, failure.message));
+        tracing::error!(
+            source = "host",
+            "Step {} failed all {} attempts; the workflow receives retries-exhausted. Last error ({kind}):\n{}",
+            self.short(),
+            failures.len(),
+            indent(&message)
+        );
+        Ok(value)
+    }
+
+    /// The workflow must stop during attempt `attempt`: journals the attempt
+    /// (and, for a cancel or deadline, the call as cancelled), then stops.
+    async fn stopped(
+        &self,
+        reason: StopReason,
+        attempt: u32,
+        failure: CallFailure,
+        end: Attempt,
+        lazy: Vec<PendingWrite>,
+    ) -> Result<Val, InvokeError> {
+        let journal = &self.invoker.journal;
+        match reason {
+            // Nothing more may be written.
+            StopReason::LeaseLost | StopReason::JournalLost => {}
+            StopReason::Cancelled | StopReason::Deadline => {
+                let call_end = CallEnd { status: CallStatus::Cancelled, output: None, output_json: None };
+                settle(
+                    journal.finish_attempt(self.call_ref, attempt, end.failed(&failure, None), Some(call_end)),
+                    lazy,
+                )
+                .await?;
+            }
+            StopReason::Shutdown => {
+                // It counts as an interrupted attempt; a resume retries after the policy's delay.
+                let delay = self.policy.delay_after(attempt, 0.0);
+                let due_at = delay.map(|delay| end.finished.unwrap_or_else(|| self.invoker.clock.now()).plus(delay));
+                let write = journal.finish_attempt(self.call_ref, attempt, end.failed(&failure, due_at), None);
+                settle(write, lazy).await?;
+            }
+        }
+        Err(InvokeError::Stopped(reason))
+    }
+
+    /// The workflow must stop between two attempts (none runs): settles what
+    /// was written and, for a cancel or deadline, closes the call as cancelled.
+    async fn stopped_between_attempts(&self, reason: StopReason, lazy: Vec<PendingWrite>) -> Result<Val, InvokeError> {
+        settle_all(lazy).await?;
+        if matches!(reason, StopReason::Cancelled | StopReason::Deadline) {
+            self.invoker.journal.cancel_call(self.call_ref).await?;
+        }
+        Err(InvokeError::Stopped(reason))
+    }
+
+    /// Waits until `due_at` (the backoff before `attempt`), or until the workflow must stop; says so
+    /// when the wait was under way before the host stopped (`resumed`).
+    async fn wait_until(&self, due_at: Timestamp, attempt: u32, resumed: bool) {
+        let clock = &self.invoker.clock;
+        let remaining = due_at.since(clock.now());
+        if remaining.is_zero() {
+            return;
+        }
+        if resumed {
+            tracing::info!(
+                source = "host",
+                "Step {} waits the remaining {} of its backoff before attempt {attempt}",
+                self.short(),
+                humantime::format_duration(round_to_millis(remaining))
+            );
+        }
+        tokio::select! {
+            () = clock.sleep_until(due_at) => {}
+            _ = self.interrupt.stopped() => {}
+        }
+    }
+}
+
+/// An attempt's times and captured output, on its way to its journal row.
+#[derive(Debug, Clone)]
+struct Attempt {
+    started: Timestamp,
+    /// `None` when the host stopped during it and its end is unknown.
+    finished: Option<Timestamp>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+impl Attempt {
+    /// Keeps what the attempt wrote (when captured) and shows it in the log;
+    /// a trap's stderr is already in its message, and is shown with it.
+    fn with_output(
+        mut self,
+        step: &str,
+        attempt: u32,
+        stdout: String,
+        stderr: String,
+        failure: Option<&CallFailure>,
+    ) -> Self {
+        let shown_with_failure = failure.is_some_and(|failure| failure.kind == FailureKind::Trapped);
+        let keep = |text: String, stream: &str, show: bool| {
+            if text.is_empty() {
+                return None;
+            }
+            if show {
+                for line in text.lines() {
+                    tracing::info!(target: "stepbox::guest", source = format!("{step} {stream}").as_str(), "{line}");
+                }
+            }
+            tracing::debug!(source = "host", "attempt {attempt} of {step} wrote {} bytes to {stream}", text.len());
+            Some(text)
+        };
+        self.stdout = keep(stdout, "stdout", true);
+        self.stderr = keep(stderr, "stderr", !shown_with_failure);
+        self
+    }
+
+    /// The journal row's end of a failed attempt.
+    fn failed(self, failure: &CallFailure, retry_at: Option<Timestamp>) -> AttemptEnd {
+        AttemptEnd {
+            outcome: AttemptOutcome::Failed,
+            kind: Some(failure.kind),
+            message: Some(failure.message.clone()),
+            retry_at,
+            finished_at: self.finished,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        }
+    }
+}
+
+/// Waits until the call's final write is durable, then reports any earlier
+/// write of the call that failed (they were committed in order before it).
+async fn settle(last: PendingWrite, earlier: Vec<PendingWrite>) -> Result<(), JournalError> {
+    last.durable().await?;
+    settle_all(earlier).await
+}
+
+async fn settle_all(writes: Vec<PendingWrite>) -> Result<(), JournalError> {
+    for write in writes {
+        write.durable().await?;
+    }
+    Ok(())
+}
+
+/// A uniform draw in `[0, 1)` when the policy asks for jitter.
+fn jitter_unit(policy: &RetryPolicy) -> f64 {
+    if policy.jitter > 0.0 { rand::random::<f64>() } else { 0.0 }
+}
+
+fn round_to_millis(delay: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("    {line}")).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use wasmtime::component::types::ComponentItem;
+
+    use super::*;
+    use crate::config::SettingsLayers;
+    use crate::journal::{NewWorkflow, Timestamp, WorkflowStatus};
+    use crate::run::clock::SimClock;
+    use crate::run::values::to_wave;
+    use crate::wasm::{self, ComponentLoader};
+
+    /// Attempts that return what the test scripted, at the simulated time they ran.
+    struct Script {
+        clock: Arc<SimClock>,
+        outcomes: Mutex<VecDeque<Result<Val, CallFailure>>>,
+        ran_at: Mutex<Vec<i64>>,
+        numbers: Mutex<Vec<u32>>,
+        /// Simulated time each attempt takes.
+        duration: Duration,
+        /// Asked to stop at the end of the first attempt (a cancel arriving during it).
+        cancel_during_first: Mutex<Option<Interrupt>>,
+    }
+
+    impl Attempts for Arc<Script> {
+        async fn attempt(
+            &self,
+            _: &StepTarget,
+            identity: StepIdentity,
+            _: &[Val],
+            interrupt: &Interrupt,
+        ) -> AttemptReport {
+            self.ran_at.lock().unwrap().push(self.clock.now().millis());
+            self.numbers.lock().unwrap().push(identity.attempt);
+            self.clock.advance(self.duration);
+            let result = match interrupt.reason() {
+                Some(StopReason::Cancelled) => {
+                    Err(CallFailure { kind: FailureKind::Cancelled, message: "cancelled".into() })
+                }
+                _ => self.outcomes.lock().unwrap().pop_front().expect("a scripted outcome"),
+            };
+            if let Some(cancel) = self.cancel_during_first.lock().unwrap().take() {
+                cancel.stop(StopReason::Cancelled);
+            }
+            AttemptReport { result, stdout: String::new(), stderr: String::new() }
+        }
+    }
+
+    fn err(case: &str, payload: Val) -> Result<Val, CallFailure> {
+        Ok(Val::Result(Err(Some(Box::new(Val::Variant(case.into(), Some(Box::new(payload))))))))
+    }
+
+    fn failed() -> Result<Val, CallFailure> {
+        err("failed", Val::String("boom".into()))
+    }
+
+    fn ok(n: u32) -> Result<Val, CallFailure> {
+        Ok(Val::Result(Ok(Some(Box::new(Val::U32(n))))))
+    }
+
+    /// The `noop` step of the bench guests: a real target whose code the script stands in for.
+    fn target() -> StepTarget {
+        let engine = wasm::new_engine().unwrap();
+        let component =
+            ComponentLoader::new(&engine, None).load(stepbox_test_artifacts::NOOP.as_ref()).unwrap().component;
+        let pre = wasm::step_linker(&engine).unwrap().instantiate_pre(&component).unwrap();
+        let interface = component.get_export_index(None, "guests:bench/steps").unwrap();
+        let export = component.get_export_index(Some(&interface), "noop").unwrap();
+        let ComponentItem::ComponentInstance(steps) =
+            component.component_type().get_export(&engine, "guests:bench/steps").unwrap().ty
+        else {
+            panic!("steps is an instance")
+        };
+        let ComponentItem::ComponentFunc(noop) = steps.get_export(&engine, "noop").unwrap().ty else { panic!() };
+        let name = StepName::new("guests:bench/steps", "noop");
+        let source = crate::config::StepSource { step: name.clone(), component: "noop.wasm".into() };
+        let settings = SettingsLayers::default().resolve(&source).unwrap();
+        StepTarget { name, pre, export, result_type: noop.results().next().unwrap(), settings }
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        journal: Journal,
+        clock: Arc<SimClock>,
+        script: Arc<Script>,
+        invoker: Invoker<Arc<Script>, Arc<SimClock>>,
+        lease: Lease,
+        interrupt: Interrupt,
+    }
+
+    const START: i64 = 1_000_000;
+
+    async fn setup(outcomes: Vec<Result<Val, CallFailure>>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j.db").display().to_string()).await.unwrap();
+        let workflow = NewWorkflow {
+            id: "w".into(),
+            name: "w".into(),
+            component: "w.wasm".into(),
+            component_digest: "d".into(),
+            entry: "run".into(),
+            input: "()".into(),
+            input_json: json!([]),
+            options: json!({}),
+            created_at: Timestamp::now(),
+        };
+        let lease = journal
+            .create_workflow(&workflow, "e", Timestamp::now().plus(Duration::from_secs(3600)))
+            .await
+            .unwrap()
+            .unwrap();
+        let clock = Arc::new(SimClock::at(Timestamp::from_millis(START)));
+        let script = Arc::new(Script {
+            clock: clock.clone(),
+            outcomes: Mutex::new(outcomes.into()),
+            ran_at: Mutex::default(),
+            numbers: Mutex::default(),
+            duration: Duration::from_millis(10),
+            cancel_during_first: Mutex::default(),
+        });
+        let invoker = Invoker::new(journal.clone(), script.clone(), clock.clone());
+        let interrupt = Interrupt::default();
+        invoker.begin(lease.clone(), interrupt.clone(), true).await.unwrap();
+        Setup { _dir: dir, journal, clock, script, invoker, lease, interrupt }
+    }
+
+    impl Setup {
+        fn ran_at(&self) -> Vec<i64> {
+            self.script.ran_at.lock().unwrap().iter().map(|at| at - START).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_are_retried_after_the_policy_delays_then_succeed() {
+        let setup = setup(vec![failed(), failed(), ok(3)]).await;
+        let value = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        assert_eq!(to_wave(&value), "ok(3)");
+        // 10 ms attempts, then 1 s and 2 s of backoff after each failure's end.
+        assert_eq!(setup.ran_at(), [0, 1010, 3020]);
+        assert_eq!(*setup.script.numbers.lock().unwrap(), [1, 2, 3]);
+        let attempts = setup.journal.attempts("w").await.unwrap();
+        let retry_at: Vec<Option<i64>> = attempts.iter().map(|a| a.retry_at.map(|t| t.millis() - START)).collect();
+        assert_eq!(retry_at, [Some(1010), Some(3020), None]);
+        let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
+        assert_eq!(outcomes, [Some(AttemptOutcome::Failed), Some(AttemptOutcome::Failed), Some(AttemptOutcome::Ok)]);
+        let call = &setup.journal.step_calls("w").await.unwrap()[0];
+        assert_eq!((call.status, call.attempts, call.output.as_deref()), (CallStatus::Succeeded, 3, Some("ok(3)")));
+    }
+
+    #[tokio::test]
+    async fn the_last_failure_exhausts_without_waiting_and_lists_every_attempt() {
+        let setup = setup(vec![failed(), failed(), failed()]).await;
+        let value = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        let wave = to_wave(&value);
+        assert!(wave.starts_with(r#"err(retries-exhausted({step: "guests:bench/steps.noop", attempts: 3, failures: [{attempt: 1, kind: returned-error"#), "{wave}");
+        assert_eq!(setup.ran_at(), [0, 1010, 3020]);
+        assert_eq!(setup.clock.now().millis() - START, 3030, "no sleep after the last attempt");
+        let call = &setup.journal.step_calls("w").await.unwrap()[0];
+        assert_eq!(call.status, CallStatus::Exhausted);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_error_is_returned_at_once_and_a_step_may_pick_its_delay() {
+        let setup = setup(vec![err("permanent", Val::String("no".into()))]).await;
+        let value = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        assert_eq!(to_wave(&value), r#"err(permanent("no"))"#);
+        assert_eq!(setup.journal.step_calls("w").await.unwrap()[0].status, CallStatus::Rejected);
+
+        let setup = self::setup(vec![err("retry-after", Val::U64(5000)), ok(2)]).await;
+        setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        assert_eq!(setup.ran_at(), [0, 5010]);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_during_the_backoff_ends_the_call_cancelled() {
+        let setup = setup(vec![failed(), ok(2)]).await;
+        *setup.script.cancel_during_first.lock().unwrap() = Some(setup.interrupt.clone());
+        let error = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap_err();
+        assert!(matches!(error, InvokeError::Stopped(StopReason::Cancelled)), "{error}");
+        let attempts = setup.journal.attempts("w").await.unwrap();
+        assert_eq!(attempts.len(), 1, "no attempt after the cancel");
+        assert_eq!(attempts[0].kind, Some(FailureKind::ReturnedError));
+        assert_eq!(setup.journal.step_calls("w").await.unwrap()[0].status, CallStatus::Cancelled);
+        assert_eq!(setup.journal.workflow("w").await.unwrap().unwrap().status, WorkflowStatus::Running);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_during_an_attempt_journals_it_cancelled_and_starts_no_other() {
+        let setup = setup(vec![]).await;
+        setup.interrupt.stop(StopReason::Cancelled);
+        let error = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap_err();
+        assert!(matches!(error, InvokeError::Stopped(StopReason::Cancelled)), "{error}");
+        assert!(setup.journal.attempts("w").await.unwrap().is_empty(), "a stopped workflow starts no attempt");
+        assert!(setup.journal.step_calls("w").await.unwrap().is_empty());
+
+        let setup = self::setup(vec![]).await;
+        let cancel = setup.interrupt.clone();
+        struct CancelNow(Arc<Script>, Interrupt);
+        impl Attempts for CancelNow {
+            async fn attempt(
+                &self,
+                t: &StepTarget,
+                i: StepIdentity,
+                p: &[Val],
+                interrupt: &Interrupt,
+            ) -> AttemptReport {
+                self.1.stop(StopReason::Cancelled);
+                self.0.attempt(t, i, p, interrupt).await
+            }
+        }
+        let invoker = Invoker::new(setup.journal.clone(), CancelNow(setup.script.clone(), cancel), setup.clock.clone());
+        invoker.begin(setup.lease.clone(), setup.interrupt.clone(), true).await.unwrap();
+        let error = invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap_err();
+        assert!(matches!(error, InvokeError::Stopped(StopReason::Cancelled)), "{error}");
+        let attempts = setup.journal.attempts("w").await.unwrap();
+        assert_eq!((attempts.len(), attempts[0].kind), (1, Some(FailureKind::Cancelled)));
+        assert_eq!(setup.journal.step_calls("w").await.unwrap()[0].status, CallStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_the_host_died_in_counts_with_an_unknown_end_and_the_next_waits_its_delay() {
+        let setup = setup(vec![ok(2)]).await;
+        // A previous process started attempt 1 and died.
+        let input_json = json!([0]);
+        let first =
+            NewStepCall { step: "guests:bench/steps.noop", input: "(0)", input_json: &input_json, max_attempts: 3 };
+        let call = CallRef { lease: &setup.lease, seq: 1 };
+        let started = Timestamp::from_millis(START - 400);
+        setup.journal.start_attempt(call, 1, started, Some(&first)).durable().await.unwrap();
+        let resumed = Invoker::new(setup.journal.clone(), setup.script.clone(), setup.clock.clone());
+        resumed.begin(setup.lease.clone(), Interrupt::default(), false).await.unwrap();
+        let value = resumed.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        assert_eq!(to_wave(&value), "ok(2)");
+        let attempts = setup.journal.attempts("w").await.unwrap();
+        assert_eq!((attempts[0].kind, attempts[0].finished_at), (Some(FailureKind::Interrupted), None));
+        assert_eq!(attempts[1].attempt, 2);
+        // Attempt 1 started 400 ms before: attempt 2 runs its 1 s delay after that start.
+        assert_eq!(setup.ran_at(), [600]);
+        assert_eq!(attempts[0].retry_at.map(|at| at.millis() - START), Some(600));
+        assert_eq!(*setup.script.numbers.lock().unwrap(), [2]);
+    }
+}

@@ -1,0 +1,28 @@
+//! The run side: planning what runs where (linking, the step convention),
+//! the deployment a workflow is pinned to, the process's executor and its
+//! leases, the invoker that runs a step call's attempts (with the pure
+//! decision of what follows each), and the runner of whole workflows.
+
+mod clock;
+mod contract;
+mod decision;
+mod deployment;
+mod executor;
+mod invoker;
+mod linker;
+mod linking;
+mod runner;
+mod step_name;
+mod values;
+
+pub use clock::{Clock, SystemClock};
+pub use contract::{ConventionError, EXHAUSTED_CASE, PERMANENT_CASE, RETRY_AFTER_CASE, check_step, describe};
+pub use decision::{Decision, Ended, Progress, decide};
+pub use deployment::{ChangedComponent, ComponentRef, Deployment, PrepareError, Prepared, RecordedOptions, RunSpec};
+pub use executor::{DEFAULT_LEASE, Executor, Holding, executor_id};
+pub use invoker::{Attempts, InvokeError, Invoker, StepTarget};
+pub use linker::LinkerError;
+pub use linking::{LinkError, Plan, WORKFLOW};
+pub use runner::{MAX_RUNNING_WORKFLOWS, RunError, RunOutcome, RunRequest, Runner, recover, resume};
+pub use step_name::StepName;
+pub use values::{ArgumentError, AttemptFailure, Returned, to_json, to_wave};

@@ -1,0 +1,504 @@
+//! Runs workflows: a `Runner` holds one deployment (components linked, steps
+//! bridged to the invoker) and runs any number of its workflows at once;
+//! each run creates or takes over the workflow's row, holds its lease through
+//! the process's `Executor`, calls the entry function, and records how it ended.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use wasmtime::component::types::ComponentFunc;
+use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
+
+use super::clock::SystemClock;
+use super::deployment::{Deployment, PrepareError, Prepared, RecordedOptions, RunSpec};
+use super::executor::Executor;
+use super::invoker::{InvokeError, Invoker};
+use super::linker::{self, LinkerError};
+use super::linking::WORKFLOW;
+use super::values::{self, ArgumentError};
+use crate::journal::{
+    Claim, Finish, Journal, JournalError, Lease, NewWorkflow, Timestamp, WorkflowRecord, WorkflowStatus,
+};
+use crate::wasm::{self, ComponentLoader, GuestState, Interrupt, Sandbox, StopReason};
+
+/// Workflows one [`Runner`] runs at once; more wait for a slot. Each holds a
+/// workflow instance and at most one step instance, so half the engine's
+/// instance pool keeps steps from ever waiting on workflows for a slot.
+pub const MAX_RUNNING_WORKFLOWS: usize = wasm::POOL_COMPONENT_INSTANCES as usize / 2;
+
+/// One run of a workflow: its id (a new UUIDv7 if `None`) and its arguments,
+/// one WAVE value per parameter of the entry function.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub id: Option<String>,
+    pub arguments: Vec<String>,
+}
+
+/// A workflow that ran to the end (its own result may still be an `err`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub workflow_id: String,
+    /// The entry function's result as WAVE.
+    pub output: String,
+    /// The result as JSON.
+    pub output_json: Json,
+    /// True when the output was read from the journal: nothing ran.
+    pub recorded: bool,
+    /// How long this run took, from its start (components were compiled before).
+    pub elapsed: Duration,
+}
+
+/// Why a run did not produce an output.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Linker(#[from] LinkerError),
+    #[error(transparent)]
+    Arguments(#[from] ArgumentError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("no workflow {id} in the journal {journal}")]
+    UnknownWorkflow { id: String, journal: String },
+    #[error(
+        "workflow {id} was started with {field} {recorded}, not {given}; an id belongs to one workflow, which \
+         resumes only with what it started with (use `host resume {id}`, or another --id for a new workflow)"
+    )]
+    Conflict { id: String, field: &'static str, recorded: String, given: String },
+    #[error(
+        "workflow {id} is being run by {executor} (its lease is live); two processes never run one workflow. \
+         If that process is gone, resume after its lease expires"
+    )]
+    Owned { id: String, executor: String },
+    #[error("workflow {id} is {status}{queue}: a worker runs it (`host worker`); `host cancel {id}` removes it")]
+    Queued { id: String, status: WorkflowStatus, queue: String },
+    #[error("the journal of workflow {id} has options this host cannot read: {message}")]
+    UnreadableOptions { id: String, message: String },
+    #[error("workflow {id} stopped and can be resumed with `host resume {id}`: {source}")]
+    Interrupted { id: String, source: Box<InvokeError> },
+    #[error("workflow {id} stopped{why}; resume it with `host resume {id}`")]
+    Stopped { id: String, why: &'static str },
+    #[error("workflow {id} stopped: this process lost its lease to another executor; nothing more was written")]
+    LeaseLost { id: String },
+    #[error("workflow {id} failed: {message}")]
+    WorkflowFailed { id: String, message: String },
+    #[error("workflow {id} {status}: {message}")]
+    Ended { id: String, status: WorkflowStatus, message: String },
+}
+
+impl RunError {
+    /// True when the workflow ran and ended badly (trapped, cancelled, timed out, dead).
+    pub fn is_workflow_failure(&self) -> bool {
+        matches!(self, Self::WorkflowFailed { .. } | Self::Ended { .. })
+    }
+
+    /// True when the workflow stopped but can be resumed.
+    pub fn is_resumable(&self) -> bool {
+        matches!(self, Self::Interrupted { .. } | Self::Stopped { .. } | Self::LeaseLost { .. })
+    }
+}
+
+/// A workflow ready to instantiate: its `InstancePre` with step imports bridged, and its entry.
+struct Linked {
+    sandbox: Sandbox,
+    invoker: Arc<Invoker>,
+    workflow_pre: InstancePre<GuestState>,
+    entry: ComponentExportIndex,
+}
+
+/// One deployment (a workflow component with its steps and settings) linked
+/// against a journal: runs any number of its workflows, concurrently, in one
+/// process, sharing the compiled components, the sandbox pool and the
+/// journal's group commit.
+pub struct Runner {
+    journal: Journal,
+    executor: Arc<Executor>,
+    linked: Linked,
+    deployment: Deployment,
+    name: String,
+    component: String,
+    entry_func: ComponentFunc,
+    /// Slots of [`MAX_RUNNING_WORKFLOWS`].
+    running: tokio::sync::Semaphore,
+}
+
+impl Runner {
+    /// Links `prepared` for running through `executor` (whose journal it writes).
+    pub fn new(prepared: Prepared, executor: Arc<Executor>) -> Result<Self, RunError> {
+        let Prepared { engine, components, plan, deployment, .. } = prepared;
+        let workflow = &components[WORKFLOW];
+        let journal = executor.journal().clone();
+        let sandbox = Sandbox::new(&engine);
+        let targets = linker::step_targets(&engine, &components, &plan, &deployment.settings)?;
+        let invoker = Arc::new(Invoker::new(journal.clone(), sandbox.clone(), SystemClock));
+        let workflow_pre = linker::workflow_pre(&engine, workflow, &targets, invoker.clone())?;
+        let entry = linker::export_index(&workflow.component, plan.entry.interface.as_deref(), &plan.entry.function)
+            .ok_or_else(|| LinkerError {
+                component: workflow.path.display().to_string(),
+                message: "the entry function is not exported".into(),
+            })?;
+        let name = workflow_name(&workflow.path);
+        Ok(Self {
+            journal,
+            executor,
+            linked: Linked { sandbox, invoker, workflow_pre, entry },
+            name,
+            component: workflow.path.display().to_string(),
+            entry_func: plan.entry.func,
+            deployment,
+            running: tokio::sync::Semaphore::new(MAX_RUNNING_WORKFLOWS),
+        })
+    }
+
+    /// Loads, checks and links `spec`'s components for `executor`.
+    pub fn open(spec: &RunSpec, loader: &ComponentLoader, executor: Arc<Executor>) -> Result<Self, RunError> {
+        Self::new(Prepared::from_spec(spec, loader)?, executor)
+    }
+
+    /// The journal this runner writes to.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// What it runs.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    /// Runs `request`: starts the workflow, continues it if the journal has it
+    /// as interrupted, or returns its recorded output if it finished.
+    pub async fn run(&self, request: RunRequest) -> Result<RunOutcome, RunError> {
+        let entry = &self.deployment.entry;
+        let values = values::parse_arguments(entry, &self.entry_func, &request.arguments)?;
+        // Taken before the journal knows the workflow, so a waiting one holds no lease.
+        let _slot = self.running.acquire().await.map_err(|_| RunError::Engine("the runner was closed".into()))?;
+        let started = Instant::now();
+        let options = RecordedOptions { deployment: self.deployment.clone(), arguments: request.arguments.clone() };
+        let workflow = NewWorkflow {
+            id: request.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            name: self.name.clone(),
+            component: self.component.clone(),
+            component_digest: self.deployment.workflow.digest.clone(),
+            entry: entry.clone(),
+            input: values::to_wave_tuple(&values),
+            input_json: values::to_json_tuple(&values),
+            options: serde_json::to_value(&options).unwrap_or(Json::Null),
+            created_at: Timestamp::now(),
+        };
+        let journal = &self.journal;
+        let (lease, created_at, fresh) =
+            match journal.create_workflow(&workflow, self.executor.id(), self.executor.lease_until()).await? {
+                Some(lease) => {
+                    tracing::info!(
+                        source = "host",
+                        "Workflow {} started: {} {}{} (journal {})",
+                        workflow.id,
+                        self.component,
+                        workflow.entry,
+                        workflow.input,
+                        journal.location()
+                    );
+                    (lease, workflow.created_at, true)
+                }
+                None => {
+                    let existing = journal.workflow(&workflow.id).await?.ok_or_else(|| RunError::UnknownWorkflow {
+                        id: workflow.id.clone(),
+                        journal: journal.location().into(),
+                    })?;
+                    check_same(&existing, &workflow, &self.deployment)?;
+                    if existing.status != WorkflowStatus::Running {
+                        return recorded(existing);
+                    }
+                    let lease = self.take_over(&existing).await?;
+                    tracing::info!(
+                        source = "host",
+                        "Workflow {} resumes from its journal (replaying finished steps)",
+                        workflow.id
+                    );
+                    (lease, existing.created_at, false)
+                }
+            };
+        let outcome = self.execute(lease, created_at, values, fresh).await;
+        outcome.map(|(output, output_json)| RunOutcome {
+            workflow_id: workflow.id,
+            output,
+            output_json,
+            recorded: false,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Claims a running workflow this process found in the journal.
+    async fn take_over(&self, existing: &WorkflowRecord) -> Result<Lease, RunError> {
+        let id = &existing.id;
+        match self.journal.claim_workflow(id, self.executor.id(), self.executor.lease_until()).await? {
+            Claim::Claimed(lease) => Ok(lease),
+            Claim::Owned { executor } => Err(RunError::Owned { id: id.clone(), executor }),
+            Claim::NotRunning(status) => Err(RunError::Queued {
+                id: id.clone(),
+                status,
+                queue: existing.queue.as_ref().map(|queue| format!(" on queue {queue}")).unwrap_or_default(),
+            }),
+            Claim::Unknown => {
+                Err(RunError::UnknownWorkflow { id: id.clone(), journal: self.journal.location().into() })
+            }
+        }
+    }
+
+    /// Calls the workflow `lease` holds and records how it ended.
+    async fn execute(
+        &self,
+        lease: Lease,
+        created_at: Timestamp,
+        arguments: Vec<Val>,
+        fresh: bool,
+    ) -> Result<(String, Json), RunError> {
+        let id = lease.workflow_id.clone();
+        let holding = self.executor.hold(lease.clone(), None);
+        let interrupt = holding.interrupt().clone();
+        let invoker = &self.linked.invoker;
+        if let Err(error) = invoker.begin(lease.clone(), interrupt.clone(), fresh).await {
+            return Err(RunError::Interrupted { id, source: Box::new(InvokeError::Journal(error)) });
+        }
+        let result = self.call(&id, created_at, &arguments, interrupt.clone()).await;
+        invoker.end(&id);
+        let (finish, outcome) = match result {
+            Ok(results) => {
+                let output = match results.as_slice() {
+                    [single] => values::to_wave(single),
+                    many => values::to_wave_tuple(many),
+                };
+                let output_json = match results.as_slice() {
+                    [single] => values::to_json(single),
+                    many => values::to_json_tuple(many),
+                };
+                let finish = Finish {
+                    status: WorkflowStatus::Succeeded,
+                    output: Some(output.clone()),
+                    output_json: Some(output_json.clone()),
+                    error: None,
+                };
+                (finish, Ok((output, output_json)))
+            }
+            Err(Failure::Stopped(reason)) => return self.stopped(&lease, reason).await,
+            Err(Failure::Invoke(source)) => {
+                // The journal failed or replay diverged: the workflow is not failed,
+                // it stays running, its lease released so it can be resumed at once.
+                self.journal.release(&lease).await.ok();
+                return Err(RunError::Interrupted { id, source: Box::new(source) });
+            }
+            Err(Failure::Trapped(message)) => {
+                let finish = Finish {
+                    status: WorkflowStatus::Failed,
+                    output: None,
+                    output_json: None,
+                    error: Some(message.clone()),
+                };
+                (finish, Err(RunError::WorkflowFailed { id: id.clone(), message }))
+            }
+        };
+        drop(holding);
+        match self.journal.finish_workflow(&lease, &finish).await {
+            Ok(true) => outcome,
+            Ok(false) => Err(RunError::LeaseLost { id }),
+            Err(error) => Err(RunError::Interrupted { id, source: Box::new(InvokeError::Journal(error)) }),
+        }
+    }
+
+    /// Instantiates the workflow and calls its entry function.
+    async fn call(
+        &self,
+        id: &str,
+        created_at: Timestamp,
+        arguments: &[Val],
+        interrupt: Interrupt,
+    ) -> Result<Vec<Val>, Failure> {
+        let Linked { sandbox, workflow_pre, entry, .. } = &self.linked;
+        let mut store = sandbox.workflow_store(id, created_at.millis(), interrupt.clone());
+        let call = async {
+            let instance = wasm::instantiate_when_free(workflow_pre, &mut store).await?;
+            let func = instance
+                .get_func(&mut store, *entry)
+                .ok_or_else(|| wasmtime::format_err!("the entry function is not exported"))?;
+            let mut results = vec![Val::Bool(false); func.ty(&store).results().len()];
+            func.call_async(&mut store, arguments, &mut results).await?;
+            wasmtime::Result::<Vec<Val>>::Ok(results)
+        };
+        match call.await {
+            Ok(results) => Ok(results),
+            Err(error) => match error.downcast::<InvokeError>() {
+                Ok(InvokeError::Stopped(reason)) => Err(Failure::Stopped(reason)),
+                Ok(source) => Err(Failure::Invoke(source)),
+                // Stopped while running its own code: the epoch callback trapped it.
+                Err(_) if interrupt.reason().is_some() => {
+                    Err(Failure::Stopped(interrupt.reason().unwrap_or(StopReason::Shutdown)))
+                }
+                Err(error) => Err(Failure::Trapped(wasm::describe_error(&error, store.data()))),
+            },
+        }
+    }
+
+    /// Ends (cancel, deadline) or leaves resumable (shutdown, lost journal) a workflow that had to stop.
+    async fn stopped(&self, lease: &Lease, reason: StopReason) -> Result<(String, Json), RunError> {
+        let id = lease.workflow_id.clone();
+        let (status, message) = match reason {
+            StopReason::Cancelled => (WorkflowStatus::Cancelled, "cancelled on request"),
+            StopReason::Deadline => (WorkflowStatus::TimedOut, "its deadline passed"),
+            StopReason::LeaseLost => return Err(RunError::LeaseLost { id }),
+            StopReason::Shutdown | StopReason::JournalLost => {
+                let released = self.journal.release(lease).await.unwrap_or(false);
+                let why = match (reason, released) {
+                    (StopReason::Shutdown, true) => " on a signal (its lease is released)",
+                    (StopReason::Shutdown, false) => " on a signal",
+                    (_, true) => ": the journal was unreachable for too long",
+                    _ => ": the journal was unreachable for too long (its lease lapses on its own)",
+                };
+                return Err(RunError::Stopped { id, why });
+            }
+        };
+        let finish = Finish { status, output: None, output_json: None, error: Some(message.to_string()) };
+        match self.journal.finish_workflow(lease, &finish).await? {
+            true => Err(RunError::Ended { id, status, message: message.to_string() }),
+            false => Err(RunError::LeaseLost { id }),
+        }
+    }
+}
+
+/// Why the workflow's call did not return.
+enum Failure {
+    Stopped(StopReason),
+    Invoke(InvokeError),
+    Trapped(String),
+}
+
+/// Refuses to resume with another component, entry, input or settings than the journal's.
+fn check_same(existing: &WorkflowRecord, given: &NewWorkflow, deployment: &Deployment) -> Result<(), RunError> {
+    let conflict = |field, recorded: String, given: String| {
+        Err(RunError::Conflict { id: existing.id.clone(), field, recorded, given })
+    };
+    if existing.component_digest != given.component_digest {
+        return conflict(
+            "component digest",
+            format!("{} ({})", existing.component_digest, existing.component),
+            format!("{} ({})", given.component_digest, given.component),
+        );
+    }
+    if existing.entry != given.entry {
+        return conflict("entry function", existing.entry.clone(), given.entry.clone());
+    }
+    if existing.input != given.input {
+        return conflict("input", existing.input.clone(), given.input.clone());
+    }
+    if existing.status == WorkflowStatus::Running {
+        let recorded: Option<RecordedOptions> = serde_json::from_value(existing.options.clone()).ok();
+        if let Some(recorded) = recorded {
+            let digests =
+                |refs: &[super::deployment::ComponentRef]| refs.iter().map(|r| r.digest.clone()).collect::<Vec<_>>();
+            if digests(&recorded.deployment.steps) != digests(&deployment.steps) {
+                return conflict(
+                    "step components",
+                    digests(&recorded.deployment.steps).join(", "),
+                    digests(&deployment.steps).join(", "),
+                );
+            }
+            if recorded.deployment.settings != deployment.settings {
+                return conflict("step settings", "recorded at its start".into(), "other ones now".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A workflow already finished in the journal: its recorded output, without running anything.
+fn recorded(existing: WorkflowRecord) -> Result<RunOutcome, RunError> {
+    match existing.status {
+        WorkflowStatus::Succeeded => Ok(RunOutcome {
+            workflow_id: existing.id,
+            output: existing.output.unwrap_or_default(),
+            output_json: existing.output_json.unwrap_or(Json::Null),
+            recorded: true,
+            elapsed: Duration::ZERO,
+        }),
+        WorkflowStatus::Failed => Err(RunError::WorkflowFailed {
+            id: existing.id,
+            message: format!("(recorded) {}", existing.error.unwrap_or_default()),
+        }),
+        status => Err(RunError::Ended {
+            id: existing.id,
+            status,
+            message: format!("(recorded) {}", existing.error.unwrap_or_default()),
+        }),
+    }
+}
+
+/// The name lists filter by: the workflow component's file name without `.wasm`.
+fn workflow_name(path: &std::path::Path) -> String {
+    path.file_stem().map_or_else(|| path.display().to_string(), |stem| stem.to_string_lossy().into_owned())
+}
+
+/// Continues workflow `id` with exactly what it recorded: its components
+/// (pinned by digest), entry, settings and arguments.
+pub async fn resume(
+    id: &str,
+    loader: &ComponentLoader,
+    executor: Arc<Executor>,
+    allow_changed_steps: bool,
+) -> Result<RunOutcome, RunError> {
+    let journal = executor.journal().clone();
+    let existing = journal
+        .workflow(id)
+        .await?
+        .ok_or_else(|| RunError::UnknownWorkflow { id: id.into(), journal: journal.location().into() })?;
+    if existing.status != WorkflowStatus::Running {
+        if existing.status.is_final() {
+            return recorded(existing);
+        }
+        return Err(RunError::Queued {
+            id: id.into(),
+            status: existing.status,
+            queue: existing.queue.map(|queue| format!(" on queue {queue}")).unwrap_or_default(),
+        });
+    }
+    let options: RecordedOptions = serde_json::from_value(existing.options.clone())
+        .map_err(|error| RunError::UnreadableOptions { id: id.into(), message: error.to_string() })?;
+    let prepared = Prepared::from_deployment(id, options.deployment, loader, &journal, allow_changed_steps).await?;
+    let changed = prepared.changed.clone();
+    let runner = Runner::new(prepared, executor.clone())?;
+    if !changed.is_empty() {
+        let lease = runner.take_over(&existing).await?;
+        for change in &changed {
+            tracing::warn!(
+                source = "host",
+                "Workflow {id}: step component {} changed (sha256 {} -> {}); running the new code as asked",
+                change.path.display(),
+                change.recorded,
+                change.found
+            );
+        }
+        let detail = serde_json::json!({ "changed": changed });
+        journal.record_event(id, "steps-changed", &detail, Some(executor.id())).await?;
+        let updated = RecordedOptions { deployment: runner.deployment.clone(), arguments: options.arguments.clone() };
+        journal.update_options(&lease, &serde_json::to_value(&updated).unwrap_or(Json::Null)).await?;
+        journal.release(&lease).await?;
+    }
+    runner.run(RunRequest { id: Some(id.to_string()), arguments: options.arguments }).await
+}
+
+/// Continues every interrupted workflow of the journal that no live process
+/// owns, one after another.
+pub async fn recover(
+    loader: &ComponentLoader,
+    executor: Arc<Executor>,
+) -> Result<Vec<(String, Result<RunOutcome, RunError>)>, RunError> {
+    let mut results = Vec::new();
+    for id in executor.journal().interrupted_workflows().await? {
+        tracing::info!(source = "host", "Recovering workflow {id}");
+        let result = resume(&id, loader, executor.clone(), false).await;
+        results.push((id, result));
+    }
+    Ok(results)
+}
