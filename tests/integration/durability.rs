@@ -435,3 +435,110 @@ async fn concurrent_first_runs_share_a_fresh_sqlite_journal() {
         assert_eq!(rows(&journal, &format!("fresh-{n}")).await.attempts.len(), 1);
     }
 }
+
+/// Starts `retry-then-succeed(fail_times)` in `scratch` with `steps` as the step
+/// component, and kills it during the backoff after its first attempt.
+async fn killed_in_backoff(scratch: &Scratch, workflow: &str, steps: &str, id: &str, fail_times: &str, extra: &[&str]) {
+    let journal = scratch.journal();
+    let mut args = vec![
+        "run",
+        workflow,
+        "--step",
+        steps,
+        "--invoke",
+        "retry-then-succeed",
+        fail_times,
+        "--id",
+        id,
+        "--journal",
+        &journal,
+    ];
+    args.extend(["--lease", LEASE]);
+    args.extend(extra);
+    let mut child = Child::spawn(scratch.path(), &args);
+    let failed_once = eventually(Duration::from_secs(20), || async {
+        rows(&journal, id).await.attempts.first().is_some_and(|a| a.outcome.is_some())
+    })
+    .await;
+    assert!(failed_once, "attempt 1 never finished:\n{}", child.stderr());
+    child.kill();
+    tokio::time::sleep(AFTER_LEASE).await;
+}
+
+/// Editing the manifest after a crash does not change the policy of the workflow that started under it.
+#[tokio::test]
+async fn a_resume_keeps_the_settings_the_workflow_started_with() {
+    let scratch = Scratch::new();
+    let workflow = scratch.path().join("demo.wasm");
+    std::fs::copy(artifacts::RETRY_DEMO, &workflow).unwrap();
+    let manifest = scratch.path().join("demo.toml");
+    std::fs::write(&manifest, "[retry]\nmax-attempts = 3\ninterval = \"1500ms\"\nbackoff-rate = 1.0\n").unwrap();
+    let workflow = workflow.to_str().unwrap();
+    killed_in_backoff(&scratch, workflow, artifacts::FLAKY, "pinned", "2", &[]).await;
+    std::fs::write(&manifest, "[retry]\nmax-attempts = 1\ninterval = \"10ms\"\n").unwrap();
+    let journal = scratch.journal();
+
+    let rerun = host_command(
+        scratch.path(),
+        &[
+            "run",
+            workflow,
+            "--step",
+            artifacts::FLAKY,
+            "--invoke",
+            "retry-then-succeed",
+            "2",
+            "--id",
+            "pinned",
+            "--journal",
+            &journal,
+        ],
+    );
+    let error = rerun.refused();
+    assert!(error.contains("was started with step settings") && error.contains("host resume pinned"), "{error}");
+
+    let resumed = host_command(scratch.path(), &["resume", "pinned", "--journal", &journal]);
+    assert_eq!(resumed.success(), "ok(3)", "three attempts, as when it started:\n{}", resumed.stderr);
+    let pinned = rows(&journal, "pinned").await;
+    assert_eq!(pinned.calls[0].max_attempts, 3);
+    crate::support::assert_gaps(&pinned.attempts, &[1500, 1500], 600);
+}
+
+/// A step component's file changed after a crash: refused, unless asked, and then journaled.
+#[tokio::test]
+async fn a_changed_step_component_is_refused_unless_allowed_and_then_recorded() {
+    let scratch = Scratch::new();
+    let steps = scratch.path().join("steps.wasm");
+    std::fs::copy(artifacts::FLAKY, &steps).unwrap();
+    let steps = steps.to_str().unwrap().to_string();
+    killed_in_backoff(&scratch, artifacts::RETRY_DEMO, &steps, "swapped", "1", &["--interval", "1s"]).await;
+    // The same code with a custom section appended: another digest.
+    let mut bytes = std::fs::read(&steps).unwrap();
+    bytes.extend([0, 5, 4, b'n', b'o', b't', b'e']);
+    std::fs::write(&steps, bytes).unwrap();
+    let journal = scratch.journal();
+
+    let refused = host_command(scratch.path(), &["resume", "swapped", "--journal", &journal]);
+    let error = refused.refused();
+    assert!(
+        error.contains("the step component")
+            && error.contains("changed since workflow swapped started")
+            && error.contains("--allow-changed-steps"),
+        "{error}"
+    );
+    assert_eq!(rows(&journal, "swapped").await.attempts.len(), 1, "nothing ran");
+
+    let allowed = host_command(scratch.path(), &["resume", "swapped", "--allow-changed-steps", "--journal", &journal]);
+    assert_eq!(allowed.success(), "ok(2)");
+    assert!(
+        allowed.stderr.contains("changed") && allowed.stderr.contains("running the new code"),
+        "{}",
+        allowed.stderr
+    );
+    let shown = host_command(scratch.path(), &["show", "swapped", "-o", "json", "--journal", &journal]);
+    let value: serde_json::Value = serde_json::from_str(&shown.stdout).expect("JSON");
+    assert_eq!(value["events"][0]["kind"], "steps-changed", "{value:#}");
+    assert!(value["events"][0]["detail"]["changed"][0]["path"].as_str().unwrap_or_default().ends_with("steps.wasm"));
+    let recorded = value["options"]["steps"][0]["digest"].as_str().unwrap_or_default().to_string();
+    assert_eq!(recorded, stepbox::wasm::digest(&std::fs::read(&steps).unwrap()), "the new digest is pinned now");
+}

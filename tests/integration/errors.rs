@@ -163,7 +163,7 @@ fn a_misconfigured_postgres_database_is_reported() {
     let run =
         host_in(scratch.path(), &[artifacts::PROVISION, "--journal", &format!("{base}/stepbox_no_such_database")]);
     let error = run.refused();
-    assert_mentions(error, &["cannot open the journal", "stepbox_no_such_database", "does not exist"]);
+    assert_mentions(error, &["cannot open the journal", "stepbox_no_such_database", "does not exist", "createdb"]);
 }
 
 #[test]
@@ -193,4 +193,59 @@ fn leases_and_limits_must_be_workable() {
     assert!(run.stderr.contains("the lease must be between 100ms and 24h"), "{}", run.stderr);
     let error = refused(&scratch, &[artifacts::PROVISION, "--timeout", "0s"]);
     assert_mentions(&error, &["limits no attempt can run under", "below 10ms"]);
+}
+
+/// A journal that cannot be used is reported at once with its real cause.
+fn refused_quickly(scratch: &Scratch, args: &[&str]) -> String {
+    let started = std::time::Instant::now();
+    let run = crate::support::host_command(scratch.path(), args);
+    let elapsed = started.elapsed();
+    let error = run.refused().to_string();
+    assert!(elapsed < std::time::Duration::from_secs(1), "refused after {elapsed:?}: {error}");
+    error
+}
+
+#[test]
+fn read_only_commands_never_create_a_journal() {
+    let scratch = Scratch::new();
+    let missing = scratch.path().join("missing.db");
+    let missing = missing.to_str().unwrap();
+    for command in [&["list"][..], &["show", "x"], &["result", "x"], &["cancel", "x"]] {
+        let args = [command, &["--journal", missing]].concat();
+        let error = refused_quickly(&scratch, &args);
+        assert_mentions(&error, &["there is no journal file at", "missing.db", "--journal"]);
+        assert!(!Path::new(missing).exists(), "{command:?} created the journal");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_named() {
+    let scratch = Scratch::new();
+    let garbage = scratch.path().join("garbage.db");
+    fs::write(&garbage, "this is a text file, not SQLite, and it is long enough to have a header........").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let error = refused_quickly(&scratch, &["list", "--journal", garbage]);
+    assert_mentions(&error, &["garbage.db is not a SQLite database"]);
+    let error = refused_quickly(&scratch, &["run", artifacts::PROVISION, "--journal", garbage]);
+    assert_mentions(&error, &["garbage.db is not a SQLite database"]);
+}
+
+#[test]
+fn postgres_refusals_say_what_is_wrong_at_once() {
+    let scratch = Scratch::new();
+    let url = crate::support::postgres_admin_url();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let error = refused_quickly(&scratch, &["list", "--journal", &format!("{base}/stepbox_no_such_database")]);
+    assert_mentions(&error, &["database \"stepbox_no_such_database\" does not exist", "createdb"]);
+    let error = refused_quickly(&scratch, &["list", "--journal", "postgres://nosuchrole@127.0.0.1:5432/postgres"]);
+    assert_mentions(&error, &["refused user \"nosuchrole\"", "user name and password"]);
+    let error = refused_quickly(
+        &scratch,
+        &["list", "--journal", "postgres://127.0.0.1:1/db?user=u&password=hunter2&sslmode=disable"],
+    );
+    assert_mentions(&error, &["connection refused", "password=***"]);
+    assert!(!error.contains("hunter2"), "the password is never printed: {error}");
+    // A database that exists but holds no journal yet.
+    let error = refused_quickly(&scratch, &["list", "--journal", &format!("{url}?schema=stepbox_never_used")]);
+    assert_mentions(&error, &["holds no stepbox journal"]);
 }

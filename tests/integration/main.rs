@@ -9,6 +9,7 @@ mod errors;
 mod group_commit;
 mod polyglot;
 mod postgres;
+mod process;
 mod retries;
 mod sandbox;
 mod seed;

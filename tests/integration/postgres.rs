@@ -71,6 +71,7 @@ async fn the_journal_url_can_come_from_the_environment_and_migrations_rerun_clea
             &[("STEPBOX_JOURNAL", &db.url)],
         );
         run.success();
+        assert!(!run.stderr.contains("already exists"), "no migration notice reaches the user:\n{}", run.stderr);
     }
     assert_eq!(rows(&db.url, "env-2").await.attempts.len(), 1);
 }

@@ -324,3 +324,61 @@ fn a_step_sees_its_limits_and_may_inherit_stdout() {
         inherited.stdout
     );
 }
+
+/// A `list<u8>` over the result limit is `result-too-large` (not a trap with
+/// wasmtime's hostcall-fuel message), and measuring it stops at the limit.
+#[tokio::test]
+async fn a_huge_byte_list_is_too_large_and_refused_quickly() {
+    let scratch = Scratch::new();
+    let started = std::time::Instant::now();
+    // 64 MiB of bytes: more than wasmtime copies to the host in one call by default.
+    let run = hostile(&scratch, "bytes", "huge-bytes", &["67108864"]);
+    let messages = exhausted_with(&scratch, &run, "bytes", "result-too-large").await;
+    assert!(messages[0].contains("result limit of 1048576 bytes"), "{}", messages[0]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "two attempts took {:?}", started.elapsed());
+    let config = scratch.path().join("limits.toml");
+    fs::write(&config, "[limits]\nresult = \"100KiB\"\n").unwrap();
+    let run = hostile(&scratch, "bytes-small", "huge-bytes", &["200000", "--config", config.to_str().unwrap()]);
+    let messages = exhausted_with(&scratch, &run, "bytes-small", "result-too-large").await;
+    assert!(messages[0].contains("result limit of 102400 bytes"), "{}", messages[0]);
+    assert_eq!(hostile(&scratch, "bytes-fit", "huge-bytes", &["1000"]).success(), "ok(1000)");
+}
+
+/// `stepbox:runtime/log` is capped per attempt like stdout: one 100 MiB line
+/// does not reach the host's stderr; what was dropped is counted and journaled.
+#[tokio::test]
+async fn a_log_flood_is_capped_and_counted() {
+    let scratch = Scratch::new();
+    let run = hostile(&scratch, "flood", "log-flood", &["104857600", "1"]);
+    assert_eq!(run.success(), "ok(104857600)");
+    assert!(run.stderr.len() < 1 << 20, "the host's stderr got {} bytes", run.stderr.len());
+    let note = "[104857600 more bytes of log messages not shown: output limit 65536 bytes]";
+    assert_eq!(run.count(note), 1, "{}", &run.stderr[..run.stderr.len().min(2000)]);
+    let journal = rows(&scratch.journal(), "flood").await;
+    assert_eq!(journal.attempts[0].stderr.as_deref(), Some(note), "the note is journaled with the attempt");
+
+    // Many small messages: the first 64 KiB are shown, the rest counted.
+    let run = hostile(&scratch, "chatty", "log-flood", &["1000", "200"]);
+    assert_eq!(run.success(), "ok(200000)");
+    assert_eq!(run.stderr.matches(&"#".repeat(1000)).count(), 65, "{} bytes of log shown", 65 * 1000);
+    assert_eq!(run.count("[135000 more bytes of log messages not shown: output limit 65536 bytes]"), 1);
+}
+
+/// A step with a writable grant cannot leave a link behind that points out of it.
+#[tokio::test]
+async fn links_that_leave_a_granted_folder_are_refused() {
+    let granted = Granted::new(true);
+    let folder = granted.scratch.path().join("granted");
+    for (id, target) in [("dotdot", "../secret.txt"), ("deep", "sub/../../secret.txt"), ("absolute", "/etc/passwd")] {
+        let run = granted.run(id, "make-link", &[&format!("{target:?}"), "\"/data/out\""]);
+        let output = run.success();
+        assert!(
+            output.starts_with("err(permanent(\"symlink /data/out: ") && output.contains("not-permitted"),
+            "{id}: {output}"
+        );
+        assert!(fs::symlink_metadata(folder.join("out")).is_err(), "{id}: no link was created");
+    }
+    let fine = granted.run("inside", "make-link", &["\"hello.txt\"", "\"/data/alias\""]);
+    assert_eq!(fine.success(), "ok(1)");
+    assert_eq!(fs::read_link(folder.join("alias")).unwrap(), std::path::PathBuf::from("hello.txt"));
+}

@@ -265,8 +265,9 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
                     let report = self.invoker.attempts.attempt(self.target, identity, params, self.interrupt).await;
                     let end = Attempt { started, finished: Some(clock.now()), stdout: None, stderr: None };
                     let (ended, result) = self.classify(report.result);
-                    let end =
-                        end.with_output(self.short(), attempt, report.stdout, report.stderr, result.as_ref().err());
+                    let end = end
+                        .with_output(self.short(), attempt, report.stdout, report.stderr, result.as_ref().err())
+                        .with_note(report.log_note);
                     (ended, result, end)
                 }
             };
@@ -520,6 +521,17 @@ impl Attempt {
         self
     }
 
+    /// Adds a note (of dropped log bytes) to the journaled stderr.
+    fn with_note(mut self, note: Option<String>) -> Self {
+        if let Some(note) = note {
+            self.stderr = Some(match self.stderr.take() {
+                Some(stderr) => format!("{stderr}\n{note}"),
+                None => note,
+            });
+        }
+        self
+    }
+
     /// The journal row's end of a failed attempt.
     fn failed(self, failure: &CallFailure, retry_at: Option<Timestamp>) -> AttemptEnd {
         AttemptEnd {
@@ -608,7 +620,7 @@ mod tests {
             if let Some(cancel) = self.cancel_during_first.lock().unwrap().take() {
                 cancel.stop(StopReason::Cancelled);
             }
-            AttemptReport { result, stdout: String::new(), stderr: String::new() }
+            AttemptReport { result, stdout: String::new(), stderr: String::new(), log_note: None }
         }
     }
 

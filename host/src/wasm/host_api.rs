@@ -15,9 +15,9 @@ wasmtime::component::bindgen!({
     world: "stepbox:runtime/step",
 });
 
-pub use stepbox::runtime::log::Level;
-pub use stepbox::runtime::step_context::StepStatus as WitStepStatus;
-use stepbox::runtime::types::{AttemptLimits as WitAttemptLimits, RetryPolicy as WitRetryPolicy};
+pub use self::stepbox::runtime::log::Level;
+pub use self::stepbox::runtime::step_context::StepStatus as WitStepStatus;
+use self::stepbox::runtime::types::{AttemptLimits as WitAttemptLimits, RetryPolicy as WitRetryPolicy};
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -46,15 +46,15 @@ impl From<&AttemptLimits> for WitAttemptLimits {
     }
 }
 
-impl stepbox::runtime::types::Host for GuestState {}
+impl self::stepbox::runtime::types::Host for GuestState {}
 
-impl stepbox::runtime::log::Host for GuestState {
+impl self::stepbox::runtime::log::Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
         self.log(level, &message);
     }
 }
 
-impl stepbox::runtime::step_context::Host for GuestState {
+impl self::stepbox::runtime::step_context::Host for GuestState {
     fn status(&mut self) -> Option<WitStepStatus> {
         match &self.identity {
             Identity::Step(step) => Some(WitStepStatus {

@@ -53,9 +53,9 @@ const MAX_INSTANCES: usize = 64;
 const MAX_TABLES: usize = 64;
 const MAX_MEMORIES: usize = 16;
 
-/// The least hostcall fuel a step store gets: what a guest may copy to the
-/// host in one call (WASI writes included).
-const MIN_HOSTCALL_FUEL: usize = 16 << 20;
+/// The least hostcall fuel a step store gets (wasmtime's default): what a
+/// guest may copy to the host in one call, a log message or a WASI write.
+const MIN_HOSTCALL_FUEL: usize = 128 << 20;
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
@@ -192,8 +192,9 @@ pub struct CallFailure {
 pub struct AttemptReport {
     pub result: Result<Val, CallFailure>,
     pub stdout: String,
-    /// What it wrote to stderr, with a note of log bytes over the log budget.
     pub stderr: String,
+    /// A note of the log bytes over the attempt's budget (already shown once in the log).
+    pub log_note: Option<String>,
 }
 
 /// Creates stores for guests.
@@ -297,7 +298,12 @@ impl Sandbox {
                     kind: FailureKind::Trapped,
                     message: format!("cannot set up the attempt: {error:#}"),
                 };
-                return AttemptReport { result: Err(failure), stdout: String::new(), stderr: String::new() };
+                return AttemptReport {
+                    result: Err(failure),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    log_note: None,
+                };
             }
         };
         let call = async {
@@ -324,15 +330,11 @@ impl Sandbox {
             Err(Some(reason)) => Err(stopped(reason, String::new())),
         };
         let state = store.data();
-        let mut stderr = state.stderr.text();
-        if let Some(note) = state.log.note() {
-            if !stderr.is_empty() {
-                stderr.push('\n');
-            }
-            stderr.push_str(&note);
+        let log_note = state.log.note();
+        if let Some(note) = &log_note {
             tracing::warn!(source = state.source(), "{note}");
         }
-        AttemptReport { result, stdout: state.stdout.text(), stderr }
+        AttemptReport { result, stdout: state.stdout.text(), stderr: state.stderr.text(), log_note }
     }
 }
 
@@ -421,7 +423,9 @@ fn failure(
             message: format!("the attempt tried to grow its memory past {limit}\n{message}"),
         };
     }
-    if error.chain().any(|cause| cause.to_string().contains(FUEL_EXHAUSTED)) {
+    // Out of fuel with no guest frame on the stack: lifting the step's result.
+    let lifting_result = error.downcast_ref::<WasmBacktrace>().is_none();
+    if lifting_result && error.chain().any(|cause| cause.to_string().contains(FUEL_EXHAUSTED)) {
         return CallFailure {
             kind: FailureKind::ResultTooLarge,
             message: format!(

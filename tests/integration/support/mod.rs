@@ -351,6 +351,32 @@ impl Child {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Sends `signal` (`INT`, `TERM`, `STOP`, `CONT`...) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.process.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit (at most `timeout`); its exit code.
+    pub fn wait_for_exit(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.try_wait().expect("child status") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the host did not exit within {timeout:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         let _ = self.process.kill();
