@@ -34,6 +34,14 @@ async fn retries_report_and_exhaust_like_rust(step: &str, language: &str, trap_t
 
     let crashed = demo(&scratch, step, "py-crash", "crash", &["\"disk on fire\"", "--max-attempts", "2"]);
     assert!(crashed.success().starts_with(r#"err(retries-exhausted({step: "guests:flaky/steps.crash", attempts: 2"#));
+    // Each attempt's trap is shown once: in the retry warning, then in the exhaustion error.
+    assert_eq!(crashed.count("wasm backtrace"), 2, "{}", crashed.stderr);
+    if language == "javascript" {
+        assert_eq!(
+            crashed.count("the JavaScript step threw `Error: disk on fire`, which is not a case of `StepError`"),
+            2
+        );
+    }
     let journal = rows(&scratch.journal(), "py-crash").await;
     for attempt in &journal.attempts {
         assert_eq!(attempt.kind.as_deref(), Some("trapped"));

@@ -6,17 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::json;
+use stepbox::config::SettingsLayer;
 use stepbox::journal::{Journal, JournalError, JournalOptions};
-use stepbox::run::{self, Executor, Prepared, RunError, RunOutcome, RunRequest, RunSpec, Runner};
+use stepbox::run::{self, Executor, Prepared, ResumeOptions, RunError, RunOutcome, RunRequest, RunSpec, Runner};
 use stepbox::wasm::{self, ComponentLoader, StopReason};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::output::{self, Format};
-use crate::{ExecArgs, RunArgs, exit};
+use crate::{ExecArgs, PolicyArgs, RunArgs, exit};
 
 /// `host run`.
 pub async fn run(args: RunArgs, journal: &str, format: Format) -> u8 {
-    let cli_settings = match stepbox::config::SettingsLayer::from_flags(args.settings()) {
+    let cli_settings = match SettingsLayer::from_flags(args.policy.settings()) {
         Ok(layer) => layer,
         Err(message) => return refuse(&message),
     };
@@ -51,14 +52,59 @@ pub async fn run(args: RunArgs, journal: &str, format: Format) -> u8 {
 }
 
 /// `host resume`.
-pub async fn resume(id: &str, allow_changed_steps: bool, exec: &ExecArgs, journal: &str, format: Format) -> u8 {
+pub async fn resume(
+    id: &str,
+    allow_changed_steps: bool,
+    policy: &PolicyArgs,
+    exec: &ExecArgs,
+    journal: &str,
+    format: Format,
+) -> u8 {
+    let overrides = match SettingsLayer::from_flags(policy.settings()) {
+        Ok(layer) => SettingsLayer { origin: "the command line of host resume".into(), ..layer },
+        Err(message) => return refuse(&message),
+    };
     let Some(loader) = loader(exec) else { return exit::USAGE };
     let executor = match executor(journal, exec).await {
         Ok(executor) => executor,
         Err(error) => return refuse(&error.to_string()),
     };
     let signals = Signals::watch(executor.clone());
-    let result = run::resume(id, &loader, executor, allow_changed_steps).await;
+    let options = ResumeOptions { allow_changed_steps, overrides };
+    let result = run::resume(id, &loader, executor, &options).await;
+    report(result, &signals, exec.quiet, format, journal)
+}
+
+/// `host fork`: creates the new workflow, then runs it here unless asked not to (or it is queued).
+pub async fn fork(
+    id: &str,
+    from_step: i64,
+    new_id: Option<String>,
+    no_run: bool,
+    exec: &ExecArgs,
+    journal: &str,
+    format: Format,
+) -> u8 {
+    let executor = match executor(journal, exec).await {
+        Ok(executor) => executor,
+        Err(error) => return refuse(&error.to_string()),
+    };
+    let forked = match run::fork(executor.journal(), id, from_step, new_id).await {
+        Ok(forked) => forked,
+        Err(error) => return refuse(&error.to_string()),
+    };
+    let queued =
+        executor.journal().workflow(&forked).await.ok().flatten().is_some_and(|workflow| workflow.queue.is_some());
+    if no_run || queued {
+        match format {
+            Format::Json => output::json(&json!({ "id": forked, "forked_from": id, "from_step": from_step })),
+            Format::Text => output::line(&forked),
+        }
+        return 0;
+    }
+    let Some(loader) = loader(exec) else { return exit::USAGE };
+    let signals = Signals::watch(executor.clone());
+    let result = run::resume(&forked, &loader, executor, &ResumeOptions::default()).await;
     report(result, &signals, exec.quiet, format, journal)
 }
 

@@ -4,11 +4,13 @@
 //! 2 bad input; 3 not finished; 4 stopped, resumable; 130/143 stopped by
 //! SIGINT/SIGTERM, resumable.
 
+mod admin;
 mod execution;
 mod inspect;
 mod logging;
 mod output;
 mod report;
+mod templates;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +46,7 @@ struct Cli {
 enum Command {
     /// Run a workflow component; every step attempt is journaled and retried.
     Run(Box<RunArgs>),
-    /// Continue an interrupted workflow with exactly what it started with.
+    /// Continue an interrupted workflow with exactly what it started with (policy flags override, journaled).
     Resume {
         /// The workflow id.
         id: String,
@@ -52,8 +54,52 @@ enum Command {
         #[arg(long)]
         allow_changed_steps: bool,
         #[command(flatten)]
+        policy: PolicyArgs,
+        #[command(flatten)]
         exec: ExecArgs,
     },
+    /// Start a new workflow from another's inputs, its step calls before --from-step copied (replayed, not re-run).
+    Fork {
+        /// The workflow to fork.
+        id: String,
+        /// The first step call to run again (1 runs everything again).
+        #[arg(long, value_name = "N")]
+        from_step: i64,
+        /// The new workflow's id [default: a new UUIDv7].
+        #[arg(long = "id", value_name = "NEW_ID")]
+        new_id: Option<String>,
+        /// Only create it; `host resume NEW_ID` (or a worker, for a queued one) runs it.
+        #[arg(long)]
+        no_run: bool,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Delete finished workflows and all their rows (running ones are refused).
+    Delete {
+        /// The workflow ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete every workflow that finished more than DURATION ago.
+    Prune {
+        /// How long finished workflows are kept (e.g. 7d, 12h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        finished_before: Duration,
+    },
+    /// Manage the compile cache.
+    #[command(subcommand)]
+    Cache(admin::CacheCommand),
+    /// Write the stepbox:runtime WIT package where WIT tools find it (DIR/deps/stepbox-runtime/).
+    Wit {
+        /// The WIT folder of your project.
+        #[arg(long, default_value = "wit", value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Create a step or workflow project that builds with one command and runs through `host run`.
+    #[command(subcommand)]
+    New(templates::NewCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
     /// Continue every interrupted workflow of the journal that no live process owns.
     Recover {
         #[command(flatten)]
@@ -106,6 +152,15 @@ struct RunArgs {
     /// Manifest to use instead of WORKFLOW's sibling `.toml`.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+/// Retry-policy and limit flags: `VALUE` for every step, `STEP=VALUE` for one.
+#[derive(Args)]
+struct PolicyArgs {
     /// Total attempts per step call, first included [default: 3].
     #[arg(long, value_name = "[STEP=]N")]
     max_attempts: Vec<String>,
@@ -127,12 +182,10 @@ struct RunArgs {
     /// Memory limit of each attempt [default: 256MiB].
     #[arg(long, value_name = "[STEP=]SIZE")]
     memory: Vec<String>,
-    #[command(flatten)]
-    exec: ExecArgs,
 }
 
-impl RunArgs {
-    /// The policy and limit flags, each with the setting it sets.
+impl PolicyArgs {
+    /// The flags given, each with the setting it sets.
     fn settings(&self) -> impl Iterator<Item = (Setting, &str)> {
         [
             (Setting::MaxAttempts, &self.max_attempts),
@@ -213,7 +266,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = match &cli.command {
         Command::Run(args) => args.exec.quiet,
-        Command::Resume { exec, .. } | Command::Recover { exec } => exec.quiet,
+        Command::Resume { exec, .. } | Command::Recover { exec } | Command::Fork { exec, .. } => exec.quiet,
         _ => false,
     };
     logging::init(quiet, cli.color);
@@ -234,8 +287,23 @@ async fn dispatch(cli: Cli) -> u8 {
     let Cli { command, journal, output, .. } = cli;
     match command {
         Command::Run(args) => execution::run(*args, &journal, output).await,
-        Command::Resume { id, allow_changed_steps, exec } => {
-            execution::resume(&id, allow_changed_steps, &exec, &journal, output).await
+        Command::Resume { id, allow_changed_steps, policy, exec } => {
+            execution::resume(&id, allow_changed_steps, &policy, &exec, &journal, output).await
+        }
+        Command::Fork { id, from_step, new_id, no_run, exec } => {
+            execution::fork(&id, from_step, new_id, no_run, &exec, &journal, output).await
+        }
+        Command::Delete { ids } => admin::delete(&ids, &journal, output).await,
+        Command::Prune { finished_before } => admin::prune_journal(finished_before, &journal, output).await,
+        Command::Cache(command) => admin::cache(&command, output),
+        Command::Wit { out } => templates::wit(&out),
+        Command::New(command) => templates::new(&command),
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "host", &mut script);
+            output::print(&String::from_utf8_lossy(&script));
+            0
         }
         Command::Recover { exec } => execution::recover(&exec, &journal, output).await,
         Command::List(args) => inspect::list(&args, &journal, output).await,

@@ -233,12 +233,24 @@ impl SettingsLayers {
     /// What `source` runs with: defaults, then layer by layer its `all`, its
     /// component's and its step's scope, each more specific one winning.
     pub fn resolve(&self, source: &StepSource) -> Result<StepSettings, SettingsError> {
-        let mut settings = StepSettings {
+        let defaults = StepSettings {
             policy: RetryPolicy::default(),
             limits: AttemptLimits::default(),
             grants: Grants::default(),
         };
-        let mut policy_origin = "the defaults".to_string();
+        self.resolve_from(defaults, "the defaults", source)
+    }
+
+    /// What `source` runs with when these layers override `base` (a
+    /// workflow's recorded settings, for `host resume` with new flags).
+    pub fn resolve_from(
+        &self,
+        base: StepSettings,
+        base_origin: &str,
+        source: &StepSource,
+    ) -> Result<StepSettings, SettingsError> {
+        let mut settings = base;
+        let mut policy_origin = base_origin.to_string();
         let mut grants_origin = policy_origin.clone();
         for layer in &self.layers {
             // The bare-name entry first, so a qualified-name entry for the same step wins.

@@ -236,6 +236,40 @@ pub enum CancelOutcome {
     Unknown,
 }
 
+/// What `delete_workflow` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The workflow and all its rows are gone.
+    Deleted,
+    /// Refused: it has not finished (it is in this status).
+    NotFinished(WorkflowStatus),
+    /// No such workflow.
+    Unknown,
+}
+
+/// What `fork_workflow` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forked {
+    /// The new workflow exists, with this many step calls copied.
+    Forked { copied: i64 },
+    /// No such workflow to fork.
+    Unknown,
+    /// The new id is taken.
+    Exists,
+    /// A call before the fork point has not finished in the original (its seq).
+    Unfinished(i64),
+}
+
+/// The final statuses as an SQL list: `'succeeded', 'failed', …`, from the vocabulary.
+fn final_statuses() -> String {
+    WorkflowStatus::ALL
+        .iter()
+        .filter(|status| status.is_final())
+        .map(|status| format!("'{}'", status.as_column()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Which step call a write is for, under which lease.
 #[derive(Debug, Clone, Copy)]
 pub struct CallRef<'a> {
@@ -719,6 +753,172 @@ impl Journal {
             })
             .await?;
         Ok(outcome)
+    }
+
+    /// Removes a finished workflow and all its rows, in one transaction.
+    pub async fn delete_workflow(&self, id: &str) -> Result<Deleted, JournalError> {
+        let delete = format!("DELETE FROM workflows WHERE id = $1 AND status IN ({})", final_statuses());
+        self.commit("delete of a workflow", || {
+            with_conn!(&self.backend, |conn| {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let deleted = sqlx::query(sqlx::AssertSqlSafe(delete.clone())).bind(id).execute(&mut *tx).await?;
+                let outcome = if deleted.rows_affected() == 1 {
+                    Deleted::Deleted
+                } else {
+                    let status: Option<WorkflowStatus> =
+                        sqlx::query_scalar("SELECT status FROM workflows WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    status.map_or(Deleted::Unknown, Deleted::NotFinished)
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            })
+        })
+        .await
+    }
+
+    /// Removes every workflow that finished before `before`, with all its
+    /// rows, a bounded batch per transaction; returns how many.
+    pub async fn prune_workflows(&self, before: Timestamp) -> Result<u64, JournalError> {
+        let delete = format!(
+            "DELETE FROM workflows WHERE id IN (SELECT id FROM workflows WHERE status IN ({}) AND finished_at < $1 \
+             ORDER BY finished_at LIMIT 500)",
+            final_statuses()
+        );
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .commit("prune of workflows", || {
+                    with_conn!(&self.backend, |conn| {
+                        sqlx::query(sqlx::AssertSqlSafe(delete.clone()))
+                            .bind(before)
+                            .execute(conn)
+                            .await
+                            .map(|result| result.rows_affected())
+                    })
+                })
+                .await?;
+            total += deleted;
+            if deleted == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Creates workflow `new_id` as a copy of `original` whose step calls
+    /// before `from_step` (and their attempts) are copied, so it replays them
+    /// and runs the rest; `options` are the new workflow's recorded options.
+    /// It is left running without an owner (or enqueued, if the original was
+    /// submitted to a queue), ready to be resumed or claimed.
+    pub async fn fork_workflow(
+        &self,
+        original: &str,
+        new_id: &str,
+        from_step: i64,
+        options: &Json,
+    ) -> Result<Forked, JournalError> {
+        let now = Timestamp::now();
+        self.commit("fork of a workflow", || {
+            with_conn!(&self.backend, |conn| {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
+                    .bind(new_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_some() {
+                    return Ok(Forked::Exists);
+                }
+                let unfinished: Option<i64> = sqlx::query_scalar(
+                    "SELECT min(seq) FROM step_calls WHERE workflow_id = $1 AND seq < $2 \
+                     AND status IN ('running', 'cancelled')",
+                )
+                .bind(original)
+                .bind(from_step)
+                .fetch_one(&mut *tx)
+                .await?;
+                if let Some(seq) = unfinished {
+                    return Ok(Forked::Unfinished(seq));
+                }
+                let created = sqlx::query(
+                    "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, \
+                     options, queue, priority, partition_key, run_at, created_at, updated_at) \
+                     SELECT $1, name, component, component_digest, entry, input, input_json, \
+                     CASE WHEN queue IS NULL THEN 'running' ELSE 'enqueued' END, $2, queue, priority, partition_key, \
+                     $3, $3, $3 FROM workflows WHERE id = $4",
+                )
+                .bind(new_id)
+                .bind(options)
+                .bind(now)
+                .bind(original)
+                .execute(&mut *tx)
+                .await?;
+                if created.rows_affected() == 0 {
+                    return Ok(Forked::Unknown);
+                }
+                let copied = sqlx::query(
+                    "INSERT INTO step_calls (workflow_id, seq, step, input, input_json, status, output, output_json, \
+                     attempts, max_attempts, started_at, finished_at) SELECT $1, seq, step, input, input_json, status, \
+                     output, output_json, attempts, max_attempts, started_at, finished_at FROM step_calls \
+                     WHERE workflow_id = $2 AND seq < $3",
+                )
+                .bind(new_id)
+                .bind(original)
+                .bind(from_step)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "INSERT INTO step_attempts (workflow_id, seq, attempt, executor, started_at, finished_at, outcome, \
+                     kind, message, retry_at, stdout, stderr) SELECT $1, seq, attempt, executor, started_at, \
+                     finished_at, outcome, kind, message, retry_at, stdout, stderr FROM step_attempts \
+                     WHERE workflow_id = $2 AND seq < $3",
+                )
+                .bind(new_id)
+                .bind(original)
+                .bind(from_step)
+                .execute(&mut *tx)
+                .await?;
+                for (workflow, kind, detail) in [
+                    (new_id, "forked-from", serde_json::json!({ "workflow": original, "from_step": from_step })),
+                    (original, "forked-to", serde_json::json!({ "workflow": new_id, "from_step": from_step })),
+                ] {
+                    sqlx::query("INSERT INTO workflow_events (workflow_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
+                        .bind(workflow)
+                        .bind(now)
+                        .bind(kind)
+                        .bind(detail)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Forked::Forked { copied: i64::try_from(copied).unwrap_or(i64::MAX) })
+            })
+        })
+        .await
+    }
+
+    /// Gives the unfinished calls of `step` in the workflow `lease` holds a
+    /// new attempt budget (a resume with retry-policy overrides).
+    pub async fn set_max_attempts(&self, lease: &Lease, step: &str, max_attempts: u32) -> Result<(), JournalError> {
+        let max_attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
+        self.commit("update of a call's attempt budget", || {
+            with_conn!(&self.backend, |conn| {
+                sqlx::query(
+                    "UPDATE step_calls SET max_attempts = $1 WHERE workflow_id = $2 AND step = $3 AND status = 'running' \
+                     AND EXISTS (SELECT 1 FROM workflows WHERE id = $2 AND lease_epoch = $4)",
+                )
+                .bind(max_attempts)
+                .bind(&lease.workflow_id)
+                .bind(step)
+                .bind(lease.epoch)
+                .execute(conn)
+                .await
+                .map(|_| ())
+            })
+        })
+        .await
     }
 
     /// Queues the record that an attempt started at `at` (for a call's first

@@ -42,6 +42,19 @@ pub struct RecordedOptions {
     #[serde(flatten)]
     pub deployment: Deployment,
     pub arguments: Vec<String>,
+    /// Whose clocks and randomness the workflow replays with, when not its own
+    /// (a fork replays its original's, so the copied calls match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_seed: Option<ReplaySeed>,
+}
+
+/// What a workflow's deterministic clocks and randomness derive from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaySeed {
+    /// The id its randomness is seeded from.
+    pub id: String,
+    /// Its frozen wall clock.
+    pub started_at: crate::journal::Timestamp,
 }
 
 /// What `host run` is given: files and flags, before anything is loaded.
@@ -182,6 +195,29 @@ impl Prepared {
 }
 
 impl Prepared {
+    /// Applies `overrides` (`host resume` with policy flags) on top of the
+    /// recorded settings; returns the steps whose settings changed.
+    pub fn override_settings(&mut self, overrides: &SettingsLayer) -> Result<Vec<String>, PrepareError> {
+        if overrides.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut layers = SettingsLayers::default();
+        layers.push(overrides.clone());
+        let sources = step_sources(&self.components, &self.plan);
+        layers.check_names(&sources)?;
+        let mut changed = Vec::new();
+        for source in sources {
+            let step = source.step.to_string();
+            let Some(recorded) = self.deployment.settings.get(&step).cloned() else { continue };
+            let updated = layers.resolve_from(recorded.clone(), "the settings recorded at its start", &source)?;
+            if updated != recorded {
+                self.deployment.settings.insert(step.clone(), updated);
+                changed.push(step);
+            }
+        }
+        Ok(changed)
+    }
+
     /// Refuses arguments that do not fit the entry function, before anything is journaled.
     pub fn check_arguments(&self, arguments: &[String]) -> Result<(), ArgumentError> {
         values::parse_arguments(&self.plan.entry.name, &self.plan.entry.func, arguments).map(drop)
@@ -199,8 +235,19 @@ fn resolve_settings(
         layers.push(manifest);
     }
     layers.push(spec.cli_settings.clone());
-    let sources: Vec<StepSource> = plan
-        .interfaces
+    let sources = step_sources(components, plan);
+    layers.check_names(&sources)?;
+    let mut settings = BTreeMap::new();
+    for source in sources {
+        let resolved = layers.resolve(&source)?;
+        settings.insert(source.step.to_string(), resolved);
+    }
+    Ok(settings)
+}
+
+/// Every step of the plan with the file name of the component providing it.
+fn step_sources(components: &[LoadedComponent], plan: &Plan) -> Vec<StepSource> {
+    plan.interfaces
         .iter()
         .flat_map(|interface| {
             let path = &components[interface.provider].path;
@@ -211,14 +258,7 @@ fn resolve_settings(
                 .iter()
                 .map(move |function| StepSource { step: function.name.clone(), component: component.clone() })
         })
-        .collect();
-    layers.check_names(&sources)?;
-    let mut settings = BTreeMap::new();
-    for source in sources {
-        let resolved = layers.resolve(&source)?;
-        settings.insert(source.step.to_string(), resolved);
-    }
-    Ok(settings)
+        .collect()
 }
 
 /// `path` made absolute, so a recorded workflow can be resumed from any directory.

@@ -18,11 +18,15 @@ mod values;
 pub use clock::{Clock, SystemClock};
 pub use contract::{ConventionError, EXHAUSTED_CASE, PERMANENT_CASE, RETRY_AFTER_CASE, check_step, describe};
 pub use decision::{Decision, Ended, Progress, decide};
-pub use deployment::{ChangedComponent, ComponentRef, Deployment, PrepareError, Prepared, RecordedOptions, RunSpec};
+pub use deployment::{
+    ChangedComponent, ComponentRef, Deployment, PrepareError, Prepared, RecordedOptions, ReplaySeed, RunSpec,
+};
 pub use executor::{DEFAULT_LEASE, Executor, Holding, executor_id};
 pub use invoker::{Attempts, InvokeError, Invoker, StepTarget};
 pub use linker::LinkerError;
 pub use linking::{LinkError, Plan, WORKFLOW};
-pub use runner::{MAX_RUNNING_WORKFLOWS, RunError, RunOutcome, RunRequest, Runner, recover, resume};
+pub use runner::{
+    ForkError, MAX_RUNNING_WORKFLOWS, ResumeOptions, RunError, RunOutcome, RunRequest, Runner, fork, recover, resume,
+};
 pub use step_name::StepName;
 pub use values::{ArgumentError, AttemptFailure, Returned, to_json, to_wave};

@@ -11,14 +11,15 @@ use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use super::clock::SystemClock;
-use super::deployment::{Deployment, PrepareError, Prepared, RecordedOptions, RunSpec};
+use super::deployment::{Deployment, PrepareError, Prepared, RecordedOptions, ReplaySeed, RunSpec};
 use super::executor::Executor;
 use super::invoker::{InvokeError, Invoker};
 use super::linker::{self, LinkerError};
 use super::linking::WORKFLOW;
 use super::values::{self, ArgumentError};
+use crate::config::SettingsLayer;
 use crate::journal::{
-    Claim, Finish, Journal, JournalError, Lease, NewWorkflow, Timestamp, WorkflowRecord, WorkflowStatus,
+    Claim, Finish, Forked, Journal, JournalError, Lease, NewWorkflow, Timestamp, WorkflowRecord, WorkflowStatus,
 };
 use crate::wasm::{self, ComponentLoader, GuestState, Interrupt, Sandbox, StopReason};
 
@@ -177,7 +178,11 @@ impl Runner {
         // Taken before the journal knows the workflow, so a waiting one holds no lease.
         let _slot = self.running.acquire().await.map_err(|_| RunError::Engine("the runner was closed".into()))?;
         let started = Instant::now();
-        let options = RecordedOptions { deployment: self.deployment.clone(), arguments: request.arguments.clone() };
+        let options = RecordedOptions {
+            deployment: self.deployment.clone(),
+            arguments: request.arguments.clone(),
+            replay_seed: None,
+        };
         let workflow = NewWorkflow {
             id: request.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             name: self.name.clone(),
@@ -190,7 +195,7 @@ impl Runner {
             created_at: Timestamp::now(),
         };
         let journal = &self.journal;
-        let (lease, created_at, fresh) =
+        let (lease, seed, fresh) =
             match journal.create_workflow(&workflow, self.executor.id(), self.executor.lease_until()).await? {
                 Some(lease) => {
                     tracing::info!(
@@ -202,7 +207,7 @@ impl Runner {
                         workflow.input,
                         journal.location()
                     );
-                    (lease, workflow.created_at, true)
+                    (lease, ReplaySeed { id: workflow.id.clone(), started_at: workflow.created_at }, true)
                 }
                 None => {
                     let existing = journal.workflow(&workflow.id).await?.ok_or_else(|| RunError::UnknownWorkflow {
@@ -219,10 +224,14 @@ impl Runner {
                         "Workflow {} resumes from its journal (replaying finished steps)",
                         workflow.id
                     );
-                    (lease, existing.created_at, false)
+                    let recorded: Option<RecordedOptions> = serde_json::from_value(existing.options.clone()).ok();
+                    let seed = recorded
+                        .and_then(|options| options.replay_seed)
+                        .unwrap_or(ReplaySeed { id: existing.id.clone(), started_at: existing.created_at });
+                    (lease, seed, false)
                 }
             };
-        let outcome = self.execute(lease, created_at, values, fresh).await;
+        let outcome = self.execute(lease, &seed, values, fresh).await;
         outcome.map(|(output, output_json)| RunOutcome {
             workflow_id: workflow.id,
             output,
@@ -253,7 +262,7 @@ impl Runner {
     async fn execute(
         &self,
         lease: Lease,
-        created_at: Timestamp,
+        seed: &ReplaySeed,
         arguments: Vec<Val>,
         fresh: bool,
     ) -> Result<(String, Json), RunError> {
@@ -264,7 +273,7 @@ impl Runner {
         if let Err(error) = invoker.begin(lease.clone(), interrupt.clone(), fresh).await {
             return Err(RunError::Interrupted { id, source: Box::new(InvokeError::Journal(error)) });
         }
-        let result = self.call(&id, created_at, &arguments, interrupt.clone()).await;
+        let result = self.call(&id, seed, &arguments, interrupt.clone()).await;
         invoker.end(&id);
         let (finish, outcome) = match result {
             Ok(results) => {
@@ -313,12 +322,12 @@ impl Runner {
     async fn call(
         &self,
         id: &str,
-        created_at: Timestamp,
+        seed: &ReplaySeed,
         arguments: &[Val],
         interrupt: Interrupt,
     ) -> Result<Vec<Val>, Failure> {
         let Linked { sandbox, workflow_pre, entry, .. } = &self.linked;
-        let mut store = sandbox.workflow_store(id, created_at.millis(), interrupt.clone());
+        let mut store = sandbox.workflow_store(id, &seed.id, seed.started_at.millis(), interrupt.clone());
         let call = async {
             let instance = wasm::instantiate_when_free(workflow_pre, &mut store).await?;
             let func = instance
@@ -440,13 +449,23 @@ fn workflow_name(path: &std::path::Path) -> String {
     path.file_stem().map_or_else(|| path.display().to_string(), |stem| stem.to_string_lossy().into_owned())
 }
 
+/// How `resume` may deviate from what a workflow recorded.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    /// Run step components whose files changed since the workflow started.
+    pub allow_changed_steps: bool,
+    /// Settings that override the recorded ones from now on (journaled).
+    pub overrides: SettingsLayer,
+}
+
 /// Continues workflow `id` with exactly what it recorded: its components
-/// (pinned by digest), entry, settings and arguments.
+/// (pinned by digest), entry, settings and arguments, changed only as
+/// `options` allow, each change journaled.
 pub async fn resume(
     id: &str,
     loader: &ComponentLoader,
     executor: Arc<Executor>,
-    allow_changed_steps: bool,
+    options: &ResumeOptions,
 ) -> Result<RunOutcome, RunError> {
     let journal = executor.journal().clone();
     let existing = journal
@@ -463,12 +482,20 @@ pub async fn resume(
             queue: existing.queue.map(|queue| format!(" on queue {queue}")).unwrap_or_default(),
         });
     }
-    let options: RecordedOptions = serde_json::from_value(existing.options.clone())
+    let recorded_options: RecordedOptions = serde_json::from_value(existing.options.clone())
         .map_err(|error| RunError::UnreadableOptions { id: id.into(), message: error.to_string() })?;
-    let prepared = Prepared::from_deployment(id, options.deployment, loader, &journal, allow_changed_steps).await?;
+    let mut prepared = Prepared::from_deployment(
+        id,
+        recorded_options.deployment.clone(),
+        loader,
+        &journal,
+        options.allow_changed_steps,
+    )
+    .await?;
     let changed = prepared.changed.clone();
+    let overridden = prepared.override_settings(&options.overrides)?;
     let runner = Runner::new(prepared, executor.clone())?;
-    if !changed.is_empty() {
+    if !changed.is_empty() || !overridden.is_empty() {
         let lease = runner.take_over(&existing).await?;
         for change in &changed {
             tracing::warn!(
@@ -478,14 +505,71 @@ pub async fn resume(
                 change.recorded,
                 change.found
             );
+            journal
+                .record_event(id, "steps-changed", &serde_json::json!({ "changed": [change] }), Some(executor.id()))
+                .await?;
         }
-        let detail = serde_json::json!({ "changed": changed });
-        journal.record_event(id, "steps-changed", &detail, Some(executor.id())).await?;
-        let updated = RecordedOptions { deployment: runner.deployment.clone(), arguments: options.arguments.clone() };
+        if !overridden.is_empty() {
+            tracing::info!(source = "host", "Workflow {id}: new settings for {} from now on", overridden.join(", "));
+            let detail = serde_json::json!({ "steps": overridden, "overrides": options.overrides });
+            journal.record_event(id, "policy-overridden", &detail, Some(executor.id())).await?;
+            for step in &overridden {
+                if let Some(settings) = runner.deployment.settings.get(step) {
+                    journal.set_max_attempts(&lease, step, settings.policy.max_attempts).await?;
+                }
+            }
+        }
+        let updated = RecordedOptions { deployment: runner.deployment.clone(), ..recorded_options.clone() };
         journal.update_options(&lease, &serde_json::to_value(&updated).unwrap_or(Json::Null)).await?;
         journal.release(&lease).await?;
     }
-    runner.run(RunRequest { id: Some(id.to_string()), arguments: options.arguments }).await
+    runner.run(RunRequest { id: Some(id.to_string()), arguments: recorded_options.arguments }).await
+}
+
+/// Why a fork was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("no workflow {0} to fork")]
+    Unknown(String),
+    #[error("a workflow {0} exists already; pick another --id")]
+    Exists(String),
+    #[error("--from-step must be at least 1 (step calls are numbered from 1)")]
+    FromStep,
+    #[error(
+        "step call {seq} of workflow {id} has not finished, so it cannot be copied; fork from step {seq} or earlier"
+    )]
+    Unfinished { id: String, seq: i64 },
+    #[error("the journal of workflow {id} has options this host cannot read: {message}")]
+    UnreadableOptions { id: String, message: String },
+}
+
+/// Forks workflow `id` into `new_id` (a new UUIDv7 if `None`): the same
+/// components, settings and arguments, its step calls before `from_step`
+/// copied, so it replays them and runs the rest (DBOS's fork). Returns the
+/// new id; the new workflow waits to be resumed (or claimed from its queue).
+pub async fn fork(journal: &Journal, id: &str, from_step: i64, new_id: Option<String>) -> Result<String, ForkError> {
+    if from_step < 1 {
+        return Err(ForkError::FromStep);
+    }
+    let original = journal.workflow(id).await?.ok_or_else(|| ForkError::Unknown(id.into()))?;
+    let mut options: RecordedOptions = serde_json::from_value(original.options.clone())
+        .map_err(|error| ForkError::UnreadableOptions { id: id.into(), message: error.to_string() })?;
+    // The fork replays with its original's clocks and randomness, so the copied calls match.
+    options.replay_seed =
+        Some(options.replay_seed.unwrap_or(ReplaySeed { id: original.id.clone(), started_at: original.created_at }));
+    let new_id = new_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let options = serde_json::to_value(&options).unwrap_or(Json::Null);
+    match journal.fork_workflow(id, &new_id, from_step, &options).await? {
+        Forked::Forked { copied } => {
+            tracing::info!(source = "host", "Workflow {new_id} forked from {id}: {copied} step call(s) copied");
+            Ok(new_id)
+        }
+        Forked::Unknown => Err(ForkError::Unknown(id.into())),
+        Forked::Exists => Err(ForkError::Exists(new_id)),
+        Forked::Unfinished(seq) => Err(ForkError::Unfinished { id: id.into(), seq }),
+    }
 }
 
 /// Continues every interrupted workflow of the journal that no live process
@@ -497,7 +581,7 @@ pub async fn recover(
     let mut results = Vec::new();
     for id in executor.journal().interrupted_workflows().await? {
         tracing::info!(source = "host", "Recovering workflow {id}");
-        let result = resume(&id, loader, executor.clone(), false).await;
+        let result = resume(&id, loader, executor.clone(), &ResumeOptions::default()).await;
         results.push((id, result));
     }
     Ok(results)

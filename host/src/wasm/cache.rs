@@ -38,20 +38,32 @@ pub enum LoadError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// How large the compile cache may grow before its least recently used
+/// entries are removed (a Python component compiles to ~35 MB).
+pub const DEFAULT_CACHE_MAX: u64 = 2 << 30;
+
 /// Compiles components through the on-disk cache.
 pub struct ComponentLoader {
     engine: Engine,
     cache_dir: Option<PathBuf>,
     engine_key: String,
+    cache_max: u64,
 }
 
 impl ComponentLoader {
-    /// A loader caching in `cache_dir`; `None` compiles every time.
+    /// A loader caching in `cache_dir` (`None` compiles every time), keeping
+    /// it under [`DEFAULT_CACHE_MAX`].
     pub fn new(engine: &Engine, cache_dir: Option<PathBuf>) -> Self {
         let mut hasher = Sha256Hasher::default();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = hex(&hasher.0.finalize()[..8]);
-        Self { engine: engine.clone(), cache_dir, engine_key }
+        Self { engine: engine.clone(), cache_dir, engine_key, cache_max: DEFAULT_CACHE_MAX }
+    }
+
+    /// Keeps the cache under `bytes` instead.
+    pub fn with_cache_max(mut self, bytes: u64) -> Self {
+        self.cache_max = bytes;
+        self
     }
 
     /// The engine components are compiled for.
@@ -99,6 +111,8 @@ impl ComponentLoader {
         // and is only ever replaced atomically by rename.
         match unsafe { Component::deserialize_file(&self.engine, file) } {
             Ok(component) => {
+                // Marks it recently used, for the size cap.
+                let _ = fs::File::open(file).and_then(|entry| entry.set_modified(std::time::SystemTime::now()));
                 tracing::debug!("loaded {} from the compile cache in {:?}", file.display(), started.elapsed());
                 Some(component)
             }
@@ -122,7 +136,55 @@ impl ComponentLoader {
         if let Err(error) = result {
             tracing::warn!("cannot write the compile cache entry {} ({error:#})", file.display());
         }
+        if let Some(dir) = file.parent() {
+            match prune(dir, self.cache_max) {
+                Ok(pruned) if pruned.removed > 0 => tracing::debug!(
+                    "compile cache over {} bytes: removed {} entries ({} bytes)",
+                    self.cache_max,
+                    pruned.removed,
+                    pruned.removed_bytes
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::warn!("cannot prune the compile cache {} ({error})", dir.display()),
+            }
+        }
     }
+}
+
+/// What a prune of the compile cache did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: usize,
+    pub removed_bytes: u64,
+    pub kept: usize,
+    pub kept_bytes: u64,
+}
+
+/// Removes the least recently used compiled components of `dir` until the
+/// rest take at most `max_bytes` (0 empties it).
+pub fn prune(dir: &Path, max_bytes: u64) -> std::io::Result<Pruned> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.path().extension().is_some_and(|extension| extension == "cwasm") {
+            let metadata = entry.metadata()?;
+            entries.push((metadata.modified()?, metadata.len(), entry.path()));
+        }
+    }
+    // Newest first: keep them while they fit.
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+    let mut pruned = Pruned::default();
+    for (_, size, path) in entries {
+        if pruned.kept_bytes + size <= max_bytes {
+            pruned.kept += 1;
+            pruned.kept_bytes += size;
+        } else {
+            fs::remove_file(&path)?;
+            pruned.removed += 1;
+            pruned.removed_bytes += size;
+        }
+    }
+    Ok(pruned)
 }
 
 /// Where compiled components are kept unless `--cache-dir` says otherwise.

@@ -10,6 +10,9 @@ use super::sandbox::{GuestState, Identity};
 use crate::config::RetryPolicy;
 use crate::wasm::limits::AttemptLimits;
 
+/// The `stepbox:runtime` WIT package guests build against (what `host wit` writes).
+pub const RUNTIME_WIT: &str = include_str!("../../../wit/runtime.wit");
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "stepbox:runtime/step",

@@ -217,11 +217,19 @@ impl Sandbox {
     /// A workflow's store: nothing granted, output captured, clocks and
     /// randomness deterministic; not timed, but it yields every tick and
     /// traps once `interrupt` asks it to stop.
-    pub fn workflow_store(&self, workflow_id: &str, started_at_ms: i64, interrupt: Interrupt) -> Store<GuestState> {
+    /// `seed_id` and `started_at_ms` are what its clocks and randomness derive
+    /// from: its own id and start, or its original's for a fork.
+    pub fn workflow_store(
+        &self,
+        workflow_id: &str,
+        seed_id: &str,
+        started_at_ms: i64,
+        interrupt: Interrupt,
+    ) -> Store<GuestState> {
         let stdout = Capture::new(WORKFLOW_OUTPUT_BYTES);
         let stderr = Capture::new(WORKFLOW_OUTPUT_BYTES);
         let mut builder = base_wasi(&stdout, &stderr);
-        make_deterministic(&mut builder, workflow_id, started_at_ms);
+        make_deterministic(&mut builder, seed_id, started_at_ms);
         let identity = Identity::Workflow { workflow_id: workflow_id.to_string(), next_seq: 1 };
         let limiter = MemoryLimiter { max_memory_bytes: AttemptLimits::default().max_memory_bytes, denied: false };
         let log = LogBudget::new(WORKFLOW_LOG_BYTES);
@@ -443,7 +451,10 @@ pub fn describe_error(error: &wasmtime::Error, state: &GuestState) -> String {
     let backtrace = error.downcast_ref::<WasmBacktrace>().map(ToString::to_string);
     let causes: Vec<String> =
         error.chain().map(ToString::to_string).filter(|cause| Some(cause) != backtrace.as_ref()).collect();
-    let mut message = causes.join(": ");
+    let mut message = match explain_javascript(&state.stderr()) {
+        Some(explained) => format!("{explained}\n{}", causes.join(": ")),
+        None => causes.join(": "),
+    };
     let stderr = state.stderr();
     if !stderr.is_empty() && !message.contains(stderr.trim()) {
         message.push_str("\nstderr:\n");
@@ -454,4 +465,36 @@ pub fn describe_error(error: &wasmtime::Error, state: &GuestState) -> String {
         message.push_str(backtrace.trim_end());
     }
     message
+}
+
+/// A JavaScript step (componentize-js) that throws something other than a
+/// case of its error variant traps in the bindings, whose message names the
+/// value thrown but whose stack is the bindings'; says so in the author's terms.
+fn explain_javascript(stderr: &str) -> Option<String> {
+    let rest = stderr.split("invalid variant tag value `undefined` (received `").nth(1)?;
+    let (thrown, rest) = rest.split_once("`) specified for `")?;
+    let (variant, _) = rest.split_once('`')?;
+    Some(format!(
+        "the JavaScript step threw `{thrown}`, which is not a case of `{variant}`, so the call trapped (the stack \
+         below is componentize-js's bindings, not your file). Throw `{{ tag: 'failed', val: String(error.stack) }}` \
+         to hand the host a retryable error with your stack, or `{{ tag: 'permanent', val: ... }}` for one it must \
+         not retry"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain_javascript;
+
+    #[test]
+    fn a_javascript_throw_that_is_not_a_variant_case_is_explained() {
+        let stderr = "invalid variant tag value `undefined` (received `Error: disk on fire`) specified for `StepError`\n\
+                      Stack:\n  export_steps$crash@/tmp/x/sources/initializer.js:583:17";
+        let explained = explain_javascript(stderr).unwrap();
+        assert!(
+            explained
+                .starts_with("the JavaScript step threw `Error: disk on fire`, which is not a case of `StepError`")
+        );
+        assert_eq!(explain_javascript("panicked at src/lib.rs:3:5"), None);
+    }
 }

@@ -1,0 +1,45 @@
+//! The __NAME__ workflow: calls `greet` and falls back when its attempts run out.
+
+wit_bindgen::generate!({
+    world: "__NAME__:workflow/workflow",
+    path: "wit",
+    generate_all,
+});
+
+use __STEP_SNAKE__::steps::steps;
+use stepbox::runtime::log;
+
+struct Workflow;
+
+impl Guest for Workflow {
+    fn run(name: String) -> Result<String, StepError> {
+        log::log(log::Level::Info, &format!("greeting {name}"));
+        match steps::greet(&name) {
+            // Every attempt failed: the host hands over each attempt's failure instead of failing the workflow.
+            Err(StepError::RetriesExhausted(exhausted)) => {
+                let message = format!("greet failed all {} attempts; falling back", exhausted.attempts);
+                log::log(log::Level::Warn, &message);
+                Ok(format!("Hello, {name}"))
+            }
+            other => other,
+        }
+    }
+}
+// local-step:start
+
+/// The step itself, so the workflow runs on its own (`host run __NAME__.wasm '"world"'`). Put steps in
+/// their own components (`host new step`) to write them in another language or share them.
+impl exports::__STEP_SNAKE__::steps::steps::Guest for Workflow {
+    fn greet(name: String) -> Result<String, exports::__STEP_SNAKE__::steps::steps::StepError> {
+        let attempt = stepbox::runtime::step_context::status().map_or(1, |status| status.attempt);
+        log::log(log::Level::Info, &format!("greet (rust, in the workflow): attempt {attempt}"));
+        if attempt == 1 {
+            let error = "the greeting service is warming up".to_string();
+            return Err(exports::__STEP_SNAKE__::steps::steps::StepError::Failed(error));
+        }
+        Ok(format!("Hello, {name} (from Rust)"))
+    }
+}
+// local-step:end
+
+export!(Workflow);

@@ -1,0 +1,153 @@
+//! `host new`: each step template (Rust, Python, JavaScript, C) and the
+//! workflow template are created, built with the one command their README
+//! shows (run verbatim), and run end to end through `host run`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::support::host_command;
+
+/// The command between `<!-- MARKER -->` and `<!-- /MARKER -->` in a generated README.
+fn readme_command(project: &Path, marker: &str) -> String {
+    let readme = std::fs::read_to_string(project.join("README.md")).expect("the project has a README");
+    let block = readme
+        .split(&format!("<!-- {marker} -->"))
+        .nth(1)
+        .and_then(|rest| rest.split(&format!("<!-- /{marker} -->")).next())
+        .unwrap_or_else(|| panic!("no {marker} block in {}", project.display()));
+    block.lines().filter(|line| !line.starts_with("```") && !line.trim().is_empty()).collect::<Vec<_>>().join("\n")
+}
+
+/// The workspace's target folder.
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target/tmp has a parent").to_path_buf()
+}
+
+/// A folder with `host` and `stepbox-c-component`, for the PATH of the documented commands.
+fn tools() -> &'static Path {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--locked", "-q", "-p", "stepbox-c-component", "--target-dir"])
+            .arg(target_dir())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building stepbox-c-component failed");
+        let tools = Path::new(env!("CARGO_TARGET_TMPDIR")).join("template-tools");
+        std::fs::create_dir_all(&tools).unwrap();
+        for (name, path) in [
+            ("host", PathBuf::from(env!("CARGO_BIN_EXE_host"))),
+            ("stepbox-c-component", target_dir().join("debug/stepbox-c-component")),
+        ] {
+            let link = tools.join(name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(path, link).unwrap();
+        }
+        tools
+    })
+}
+
+/// The toolchain `rust-toolchain.toml` pins (it has the wasm32-wasip2 target), for projects outside the repository.
+fn toolchain() -> String {
+    let pinned = include_str!("../../rust-toolchain.toml");
+    pinned
+        .lines()
+        .find_map(|line| line.strip_prefix("channel = "))
+        .map(|channel| channel.trim_matches('"').to_string())
+        .expect("a pinned channel")
+}
+
+/// Runs a README command verbatim with bash in `project`.
+fn run_documented(project: &Path, marker: &str) -> std::process::Output {
+    let command = readme_command(project, marker);
+    let path = format!("{}:{}", tools().display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &command])
+        .current_dir(project)
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", target_dir().join("templates"))
+        .env("RUSTUP_TOOLCHAIN", toolchain())
+        .env("STEPBOX_CACHE_DIR", crate::support::shared_cache())
+        .env_remove("STEPBOX_JOURNAL")
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "`{command}` failed in {}:\n{}\n{}",
+        project.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Creates a step in `lang` and a workflow calling it, builds both, runs the workflow.
+fn step_and_workflow(lang: &str, greeting: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let step = format!("hello-{lang}");
+    let created = host_command(scratch.path(), &["new", "step", &step, "--lang", lang]);
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    assert!(created.stdout.contains("build it with"), "{}", created.stdout);
+    run_documented(&scratch.path().join(&step), "build");
+    assert!(scratch.path().join(&step).join(format!("{step}.wasm")).exists(), "the step component is built");
+
+    let workflow = format!("greet-{lang}");
+    let created = host_command(scratch.path(), &["new", "workflow", &workflow, "--step", &step]);
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let project = scratch.path().join(&workflow);
+    run_documented(&project, "build");
+    let ran = run_documented(&project, "run");
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert_eq!(stdout.trim(), format!("Workflow output: ok(\"Hello, world (from {greeting})\")"), "{stderr}");
+    assert!(stderr.contains("Step greet being automatically retried (attempt 1 of 3)"), "{stderr}");
+    assert!(stderr.contains(&format!("greet ({}): attempt 2", greeting.to_lowercase())), "{stderr}");
+}
+
+#[test]
+fn a_rust_step_and_a_workflow_from_templates_build_and_run() {
+    step_and_workflow("rust", "Rust");
+}
+
+#[test]
+fn a_python_step_from_its_template_builds_and_runs() {
+    step_and_workflow("python", "Python");
+}
+
+#[test]
+fn a_javascript_step_from_its_template_builds_and_runs() {
+    step_and_workflow("js", "JavaScript");
+}
+
+#[test]
+fn a_c_step_from_its_template_builds_and_runs() {
+    step_and_workflow("c", "C");
+}
+
+/// Without --step, the workflow implements its step itself and runs alone.
+#[test]
+fn a_workflow_template_runs_on_its_own() {
+    let scratch = tempfile::tempdir().unwrap();
+    let created = host_command(scratch.path(), &["new", "workflow", "alone"]);
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let project = scratch.path().join("alone");
+    run_documented(&project, "build");
+    let ran = run_documented(&project, "run");
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "Workflow output: ok(\"Hello, world (from Rust)\")");
+    let again = host_command(scratch.path(), &["new", "workflow", "alone"]);
+    assert!(again.refused().contains("exists and is not empty"));
+    let bad = host_command(scratch.path(), &["new", "step", "Bad_Name", "--lang", "rust"]);
+    assert!(bad.refused().contains("lower-case letters"));
+}
+
+/// `host wit` writes the runtime package where WIT tools look for it.
+#[test]
+fn host_wit_writes_the_runtime_package() {
+    let scratch = tempfile::tempdir().unwrap();
+    let wrote = host_command(scratch.path(), &["wit", "--out", "wit"]);
+    assert_eq!(wrote.code, Some(0), "{}", wrote.stderr);
+    let written = std::fs::read_to_string(scratch.path().join("wit/deps/stepbox-runtime/runtime.wit")).unwrap();
+    assert_eq!(written, include_str!("../../wit/runtime.wit"));
+}
