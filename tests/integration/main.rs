@@ -6,6 +6,7 @@ mod support;
 mod cache;
 mod durability;
 mod errors;
+mod faults;
 mod group_commit;
 mod operate;
 mod polyglot;

@@ -91,7 +91,23 @@ impl Weather {
     /// has lasted longer than the budget. `reconnect` runs before each retry
     /// (it may pick another host after a failover). The error returned last
     /// is given back with how long the outage lasted.
-    pub async fn retry<T, Op, Fut, Re, ReFut>(&self, mut operation: Op, mut reconnect: Re) -> Result<T, Outage>
+    pub async fn retry<T, Op, Fut, Re, ReFut>(&self, operation: Op, reconnect: Re) -> Result<T, Outage>
+    where
+        Op: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+        Re: FnMut() -> ReFut,
+        ReFut: Future<Output = ()>,
+    {
+        self.retry_for(self.budget, operation, reconnect).await
+    }
+
+    /// As [`Weather::retry`], with its own budget (a release on the way out need not wait a whole outage).
+    pub async fn retry_for<T, Op, Fut, Re, ReFut>(
+        &self,
+        budget: Duration,
+        mut operation: Op,
+        mut reconnect: Re,
+    ) -> Result<T, Outage>
     where
         Op: FnMut() -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -112,11 +128,11 @@ impl Weather {
                         Fault::Permanent => return Err(Outage { error, lasted: None }),
                         Fault::Transient => self.note(&error).min(started.elapsed()),
                     };
-                    if lasted >= self.budget {
+                    if lasted >= budget {
                         return Err(Outage { error, lasted: Some(lasted) });
                     }
                     let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                    let wait = pause.mul_f64(jitter).min(self.budget.saturating_sub(lasted));
+                    let wait = pause.mul_f64(jitter).min(budget.saturating_sub(lasted));
                     tokio::time::sleep(wait).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                     reconnect().await;

@@ -25,7 +25,7 @@ use serde_json::Value as Json;
 pub use faults::DEFAULT_OUTAGE_BUDGET;
 pub use group_commit::{LAZY_WINDOW, PendingWrite};
 pub use records::{AttemptRecord, CallHistory, EventRecord, StepCallRecord, WorkflowHistory, WorkflowRecord};
-pub use target::{DEFAULT_SCHEMA, Target, TargetError, redact};
+pub use target::{DEFAULT_SCHEMA, PostgresTarget, SqliteTarget, Target, TargetError, redact};
 pub use time::Timestamp;
 pub use vocabulary::{AttemptOutcome, CallStatus, FailureKind, WorkflowStatus};
 
@@ -56,6 +56,9 @@ macro_rules! attempt_columns {
         "seq, attempt, executor, started_at, finished_at, outcome, kind, message, retry_at, stdout, stderr"
     };
 }
+
+/// How long a lease release on the way out retries through an outage.
+pub const RELEASE_BUDGET: Duration = Duration::from_secs(2);
 
 /// The journal used when neither `--journal` nor `STEPBOX_JOURNAL` is given.
 pub const DEFAULT_JOURNAL: &str = "stepbox.db";
@@ -104,13 +107,26 @@ macro_rules! with_conn {
             match $backend {
                 $crate::journal::Backend::Sqlite(db) => {
                     let mut connection = db.pool.acquire().await?;
-                    let $conn: &mut sqlx::SqliteConnection = &mut *connection;
-                    $body
+                    let result = {
+                        let $conn: &mut sqlx::SqliteConnection = &mut *connection;
+                        async { $body }.await
+                    };
+                    // A connection that failed may be left inside a transaction: never reuse it.
+                    if result.is_err() {
+                        connection.close_on_drop();
+                    }
+                    result
                 }
                 $crate::journal::Backend::Postgres(db) => {
                     let mut connection = db.pool().acquire().await?;
-                    let $conn: &mut sqlx::PgConnection = &mut *connection;
-                    $body
+                    let result = {
+                        let $conn: &mut sqlx::PgConnection = &mut *connection;
+                        async { $body }.await
+                    };
+                    if result.is_err() {
+                        connection.close_on_drop();
+                    }
+                    result
                 }
             }
         }
@@ -570,10 +586,11 @@ impl Journal {
     }
 
     /// Gives up a lease at once, so the workflow can be resumed without
-    /// waiting for it to lapse. False if it was no longer held.
+    /// waiting for it to lapse. False if it was no longer held. On the way
+    /// out, it tries through an outage for [`RELEASE_BUDGET`] only.
     pub async fn release(&self, lease: &Lease) -> Result<bool, JournalError> {
         let now = Timestamp::now();
-        self.commit("release of a lease", || {
+        let attempt = || {
             with_conn!(&self.backend, |conn| {
                 let result = sqlx::query(
                     "UPDATE workflows SET lease_expires_at = NULL, updated_at = $1 \
@@ -586,8 +603,12 @@ impl Journal {
                 .await?;
                 Ok(result.rows_affected() == 1)
             })
-        })
-        .await
+        };
+        self.workflow_commits.fetch_add(1, Ordering::Relaxed);
+        self.weather
+            .retry_for(RELEASE_BUDGET, attempt, || self.backend.reconnect())
+            .await
+            .map_err(|outage| self.error("release of a lease", outage))
     }
 
     /// Records how a workflow ended, if `lease` still holds it; done before

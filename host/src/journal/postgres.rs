@@ -6,11 +6,12 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use url::Url;
 
+use super::faults::{Fault, classify};
 use super::target::{PostgresTarget, redact};
 use super::{JournalError, schema};
 
@@ -35,13 +36,24 @@ impl PgDb {
     /// Opens the journal: the first host that answers and accepts writes;
     /// creates the schema and tables when `create`, else checks they exist.
     pub async fn open(target: &PostgresTarget, location: &str, create: bool) -> Result<Self, JournalError> {
-        let (options, mut connection) = writable_host(target, location).await?;
         let schema_name = &target.schema;
-        if create {
-            prepare_schema(&mut connection, schema_name)
-                .await
-                .map_err(|message| JournalError::Schema { location: location.to_string(), message })?;
-        } else {
+        // A connection lost while preparing the tables is tried again; a refused one is reported at once.
+        let mut tries = 3;
+        let (options, mut connection) = loop {
+            let (options, mut connection) = writable_host(target, location).await?;
+            if !create {
+                break (options, connection);
+            }
+            match prepare_schema(&mut connection, schema_name).await {
+                Ok(()) => break (options, connection),
+                Err((_, true)) if tries > 1 => {
+                    tries -= 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err((message, _)) => return Err(JournalError::Schema { location: location.to_string(), message }),
+            }
+        };
+        if !create {
             let applied =
                 sqlx::query_as(sqlx::AssertSqlSafe(schema::applied_query(&format!("{schema_name}._sqlx_migrations"))))
                     .fetch_all(&mut connection)
@@ -196,14 +208,19 @@ fn explain_connect_error(options: &PgConnectOptions, error: &sqlx::Error) -> (St
     }
 }
 
-/// Creates the schema if needed and applies the migrations in it.
-async fn prepare_schema(connection: &mut PgConnection, schema_name: &str) -> Result<(), String> {
+/// Creates the schema if needed and applies the migrations in it. The error
+/// says whether trying again on a new connection may help.
+async fn prepare_schema(connection: &mut PgConnection, schema_name: &str) -> Result<(), (String, bool)> {
+    let failed = |error: sqlx::Error| (error.to_string(), classify(&error) == Fault::Transient);
     // Concurrent first opens race on CREATE SCHEMA; the loser finds it there.
     let create = format!("CREATE SCHEMA IF NOT EXISTS {schema_name}");
     if connection.execute(sqlx::AssertSqlSafe(create.clone())).await.is_err() {
-        connection.execute(sqlx::AssertSqlSafe(create)).await.map_err(|error| error.to_string())?;
+        connection.execute(sqlx::AssertSqlSafe(create)).await.map_err(failed)?;
     }
     let setup = format!("SET search_path TO {schema_name}; SET client_min_messages TO warning");
-    connection.execute(sqlx::AssertSqlSafe(setup)).await.map_err(|error| error.to_string())?;
-    MIGRATOR.run(&mut *connection).await.map_err(|error| schema::explain(&error))
+    connection.execute(sqlx::AssertSqlSafe(setup)).await.map_err(failed)?;
+    MIGRATOR.run(&mut *connection).await.map_err(|error| match error {
+        MigrateError::Execute(error) => failed(error),
+        other => (schema::explain(&other), false),
+    })
 }

@@ -9,6 +9,9 @@ use stepbox::journal::{Journal, Target};
 
 pub use stepbox_test_artifacts as artifacts;
 
+pub mod cluster;
+pub mod proxy;
+
 /// One `host` invocation's result.
 pub struct Run {
     pub code: Option<i32>,
@@ -79,7 +82,11 @@ fn host_command_line(dir: &Path) -> Command {
     command
         .current_dir(dir)
         .env_remove("STEPBOX_JOURNAL")
-        .env_remove("RUST_LOG")
+        .env(
+            "RUST_LOG",
+            std::env::var("STEPBOX_TEST_HOST_LOG")
+                .unwrap_or_else(|_| "info,sqlx=error,wasmtime=warn,cranelift=warn".into()),
+        )
         .env("STEPBOX_CACHE_DIR", shared_cache());
     command
 }
@@ -226,7 +233,7 @@ pub async fn count_attempts(target: &str, workflow_id: &str) -> usize {
             sqlx::query_scalar(sql).bind(workflow_id).fetch_one(&mut connection).await.expect("count query")
         }
         Target::Postgres(postgres) => {
-            let mut connection = sqlx::PgConnection::connect(target).await.expect("journal opens");
+            let mut connection = primary(&postgres).await;
             let sql = sql.replace("step_attempts", &format!("{}.step_attempts", postgres.schema));
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(workflow_id)
@@ -238,6 +245,20 @@ pub async fn count_attempts(target: &str, workflow_id: &str) -> usize {
     usize::try_from(count).expect("a count is not negative")
 }
 
+/// A connection to the host of `target` that accepts writes (the first, for a single-host URL).
+async fn primary(target: &stepbox::journal::PostgresTarget) -> sqlx::PgConnection {
+    for url in &target.hosts {
+        if let Ok(mut connection) = sqlx::PgConnection::connect(url.as_str()).await {
+            let standby: bool =
+                sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(&mut connection).await.unwrap_or(true);
+            if !standby {
+                return connection;
+            }
+        }
+    }
+    panic!("no host of {:?} accepts writes", target.hosts)
+}
+
 /// Runs one SQL statement on a journal's database (tests that edit or inspect rows directly).
 pub async fn execute_sql(target: &str, sql: &str) {
     match Target::parse(target).expect("a journal location") {
@@ -247,7 +268,7 @@ pub async fn execute_sql(target: &str, sql: &str) {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut connection).await.expect("statement runs");
         }
         Target::Postgres(postgres) => {
-            let mut connection = sqlx::PgConnection::connect(target).await.expect("journal opens");
+            let mut connection = primary(&postgres).await;
             let sql = format!("SET search_path TO {}; {sql}", postgres.schema);
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.expect("statement runs");
         }
@@ -366,6 +387,10 @@ impl Child {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.process.try_wait().expect("child status") {
+                use std::os::unix::process::ExitStatusExt as _;
+                if let Some(signal) = status.signal() {
+                    eprintln!("the host was killed by signal {signal}");
+                }
                 return status.code();
             }
             assert!(
