@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import psycopg
 import sqlalchemy as sa
-from dbos import DBOS, error
+from dbos import DBOS, Queue, error
 
 DB_NAME = "stepbox_dbos_peer"
 # DBOS's default system-database pool is 20 connections with no overflow.
@@ -40,6 +40,13 @@ STEPS_PER_WORKFLOW = 100
 
 # Latencies recorded inside workflows (they run in this process, once each).
 step_latencies_ns: list[int] = []
+
+# The queue of the "queue" workloads, with DBOS's defaults (polled every second, no limits).
+bench_queue = Queue("stepbox_bench_queue")
+# When each queued workflow's first step started (wall clock, ns), by key.
+first_step_ns: dict[str, int] = {}
+# (start, end) of each queued steps workflow, wall clock in ns.
+queued_spans: list[tuple[int, int]] = []
 
 
 @DBOS.step()
@@ -54,6 +61,27 @@ def steps_workflow(steps: int) -> int:
         start = time.perf_counter_ns()
         total += noop_step(i)
         step_latencies_ns.append(time.perf_counter_ns() - start)
+    return total
+
+
+@DBOS.step()
+def marked_step(key: str) -> int:
+    first_step_ns.setdefault(key, time.time_ns())
+    return 1
+
+
+@DBOS.workflow()
+def marked_workflow(key: str) -> int:
+    return marked_step(key)
+
+
+@DBOS.workflow()
+def queued_steps_workflow(steps: int) -> int:
+    start = time.time_ns()
+    total = 0
+    for i in range(steps):
+        total += noop_step(i)
+    queued_spans.append((start, time.time_ns()))
     return total
 
 
@@ -334,6 +362,47 @@ def exhaustion(meter: CommitMeter, runs: int) -> dict[str, Any]:
     }
 
 
+def queue_latency(samples: int) -> dict[str, Any]:
+    """Enqueue one workflow of one step at a time; ms from the enqueue call to the step's start."""
+    latencies_ms = []
+    for n in range(samples + samples // 10):
+        key = f"latency-{n}"
+        enqueued = time.time_ns()
+        expect(bench_queue.enqueue(marked_workflow, key).get_result(), 1)
+        if n >= samples // 10:
+            latencies_ms.append((first_step_ns[key] - enqueued) / 1e6)
+        # Arrivals spread over the poll period, as stepbox's poll-only measurement does.
+        time.sleep(0.137)
+    return {
+        "samples": samples,
+        "median_ms": statistics.median(latencies_ms),
+        "p99_ms": p99(latencies_ms),
+        "method": "Queue.enqueue of a workflow calling one step, then get_result(), one at a "
+        "time 137 ms apart; latency is from before enqueue() to the step's first line (wall "
+        "clock); the queue has DBOS's default polling_interval_sec of 1.0",
+    }
+
+
+def queue_throughput(workflows: int, steps: int) -> dict[str, Any]:
+    """Enqueue `workflows` workflows of `steps` no-op steps; first start to last end."""
+    queued_spans.clear()
+    handles = [bench_queue.enqueue(queued_steps_workflow, steps) for _ in range(workflows)]
+    expected = steps * (steps - 1) // 2
+    for handle in handles:
+        expect(handle.get_result(), expected)
+    seconds = (max(end for _, end in queued_spans) - min(start for start, _ in queued_spans)) / 1e9
+    return {
+        "workflows": workflows,
+        "steps_per_workflow": steps,
+        "seconds": seconds,
+        "steps_per_second": workflows * steps / seconds,
+        "method": f"{workflows} Queue.enqueue calls of a workflow of {steps} sync no-op steps, "
+        "every result awaited; seconds is from the first workflow's start to the last one's end "
+        "(wall clock inside the workflows), as stepbox's figure is from its journal; one DBOS "
+        "process, default queue settings",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", required=True, help="PostgreSQL server URL (no database)")
@@ -343,6 +412,11 @@ def main() -> None:
         "--workflows",
         default="1,10,100",
         help="comma-separated workflow counts of the concurrent run (1000 takes DBOS 6-8 minutes here)",
+    )
+    parser.add_argument(
+        "--queue",
+        default="",
+        help="also the queue workloads: WORKFLOWSxSTEPS for throughput, e.g. 1000x10",
     )
     args = parser.parse_args()
     steps = 500 if args.quick else 1000
@@ -382,6 +456,13 @@ def main() -> None:
             concurrent_results.append(concurrent(meter, workflows, run_concurrent))
         log(f"exhaustion: {runs} workflows")
         exhaustion_result = exhaustion(meter, runs)
+        queue_result = None
+        if args.queue:
+            queued, queued_steps = (int(part) for part in args.queue.split("x"))
+            log("queue: enqueue to first step")
+            latency = queue_latency(10 if args.quick else 30)
+            log(f"queue: {queued} workflows x {queued_steps} steps")
+            queue_result = {"latency": latency, "throughput": queue_throughput(queued, queued_steps)}
     finally:
         DBOS.destroy()
         admin.close()
@@ -396,6 +477,7 @@ def main() -> None:
         f"start to the last result; DBOS's default system-database pool of {POOL_SIZE} "
         "connections and unbounded executor",
         "exhaustion": exhaustion_result,
+        "queue": queue_result,
         "notes": [
             "interval_seconds=0 means no sleep in DBOS 3.4.0: the retry loop "
             "(dbos/_outcome.py, Immediate._retry) calls time.sleep(min(interval_seconds * "

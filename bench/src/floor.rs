@@ -22,6 +22,41 @@ pub async fn postgres(url: &str, commits: usize) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
+/// Single-row commits per second on PostgreSQL from `connections` connections
+/// at once, `commits` each: the server's commit capacity, as many workers see it.
+pub async fn postgres_concurrent(url: &str, connections: usize, commits: usize) -> anyhow::Result<f64> {
+    let mut setup = sqlx::PgConnection::connect(url).await?;
+    setup
+        .execute(
+            "DROP TABLE IF EXISTS bench_floor_many; \
+             CREATE TABLE bench_floor_many (id BIGSERIAL PRIMARY KEY, v BIGINT)",
+        )
+        .await?;
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(sqlx::PgConnection::connect(url).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut connection in clients {
+        tasks.spawn(async move {
+            for n in 0..commits {
+                sqlx::query("INSERT INTO bench_floor_many (v) VALUES ($1)")
+                    .bind(n as i64)
+                    .execute(&mut connection)
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let rate = (connections * commits) as f64 / started.elapsed().as_secs_f64();
+    setup.execute("DROP TABLE bench_floor_many").await?;
+    Ok(rate)
+}
+
 /// µs per autocommitted single-row INSERT into a SQLite file with the
 /// journal's settings (WAL, `synchronous = FULL`).
 pub async fn sqlite(path: &std::path::Path, commits: usize) -> anyhow::Result<Summary> {

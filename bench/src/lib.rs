@@ -8,6 +8,7 @@
 mod chart;
 mod floor;
 mod peer;
+mod queues;
 mod report;
 mod startup;
 mod stats;
@@ -22,7 +23,8 @@ use sqlx::{Connection as _, Executor as _};
 use stepbox::journal::{Journal, JournalOptions};
 use stepbox_test_artifacts as artifacts;
 
-use crate::report::Results;
+use crate::queues::Queues;
+use crate::report::{QueueResults, Results};
 use crate::startup::StartCase;
 use crate::workloads::{BareStep, Throughput, Workflows};
 
@@ -74,6 +76,9 @@ struct Sizes {
     exhaustion_calls: u32,
     cold_starts: usize,
     cached_starts: usize,
+    latency_samples: usize,
+    poll_latency_samples: usize,
+    queue_workflows: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -88,6 +93,9 @@ const FULL: Sizes = Sizes {
     exhaustion_calls: 100,
     cold_starts: 3,
     cached_starts: 10,
+    latency_samples: 200,
+    poll_latency_samples: 30,
+    queue_workflows: 1000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -102,7 +110,16 @@ const QUICK: Sizes = Sizes {
     exhaustion_calls: 50,
     cold_starts: 1,
     cached_starts: 5,
+    latency_samples: 50,
+    poll_latency_samples: 10,
+    queue_workflows: 200,
 };
+
+/// Steps per workflow in the queue throughput runs.
+const QUEUE_STEPS: u32 = 10;
+
+/// Connections of the concurrent commit floor (as many as workers would hold).
+const CAPACITY_CONNECTIONS: usize = 16;
 
 /// Steps per workflow in the concurrency curve.
 const CURVE_STEPS: u32 = 100;
@@ -175,13 +192,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         starts.push((language, startup::measure(&host, &case, sizes.cold_starts, sizes.cached_starts)?));
     }
 
+    progress("(q) workers and queues: submit to first attempt, NOTIFY and poll-only");
+    let queues = Queues::new(&host, &database_url, workflow, steps, &cache).await?;
+    let latency_notify = queues.latency(queues::Wakeups::Notify, sizes.latency_samples).await?;
+    let latency_poll = queues.latency(queues::Wakeups::Poll, sizes.poll_latency_samples).await?;
+    progress(&format!("    NOTIFY p50 {:.0} ms, poll-only p50 {:.0} ms", latency_notify.median, latency_poll.median));
+    let in_process = on_postgres.concurrent(sizes.queue_workflows, QUEUE_STEPS).await?;
+    progress(&format!("(q) in-process: {:.0} steps/s", in_process.steps_per_second()));
+    let mut workers = Vec::new();
+    for count in [1, 2, 4] {
+        // The workload spread over the workers, as many at once as in process (within a worker's limit).
+        let concurrency = (sizes.queue_workflows / count).clamp(1, 500);
+        let point = queues.throughput(count, sizes.queue_workflows, QUEUE_STEPS, concurrency).await?;
+        progress(&format!("(q) {count} worker(s): {:.0} steps/s", point.steps_per_second()));
+        workers.push(point);
+    }
+    let commit_capacity = floor::postgres_concurrent(&database_url, CAPACITY_CONNECTIONS, 300).await?;
+    let queue_results = QueueResults {
+        latency_notify,
+        latency_poll,
+        workers,
+        in_process,
+        commit_capacity,
+        commit_capacity_connections: CAPACITY_CONNECTIONS,
+    };
+
     let peer = if args.no_peer {
         None
     } else {
         progress("DBOS Transact on the same server");
         let workflows: Vec<usize> =
             sizes.curve.iter().copied().filter(|&workflows| workflows < 1000 || args.peer_1000).collect();
-        Some(peer::run(&args.python, Path::new("bench/dbos/peer.py"), server, args.quick, &workflows)?)
+        let queue = Some((sizes.queue_workflows, QUEUE_STEPS));
+        Some(peer::run(&args.python, Path::new("bench/dbos/peer.py"), server, args.quick, &workflows, queue)?)
     };
 
     let results = Results {
@@ -200,6 +243,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         exhaustion_calls: sizes.exhaustion_calls,
         starts,
         peer,
+        queues: queue_results,
     };
     let markdown = results.markdown();
     println!("{markdown}");

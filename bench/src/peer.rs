@@ -18,7 +18,18 @@ pub struct PeerResults {
     pub concurrent_method: String,
     /// ms per 3-attempt exhausted step call (median, p99).
     pub exhaustion_ms: (f64, f64),
+    /// The queue workloads, when asked for.
+    pub queue: Option<PeerQueue>,
     pub notes: Vec<String>,
+}
+
+/// DBOS's queue: enqueue → first step (ms, median and p99) and throughput.
+#[derive(Debug, Clone)]
+pub struct PeerQueue {
+    pub latency_ms: (f64, f64),
+    pub steps_per_second: f64,
+    pub latency_method: String,
+    pub throughput_method: String,
 }
 
 /// Runs the peer script with `python` against the server at `postgres`.
@@ -28,10 +39,14 @@ pub fn run(
     postgres: &str,
     quick: bool,
     workflows: &[usize],
+    queue: Option<(usize, u32)>,
 ) -> anyhow::Result<PeerResults> {
     let mut command = Command::new(python);
     let workflows = workflows.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     command.arg(script).args(["--postgres", postgres, "--workflows", &workflows]);
+    if let Some((workflows, steps)) = queue {
+        command.args(["--queue", &format!("{workflows}x{steps}")]);
+    }
     if quick {
         command.arg("--quick");
     }
@@ -58,7 +73,21 @@ fn parse(json: &Value) -> Option<PeerResults> {
         .iter()
         .map(|point| Some((number(point, "workflows")? as usize, number(point, "steps_per_second")?)))
         .collect::<Option<Vec<_>>>()?;
+    let queue = match json.get("queue") {
+        Some(queue) if !queue.is_null() => {
+            let latency = queue.get("latency")?;
+            let throughput = queue.get("throughput")?;
+            Some(PeerQueue {
+                latency_ms: (number(latency, "median_ms")?, number(latency, "p99_ms")?),
+                steps_per_second: number(throughput, "steps_per_second")?,
+                latency_method: text(latency, "method").unwrap_or_default(),
+                throughput_method: text(throughput, "method").unwrap_or_default(),
+            })
+        }
+        _ => None,
+    };
     Some(PeerResults {
+        queue,
         version: text(json, "dbos_version")?,
         sequential_step_us: number(sequential, "step_median_us")?,
         concurrent,
@@ -89,5 +118,13 @@ mod tests {
         let results = parse(&json).expect("parses");
         assert_eq!(results.concurrent, vec![(100, 800.0)]);
         assert_eq!(results.exhaustion_ms, (4.0, 6.0));
+        assert!(results.queue.is_none());
+        let mut with_queue = json.clone();
+        with_queue["queue"] = serde_json::json!({
+            "latency": {"median_ms": 520.0, "p99_ms": 990.0, "method": "m"},
+            "throughput": {"steps_per_second": 300.0, "method": "t"}
+        });
+        let queue = parse(&with_queue).expect("parses").queue.expect("a queue result");
+        assert_eq!((queue.latency_ms, queue.steps_per_second), ((520.0, 990.0), 300.0));
     }
 }

@@ -13,9 +13,11 @@
 //!   its leases, the invoker and its retry decisions, the runner;
 //! - [`config`]: retry policies, limits and grants from the manifest and the
 //!   command line;
-//! - [`journal`]: the database, SQLite or PostgreSQL.
+//! - [`journal`]: the database, SQLite or PostgreSQL;
+//! - [`worker`]: queues and the workers that run them (the service side).
 
 pub mod config;
 pub mod journal;
 pub mod run;
 pub mod wasm;
+pub mod worker;

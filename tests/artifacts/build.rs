@@ -28,6 +28,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("hostile-caller", "HOSTILE_CALLER"),
     ("noop", "NOOP"),
     ("bench-loop", "BENCH_LOOP"),
+    ("queue-chain", "QUEUE_CHAIN"),
 ];
 
 /// Python and JavaScript guests: (folder under guest-steps/<language>, WIT file under guest-steps/wit, world, constant name).

@@ -16,3 +16,4 @@ mod retries;
 mod sandbox;
 mod seed;
 mod templates;
+mod workers;

@@ -46,6 +46,8 @@ pub async fn run(args: RunArgs, journal: &str, format: Format) -> u8 {
         Err(error) => return refuse(&error.to_string()),
     };
     let signals = Signals::watch(executor.clone());
+    // A cancel from another process stops the running attempt at once (PostgreSQL).
+    executor.listen(Vec::new(), Arc::default(), false).await;
     let request = RunRequest { id: args.id.clone(), arguments: args.args.clone() };
     let result = runner.run(request).await;
     report(result, &signals, args.exec.quiet, format, journal)
@@ -70,6 +72,8 @@ pub async fn resume(
         Err(error) => return refuse(&error.to_string()),
     };
     let signals = Signals::watch(executor.clone());
+    // A cancel from another process stops the running attempt at once (PostgreSQL).
+    executor.listen(Vec::new(), Arc::default(), false).await;
     let options = ResumeOptions { allow_changed_steps, overrides };
     let result = run::resume(id, &loader, executor, &options).await;
     report(result, &signals, exec.quiet, format, journal)
@@ -104,18 +108,37 @@ pub async fn fork(
     }
     let Some(loader) = loader(exec) else { return exit::USAGE };
     let signals = Signals::watch(executor.clone());
+    // A cancel from another process stops the running attempt at once (PostgreSQL).
+    executor.listen(Vec::new(), Arc::default(), false).await;
     let result = run::resume(&forked, &loader, executor, &ResumeOptions::default()).await;
     report(result, &signals, exec.quiet, format, journal)
 }
 
 /// `host recover`.
-pub async fn recover(exec: &ExecArgs, journal: &str, format: Format) -> u8 {
+pub async fn recover(crash_loop_cap: i32, exec: &ExecArgs, journal: &str, format: Format) -> u8 {
     let Some(loader) = loader(exec) else { return exit::USAGE };
     let executor = match executor(journal, exec).await {
         Ok(executor) => executor,
         Err(error) => return refuse(&error.to_string()),
     };
     let signals = Signals::watch(executor.clone());
+    // A cancel from another process stops the running attempt at once (PostgreSQL).
+    executor.listen(Vec::new(), Arc::default(), false).await;
+    // Queued workflows of workers that died go back to their queue (the reaper of `host worker`, once).
+    match executor.journal().reap_workflows(crash_loop_cap).await {
+        Ok(reaped) => {
+            for id in &reaped.requeued {
+                tracing::info!(source = "host", "Workflow {id}: its worker's lease lapsed; back in its queue");
+            }
+            for id in &reaped.dead {
+                tracing::warn!(source = "host", "Workflow {id} is dead: its workers kept stopping without progress");
+            }
+            for id in &reaped.timed_out {
+                tracing::warn!(source = "host", "Workflow {id} timed out before a worker started it");
+            }
+        }
+        Err(error) => return refuse(&error.to_string()),
+    }
     let results = match run::recover(&loader, executor).await {
         Ok(results) => results,
         Err(error) => return refuse(&error.to_string()),
@@ -147,7 +170,7 @@ pub async fn recover(exec: &ExecArgs, journal: &str, format: Format) -> u8 {
 }
 
 /// The compile cache and engine for this process; `None` (with the error printed) if the engine cannot start.
-fn loader(exec: &ExecArgs) -> Option<ComponentLoader> {
+pub fn loader(exec: &ExecArgs) -> Option<ComponentLoader> {
     match wasm::new_engine() {
         Ok(engine) => Some(ComponentLoader::new(&engine, exec.cache_dir())),
         Err(error) => {
@@ -157,7 +180,7 @@ fn loader(exec: &ExecArgs) -> Option<ComponentLoader> {
     }
 }
 
-async fn executor(journal: &str, exec: &ExecArgs) -> Result<Arc<Executor>, JournalError> {
+pub async fn executor(journal: &str, exec: &ExecArgs) -> Result<Arc<Executor>, JournalError> {
     let mut options = JournalOptions::default();
     if let Some(budget) = exec.db_outage {
         options.outage_budget = budget;

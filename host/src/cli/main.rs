@@ -10,6 +10,7 @@ mod inspect;
 mod logging;
 mod output;
 mod report;
+mod service;
 mod templates;
 
 use std::path::PathBuf;
@@ -100,8 +101,20 @@ enum Command {
     New(templates::NewCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion { shell: clap_complete::Shell },
-    /// Continue every interrupted workflow of the journal that no live process owns.
+    /// Hand a workflow to a queue and print its id; `host worker` processes run it.
+    Submit(Box<service::SubmitArgs>),
+    /// Claim and run the workflows of queues until stopped (SIGTERM: finish running attempts, hand the rest back).
+    Worker(Box<service::WorkerArgs>),
+    /// Set and list queue limits (they hold across every worker).
+    #[command(subcommand)]
+    Queue(service::QueueCommand),
+    /// List worker processes: live, stopped or lost.
+    Workers,
+    /// Put back queued workflows of dead workers, then continue every interrupted workflow no live process owns.
     Recover {
+        /// Lapsed leases in a row without progress before a queued workflow is marked dead.
+        #[arg(long, default_value_t = stepbox::worker::DEFAULT_CRASH_LOOP_CAP, value_parser = clap::value_parser!(i32).range(1..=1000))]
+        crash_loop_cap: i32,
         #[command(flatten)]
         exec: ExecArgs,
     },
@@ -266,7 +279,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = match &cli.command {
         Command::Run(args) => args.exec.quiet,
-        Command::Resume { exec, .. } | Command::Recover { exec } | Command::Fork { exec, .. } => exec.quiet,
+        Command::Resume { exec, .. } | Command::Recover { exec, .. } | Command::Fork { exec, .. } => exec.quiet,
+        Command::Worker(args) => args.exec.quiet,
         _ => false,
     };
     logging::init(quiet, cli.color);
@@ -305,7 +319,11 @@ async fn dispatch(cli: Cli) -> u8 {
             output::print(&String::from_utf8_lossy(&script));
             0
         }
-        Command::Recover { exec } => execution::recover(&exec, &journal, output).await,
+        Command::Recover { crash_loop_cap, exec } => execution::recover(crash_loop_cap, &exec, &journal, output).await,
+        Command::Submit(args) => service::submit(*args, &journal, output).await,
+        Command::Worker(args) => service::worker(*args, &journal).await,
+        Command::Queue(command) => service::queue(&command, &journal, output).await,
+        Command::Workers => service::workers(&journal, output).await,
         Command::List(args) => inspect::list(&args, &journal, output).await,
         Command::Show { id, follow } => inspect::show(&id, follow, &journal, output).await,
         Command::Result { id, wait } => inspect::result(&id, wait, &journal, output).await,

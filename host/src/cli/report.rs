@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
-use stepbox::journal::{AttemptRecord, StepCallRecord, Timestamp, WorkflowHistory, WorkflowRecord};
+use stepbox::journal::{
+    AttemptRecord, QueueRecord, StepCallRecord, Timestamp, WorkerRecord, WorkflowHistory, WorkflowRecord,
+};
 
 /// A table with the given header, columns separated by two spaces, as wide as the terminal allows.
 fn table(header: &[&str]) -> Table {
@@ -34,6 +36,62 @@ pub fn workflow_list(workflows: &[WorkflowRecord]) -> String {
         ]);
     }
     render(&rows)
+}
+
+/// One line per queue: its limits and how many workflows wait and run.
+pub fn queue_list(queues: &[QueueRecord]) -> String {
+    let mut rows = table(&["QUEUE", "CONCURRENCY", "PER PARTITION", "RATE", "READY", "DELAYED", "RUNNING"]);
+    let limit = |value: Option<i32>| value.map_or_else(|| "-".to_string(), |value| value.to_string());
+    for queue in queues {
+        let limits = &queue.limits;
+        let rate = match (limits.rate_limit, limits.rate_period_ms) {
+            (Some(starts), Some(period)) => {
+                let period = Duration::from_millis(u64::try_from(period).unwrap_or(0));
+                format!("{starts}/{}", humantime::format_duration(period))
+            }
+            _ => "-".into(),
+        };
+        rows.add_row(vec![
+            limits.name.clone(),
+            limit(limits.concurrency),
+            limit(limits.partition_concurrency),
+            rate,
+            queue.ready.to_string(),
+            queue.delayed.to_string(),
+            queue.running.to_string(),
+        ]);
+    }
+    render(&rows)
+}
+
+/// One line per worker: where it runs, its queues, what it runs, when it was last seen.
+pub fn worker_list(workers: &[WorkerRecord], now: Timestamp) -> String {
+    let mut rows = table(&["WORKER", "STATE", "QUEUES", "RUNNING", "CONCURRENCY", "STARTED", "LAST SEEN"]);
+    for worker in workers {
+        let queues = worker.queues.as_array().map_or_else(String::new, |queues| {
+            queues.iter().filter_map(|queue| queue.as_str()).collect::<Vec<_>>().join(",")
+        });
+        let state = match worker.stopped_at {
+            Some(_) => "stopped",
+            // Its row is renewed every third of its lease: a minute of silence means it is gone.
+            None if now.since(worker.last_seen_at) > Duration::from_secs(60) => "lost",
+            None => "live",
+        };
+        rows.add_row(vec![
+            worker.id.clone(),
+            state.to_string(),
+            queues,
+            worker.running.to_string(),
+            worker.concurrency.to_string(),
+            worker.started_at.rfc3339(),
+            format!("{} ago", humantime::format_duration(round_seconds(now.since(worker.last_seen_at)))),
+        ]);
+    }
+    render(&rows)
+}
+
+fn round_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs())
 }
 
 /// A workflow, its events, its step calls and every attempt.

@@ -26,7 +26,7 @@ use serde_json::Value as Json;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::faults::Weather;
-use super::{AttemptEnd, Backend, CallEnd, JournalError, Timestamp, with_conn};
+use super::{AttemptEnd, Backend, CallEnd, JournalError, Timestamp, statement, with_conn};
 
 /// How long a lazy write may wait for company before it is committed alone.
 pub const LAZY_WINDOW: Duration = Duration::from_millis(5);
@@ -284,7 +284,7 @@ impl Task {
             leases.insert((write.workflow_id.as_str(), write.epoch), &write.executor);
         }
         let plan = Plan::of(&writes.iter().collect::<Vec<_>>());
-        if let (Backend::Postgres(db), true) = (&self.backend, plan.inserts_only()) {
+        if let (Backend::Postgres(db), true) = (&self.backend, plan.inserts_only() && statement::persistent()) {
             let owned = one_statement(&db.pool(), &leases, &plan).await?;
             return Ok(leases.keys().copied().filter(|lease| !owned.contains(lease)).collect());
         }
@@ -294,7 +294,7 @@ impl Task {
             // The fence: touch the workflows these leases still hold, so a
             // process that lost its lease never writes over its successor.
             for &(id, epoch) in leases.keys() {
-                let held = sqlx::query(
+                let held = statement::query(
                     "UPDATE workflows SET updated_at = $1 WHERE id = $2 AND lease_epoch = $3 AND status = 'running'",
                 )
                 .bind(now)
@@ -314,7 +314,7 @@ impl Task {
                     "INSERT INTO step_calls ({CALL_FIELDS}) VALUES {} ON CONFLICT (workflow_id, seq) DO NOTHING",
                     rows_from(1, CALL_COLUMNS, chunk.len())
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut query = statement::query(sqlx::AssertSqlSafe(sql));
                 for call in chunk {
                     let row = call.row();
                     query = query
@@ -335,7 +335,7 @@ impl Task {
             }
             for call in plan.calls.iter().filter(|call| call.new.is_none()) {
                 if let Some(attempts) = call.attempts {
-                    let updated = sqlx::query(
+                    let updated = statement::query(
                         "UPDATE step_calls SET attempts = CASE WHEN attempts > $1 THEN attempts ELSE $1 END \
                          WHERE workflow_id = $2 AND seq = $3",
                     )
@@ -347,7 +347,7 @@ impl Task {
                     expect_one(updated.rows_affected(), "step call", call.workflow_id, call.seq)?;
                 }
                 if let Some(end) = &call.end {
-                    let updated = sqlx::query(
+                    let updated = statement::query(
                         "UPDATE step_calls SET status = $1, output = $2, output_json = $3, finished_at = $4 \
                          WHERE workflow_id = $5 AND seq = $6",
                     )
@@ -368,7 +368,7 @@ impl Task {
                      DO UPDATE SET {ATTEMPT_FINISH_FROM_EXCLUDED}",
                     rows_from(1, ATTEMPT_COLUMNS, chunk.len())
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut query = statement::query(sqlx::AssertSqlSafe(sql));
                 for attempt in chunk {
                     let end = attempt.end;
                     query = query
@@ -389,7 +389,7 @@ impl Task {
             }
             for attempt in &plan.finished_earlier {
                 let Some(end) = attempt.end else { continue };
-                let updated = sqlx::query(
+                let updated = statement::query(
                     "UPDATE step_attempts SET finished_at = $1, outcome = $2, kind = $3, message = $4, retry_at = $5, \
                      stdout = $6, stderr = $7 WHERE workflow_id = $8 AND seq = $9 AND attempt = $10",
                 )
@@ -439,7 +439,7 @@ async fn one_statement<'w>(
         calls = typed_rows(calls_at, CALL_TYPES, plan.calls.len()),
         attempts = typed_rows(attempts_at, ATTEMPT_TYPES, plan.attempts.len()),
     );
-    let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+    let mut query = statement::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
     for (id, epoch) in leases.keys() {
         query = query.bind(*id).bind(*epoch);
     }

@@ -9,9 +9,11 @@
 mod faults;
 mod group_commit;
 mod postgres;
+mod queue;
 mod records;
 mod schema;
 mod sqlite;
+mod statement;
 mod target;
 mod time;
 mod vocabulary;
@@ -24,6 +26,11 @@ use serde_json::Value as Json;
 
 pub use faults::DEFAULT_OUTAGE_BUDGET;
 pub use group_commit::{LAZY_WINDOW, PendingWrite};
+use queue::notify;
+pub use queue::{
+    Claimed, DEFAULT_QUEUE, EVENTS, Listener, NewSubmission, QueueLimits, QueueRecord, Reaped, Submitted, WorkerInfo,
+    WorkerRecord,
+};
 pub use records::{AttemptRecord, CallHistory, EventRecord, StepCallRecord, WorkflowHistory, WorkflowRecord};
 pub use target::{DEFAULT_SCHEMA, PostgresTarget, SqliteTarget, Target, TargetError, redact};
 pub use time::Timestamp;
@@ -42,6 +49,7 @@ macro_rules! workflow_columns {
          lease_expires_at, claims, cancel_requested_at, created_at, started_at, updated_at, finished_at"
     };
 }
+pub(crate) use workflow_columns;
 
 /// The columns of [`StepCallRecord`], as a literal for `concat!`.
 macro_rules! call_columns {
@@ -119,7 +127,21 @@ macro_rules! with_conn {
                 }
                 $crate::journal::Backend::Postgres(db) => {
                     let mut connection = db.pool().acquire().await?;
-                    let result = {
+                    let result = if db.pooler() {
+                        // Through a pooler: one transaction, so one server connection, per operation.
+                        async {
+                            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+                            db.enter_schema(&mut tx).await?;
+                            let value = {
+                                let $conn: &mut sqlx::PgConnection = &mut *tx;
+                                let result: Result<_, sqlx::Error> = async { $body }.await;
+                                result
+                            }?;
+                            tx.commit().await?;
+                            Ok::<_, sqlx::Error>(value)
+                        }
+                        .await
+                    } else {
                         let $conn: &mut sqlx::PgConnection = &mut *connection;
                         async { $body }.await
                     };
@@ -445,7 +467,7 @@ impl Journal {
     pub async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, JournalError> {
         self.run("read of a workflow", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query_as(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE id = $1"))
+                statement::query_as(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE id = $1"))
                     .bind(id)
                     .fetch_optional(conn)
                     .await
@@ -475,7 +497,7 @@ impl Journal {
         let inserted = self
             .commit("create of a workflow", || {
                 with_conn!(&self.backend, |conn| {
-                    let result = sqlx::query(
+                    let result = statement::query(
                         "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, \
                          status, options, executor, lease_epoch, lease_expires_at, created_at, started_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, 1, $10, $11, $11, $11) \
@@ -523,7 +545,7 @@ impl Journal {
         let epoch: Option<i64> = self
             .commit("claim of a workflow", || {
                 with_conn!(&self.backend, |conn| {
-                    sqlx::query_scalar(
+                    statement::query_scalar(
                         "UPDATE workflows SET executor = $1, lease_epoch = lease_epoch + 1, lease_expires_at = $2, \
                          updated_at = $3 WHERE id = $4 AND status = 'running' \
                          AND (lease_expires_at IS NULL OR lease_expires_at < $3) RETURNING lease_epoch",
@@ -562,7 +584,7 @@ impl Journal {
         let renewed: Vec<(String, i64, bool)> = self
             .commit("lease renewal", || {
                 with_conn!(&self.backend, |conn| {
-                    sqlx::query_as(
+                    statement::query_as(
                         "UPDATE workflows SET lease_expires_at = $1 WHERE executor = $2 AND status = 'running' \
                          AND lease_expires_at IS NOT NULL \
                          RETURNING id, lease_epoch, cancel_requested_at IS NOT NULL",
@@ -592,16 +614,24 @@ impl Journal {
         let now = Timestamp::now();
         let attempt = || {
             with_conn!(&self.backend, |conn| {
-                let result = sqlx::query(
-                    "UPDATE workflows SET lease_expires_at = NULL, updated_at = $1 \
-                     WHERE id = $2 AND lease_epoch = $3 AND status = 'running'",
+                // A queued workflow goes back to its queue, for any worker to claim at once (its
+                // `run_at` is kept: it was due long ago, and goes before newer work).
+                let result = statement::query(
+                    "UPDATE workflows SET lease_expires_at = NULL, updated_at = $1, \
+                     status = CASE WHEN queue IS NULL THEN status ELSE 'enqueued' END \
+                     WHERE id = $2 AND lease_epoch = $3 AND status = 'running' RETURNING queue",
                 )
                 .bind(now)
                 .bind(&lease.workflow_id)
                 .bind(lease.epoch)
-                .execute(conn)
+                .fetch_optional(&mut *conn)
                 .await?;
-                Ok(result.rows_affected() == 1)
+                let released: Option<(Option<String>,)> =
+                    result.map(|row| sqlx::FromRow::from_row(&row)).transpose()?;
+                if let Some((Some(queue),)) = &released {
+                    notify(&mut *conn, &format!("release:{queue}")).await?;
+                }
+                Ok(released.is_some())
             })
         };
         self.workflow_commits.fetch_add(1, Ordering::Relaxed);
@@ -618,7 +648,7 @@ impl Journal {
         let finished = self
             .commit("finish of a workflow", || {
                 with_conn!(&self.backend, |conn| {
-                    let result = sqlx::query(
+                    let result = statement::query(
                         "UPDATE workflows SET status = $1, output = $2, output_json = $3, error = $4, updated_at = $5, \
                          finished_at = $5, lease_expires_at = NULL WHERE id = $6 AND lease_epoch = $7 \
                          AND status = 'running'",
@@ -649,7 +679,7 @@ impl Journal {
         let now = Timestamp::now();
         self.run("read of interrupted workflows", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query_scalar(
+                statement::query_scalar(
                     "SELECT id FROM workflows WHERE status = 'running' AND queue IS NULL \
                      AND (lease_expires_at IS NULL OR lease_expires_at < $1) ORDER BY created_at, id",
                 )
@@ -693,7 +723,7 @@ impl Journal {
                     query.push("))");
                 }
                 query.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(filter.limit));
-                query.build_query_as().fetch_all(conn).await
+                query.build_query_as().persistent(statement::persistent()).fetch_all(conn).await
             })
         })
         .await
@@ -708,7 +738,7 @@ impl Journal {
             .commit("cancel of a workflow", || {
                 with_conn!(&self.backend, |conn| {
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                    let cancelled = sqlx::query(
+                    let cancelled = statement::query(
                         "UPDATE workflows SET status = 'cancelled', error = 'cancelled on request', finished_at = $1, \
                          updated_at = $1, cancel_requested_at = COALESCE(cancel_requested_at, $1), \
                          lease_epoch = lease_epoch + 1, lease_expires_at = NULL WHERE id = $2 \
@@ -720,7 +750,7 @@ impl Journal {
                     .execute(&mut *tx)
                     .await?;
                     let outcome = if cancelled.rows_affected() == 1 {
-                        sqlx::query(
+                        statement::query(
                             "UPDATE step_attempts SET outcome = 'failed', kind = 'interrupted', message = \
                              'the host stopped during this attempt; the workflow was cancelled afterwards' \
                              WHERE workflow_id = $1 AND outcome IS NULL",
@@ -728,7 +758,7 @@ impl Journal {
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
-                        sqlx::query(
+                        statement::query(
                             "UPDATE step_calls SET status = 'cancelled', finished_at = $1 \
                              WHERE workflow_id = $2 AND status = 'running'",
                         )
@@ -738,7 +768,7 @@ impl Journal {
                         .await?;
                         CancelOutcome::Cancelled
                     } else {
-                        let owner: Option<Option<String>> = sqlx::query_scalar(
+                        let owner: Option<Option<String>> = statement::query_scalar(
                             "UPDATE workflows SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
                              WHERE id = $2 AND status = 'running' RETURNING executor",
                         )
@@ -747,10 +777,14 @@ impl Journal {
                         .fetch_optional(&mut *tx)
                         .await?;
                         match owner {
-                            Some(executor) => CancelOutcome::Requested { executor: executor.unwrap_or_default() },
+                            Some(executor) => {
+                                // Its owner stops it at once (PostgreSQL), else at its next renewal.
+                                notify(&mut *tx, &format!("cancel:{id}")).await?;
+                                CancelOutcome::Requested { executor: executor.unwrap_or_default() }
+                            }
                             None => {
                                 let status: Option<WorkflowStatus> =
-                                    sqlx::query_scalar("SELECT status FROM workflows WHERE id = $1")
+                                    statement::query_scalar("SELECT status FROM workflows WHERE id = $1")
                                         .bind(id)
                                         .fetch_optional(&mut *tx)
                                         .await?;
@@ -759,7 +793,7 @@ impl Journal {
                         }
                     };
                     if matches!(outcome, CancelOutcome::Cancelled | CancelOutcome::Requested { .. }) {
-                        sqlx::query(
+                        statement::query(
                             "INSERT INTO workflow_events (workflow_id, at, kind, detail) VALUES ($1, $2, 'cancel-requested', $3)",
                         )
                         .bind(id)
@@ -782,12 +816,12 @@ impl Journal {
         self.commit("delete of a workflow", || {
             with_conn!(&self.backend, |conn| {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                let deleted = sqlx::query(sqlx::AssertSqlSafe(delete.clone())).bind(id).execute(&mut *tx).await?;
+                let deleted = statement::query(sqlx::AssertSqlSafe(delete.clone())).bind(id).execute(&mut *tx).await?;
                 let outcome = if deleted.rows_affected() == 1 {
                     Deleted::Deleted
                 } else {
                     let status: Option<WorkflowStatus> =
-                        sqlx::query_scalar("SELECT status FROM workflows WHERE id = $1")
+                        statement::query_scalar("SELECT status FROM workflows WHERE id = $1")
                             .bind(id)
                             .fetch_optional(&mut *tx)
                             .await?;
@@ -813,7 +847,7 @@ impl Journal {
             let deleted = self
                 .commit("prune of workflows", || {
                     with_conn!(&self.backend, |conn| {
-                        sqlx::query(sqlx::AssertSqlSafe(delete.clone()))
+                        statement::query(sqlx::AssertSqlSafe(delete.clone()))
                             .bind(before)
                             .execute(conn)
                             .await
@@ -844,14 +878,14 @@ impl Journal {
         self.commit("fork of a workflow", || {
             with_conn!(&self.backend, |conn| {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
+                let exists: Option<String> = statement::query_scalar("SELECT id FROM workflows WHERE id = $1")
                     .bind(new_id)
                     .fetch_optional(&mut *tx)
                     .await?;
                 if exists.is_some() {
                     return Ok(Forked::Exists);
                 }
-                let unfinished: Option<i64> = sqlx::query_scalar(
+                let unfinished: Option<i64> = statement::query_scalar(
                     "SELECT min(seq) FROM step_calls WHERE workflow_id = $1 AND seq < $2 \
                      AND status IN ('running', 'cancelled')",
                 )
@@ -862,7 +896,7 @@ impl Journal {
                 if let Some(seq) = unfinished {
                     return Ok(Forked::Unfinished(seq));
                 }
-                let created = sqlx::query(
+                let created = statement::query(
                     "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, \
                      options, queue, priority, partition_key, run_at, created_at, updated_at) \
                      SELECT $1, name, component, component_digest, entry, input, input_json, \
@@ -878,7 +912,7 @@ impl Journal {
                 if created.rows_affected() == 0 {
                     return Ok(Forked::Unknown);
                 }
-                let copied = sqlx::query(
+                let copied = statement::query(
                     "INSERT INTO step_calls (workflow_id, seq, step, input, input_json, status, output, output_json, \
                      attempts, max_attempts, started_at, finished_at) SELECT $1, seq, step, input, input_json, status, \
                      output, output_json, attempts, max_attempts, started_at, finished_at FROM step_calls \
@@ -890,7 +924,7 @@ impl Journal {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                sqlx::query(
+                statement::query(
                     "INSERT INTO step_attempts (workflow_id, seq, attempt, executor, started_at, finished_at, outcome, \
                      kind, message, retry_at, stdout, stderr) SELECT $1, seq, attempt, executor, started_at, \
                      finished_at, outcome, kind, message, retry_at, stdout, stderr FROM step_attempts \
@@ -905,13 +939,15 @@ impl Journal {
                     (new_id, "forked-from", serde_json::json!({ "workflow": original, "from_step": from_step })),
                     (original, "forked-to", serde_json::json!({ "workflow": new_id, "from_step": from_step })),
                 ] {
-                    sqlx::query("INSERT INTO workflow_events (workflow_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
-                        .bind(workflow)
-                        .bind(now)
-                        .bind(kind)
-                        .bind(detail)
-                        .execute(&mut *tx)
-                        .await?;
+                    statement::query(
+                        "INSERT INTO workflow_events (workflow_id, at, kind, detail) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(workflow)
+                    .bind(now)
+                    .bind(kind)
+                    .bind(detail)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(Forked::Forked { copied: i64::try_from(copied).unwrap_or(i64::MAX) })
@@ -926,7 +962,7 @@ impl Journal {
         let max_attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
         self.commit("update of a call's attempt budget", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query(
+                statement::query(
                     "UPDATE step_calls SET max_attempts = $1 WHERE workflow_id = $2 AND step = $3 AND status = 'running' \
                      AND EXISTS (SELECT 1 FROM workflows WHERE id = $2 AND lease_epoch = $4)",
                 )
@@ -990,7 +1026,7 @@ impl Journal {
         let now = Timestamp::now();
         self.commit("cancel of a step call", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query(
+                statement::query(
                     "UPDATE step_calls SET status = 'cancelled', finished_at = $1 WHERE workflow_id = $2 AND seq = $3 \
                      AND status = 'running' AND EXISTS (SELECT 1 FROM workflows WHERE id = $2 AND lease_epoch = $4 \
                      AND status = 'running')",
@@ -1011,10 +1047,24 @@ impl Journal {
     pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
         self.run("read of a component", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query_scalar("SELECT bytes FROM components WHERE digest = $1")
+                statement::query_scalar("SELECT bytes FROM components WHERE digest = $1")
                     .bind(digest)
                     .fetch_optional(conn)
                     .await
+            })
+        })
+        .await
+    }
+
+    /// Whether a component's bytes are stored under `digest`.
+    pub async fn has_component(&self, digest: &str) -> Result<bool, JournalError> {
+        self.run("read of a component", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_scalar("SELECT count(*) FROM components WHERE digest = $1")
+                    .bind(digest)
+                    .fetch_one(conn)
+                    .await
+                    .map(|count: i64| count > 0)
             })
         })
         .await
@@ -1026,7 +1076,7 @@ impl Journal {
         let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
         self.commit("store of a component", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query(
+                statement::query(
                     "INSERT INTO components (digest, name, size, bytes, stored_at) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (digest) DO NOTHING",
                 )
@@ -1048,7 +1098,7 @@ impl Journal {
     pub async fn update_options(&self, lease: &Lease, options: &Json) -> Result<(), JournalError> {
         self.commit("update of a workflow's options", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query("UPDATE workflows SET options = $1 WHERE id = $2 AND lease_epoch = $3")
+                statement::query("UPDATE workflows SET options = $1 WHERE id = $2 AND lease_epoch = $3")
                     .bind(options)
                     .bind(&lease.workflow_id)
                     .bind(lease.epoch)
@@ -1064,7 +1114,7 @@ impl Journal {
     pub async fn step_calls(&self, workflow_id: &str) -> Result<Vec<StepCallRecord>, JournalError> {
         self.run("read of step calls", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query_as(concat!(
+                statement::query_as(concat!(
                     "SELECT ",
                     call_columns!(),
                     " FROM step_calls WHERE workflow_id = $1 ORDER BY seq"
@@ -1081,7 +1131,7 @@ impl Journal {
     pub async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, JournalError> {
         self.run("read of attempts", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query_as(concat!(
+                statement::query_as(concat!(
                     "SELECT ",
                     attempt_columns!(),
                     " FROM step_attempts WHERE workflow_id = $1 ORDER BY seq, attempt"
@@ -1098,7 +1148,7 @@ impl Journal {
     pub async fn call_attempts(&self, workflow_id: &str, seq: i64) -> Result<Vec<AttemptRecord>, JournalError> {
         self.run("read of attempts", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query_as(concat!(
+                statement::query_as(concat!(
                     "SELECT ",
                     attempt_columns!(),
                     " FROM step_attempts WHERE workflow_id = $1 AND seq = $2 ORDER BY attempt"
@@ -1116,7 +1166,7 @@ impl Journal {
     pub async fn events(&self, workflow_id: &str) -> Result<Vec<EventRecord>, JournalError> {
         self.run("read of events", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query_as(
+                statement::query_as(
                     "SELECT at, kind, detail, executor FROM workflow_events WHERE workflow_id = $1 ORDER BY id",
                 )
                 .bind(workflow_id)
@@ -1138,7 +1188,7 @@ impl Journal {
         let now = Timestamp::now();
         self.commit("record of an event", || {
             with_conn!(&self.backend, |conn| {
-                sqlx::query(
+                statement::query(
                     "INSERT INTO workflow_events (workflow_id, at, kind, detail, executor) VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(workflow_id)

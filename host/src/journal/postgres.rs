@@ -13,7 +13,7 @@ use url::Url;
 
 use super::faults::{Fault, classify};
 use super::target::{PostgresTarget, redact};
-use super::{JournalError, schema};
+use super::{JournalError, schema, statement};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -37,6 +37,11 @@ impl PgDb {
     /// creates the schema and tables when `create`, else checks they exist.
     pub async fn open(target: &PostgresTarget, location: &str, create: bool) -> Result<Self, JournalError> {
         let schema_name = &target.schema;
+        if target.pooler {
+            statement::use_unnamed();
+        }
+        // Through a pooler, session state (advisory locks, search_path) does not last: never migrate there.
+        let create = create && !target.pooler;
         // A connection lost while preparing the tables is tried again; a refused one is reported at once.
         let mut tries = 3;
         let (options, mut connection) = loop {
@@ -54,22 +59,51 @@ impl PgDb {
             }
         };
         if !create {
-            let applied =
-                sqlx::query_as(sqlx::AssertSqlSafe(schema::applied_query(&format!("{schema_name}._sqlx_migrations"))))
-                    .fetch_all(&mut connection)
-                    .await
-                    .ok();
+            // In a transaction: through a pooler, its statements then stay on one server connection.
+            let applied = async {
+                let mut tx = sqlx::Connection::begin(&mut connection).await?;
+                let query = schema::applied_query(&format!("{schema_name}._sqlx_migrations"));
+                let applied = statement::query_as(sqlx::AssertSqlSafe(query)).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(applied)
+            }
+            .await
+            .ok();
             schema::compare(applied, &MIGRATOR).map_err(|message| JournalError::Schema {
                 location: location.to_string(),
-                message: format!("schema {schema_name}: {message}"),
+                message: if target.pooler {
+                    format!(
+                        "schema {schema_name}: {message}. Through a transaction pooler the journal's tables are not \
+                         created or changed: run any host command once with a URL to PostgreSQL itself"
+                    )
+                } else {
+                    format!("schema {schema_name}: {message}")
+                },
             })?;
         }
         connection.close().await.ok();
         Ok(Self {
-            pool: Arc::new(RwLock::new(pool(options, schema_name))),
+            pool: Arc::new(RwLock::new(pool(options, schema_name, target.pooler))),
             target: Arc::new(target.clone()),
             location: location.into(),
         })
+    }
+
+    /// The schema holding the journal's tables (names its NOTIFY channel).
+    pub fn schema(&self) -> &str {
+        &self.target.schema
+    }
+
+    /// True when connections go through a transaction pooler (pgbouncer).
+    pub fn pooler(&self) -> bool {
+        self.target.pooler
+    }
+
+    /// Points the current transaction at the journal's schema (through a
+    /// pooler, where a session's `search_path` does not last).
+    pub async fn enter_schema(&self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let set = format!("SET LOCAL search_path TO {}", self.target.schema);
+        statement::query(sqlx::AssertSqlSafe(set)).execute(connection).await.map(drop)
     }
 
     /// The current pool (cheap to clone).
@@ -96,15 +130,20 @@ impl PgDb {
                 _ => return,
             }
         };
-        let fresh = pool(options, &self.target.schema);
+        let fresh = pool(options, &self.target.schema, self.target.pooler);
         let old = std::mem::replace(&mut *self.pool.write().unwrap_or_else(std::sync::PoisonError::into_inner), fresh);
         tokio::spawn(async move { old.close().await });
     }
 }
 
-/// A lazily connecting pool whose connections use the journal's schema.
-fn pool(options: PgConnectOptions, schema: &str) -> PgPool {
-    let setup = format!("SET search_path TO {schema}; SET client_min_messages TO warning");
+/// A lazily connecting pool whose connections use the journal's schema
+/// (through a pooler, each transaction sets it instead).
+fn pool(options: PgConnectOptions, schema: &str, pooler: bool) -> PgPool {
+    let setup = if pooler {
+        "SET client_min_messages TO warning".to_string()
+    } else {
+        format!("SET search_path TO {schema}; SET client_min_messages TO warning")
+    };
     PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(CONNECT_TIMEOUT)
@@ -113,7 +152,7 @@ fn pool(options: PgConnectOptions, schema: &str) -> PgPool {
         .after_connect(move |connection, _| {
             let setup = setup.clone();
             Box::pin(async move {
-                connection.execute(sqlx::AssertSqlSafe(setup)).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(setup)).execute(&mut *connection).await?;
                 Ok(())
             })
         })
@@ -159,7 +198,12 @@ async fn writable_host(
                 continue;
             }
         };
-        match sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&mut connection).await {
+        // One round trip on the simple protocol: through a transaction pooler, two could reach two servers.
+        let standby = sqlx::raw_sql("SELECT pg_is_in_recovery()")
+            .fetch_one(&mut connection)
+            .await
+            .and_then(|row| sqlx::Row::try_get::<bool, _>(&row, 0));
+        match standby {
             Ok(false) => return Ok((options, connection)),
             Ok(true) => {
                 causes.push(format!("{}:{} is a read-only standby", options.get_host(), options.get_port()));

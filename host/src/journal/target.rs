@@ -29,6 +29,9 @@ pub struct PostgresTarget {
     pub hosts: Vec<Url>,
     /// The schema the tables live in.
     pub schema: String,
+    /// Reached through a pooler in transaction mode (`?pooler=transaction`):
+    /// statements unnamed, each operation a transaction.
+    pub pooler: bool,
 }
 
 /// A journal location that cannot be used; the message says what to write instead.
@@ -82,6 +85,7 @@ fn parse_postgres(text: &str) -> Result<PostgresTarget, String> {
     let credentials = if credentials.is_empty() { String::new() } else { format!("{credentials}@") };
     let mut urls = Vec::new();
     let mut schema = DEFAULT_SCHEMA.to_string();
+    let mut pooler = false;
     let host_list: Vec<&str> = if hosts.is_empty() { vec![""] } else { hosts.split(',').collect() };
     for host in host_list {
         let single = format!("{scheme}://{credentials}{host}{tail}");
@@ -90,6 +94,13 @@ fn parse_postgres(text: &str) -> Result<PostgresTarget, String> {
         for (key, value) in url.query_pairs() {
             match &*key {
                 "schema" => schema = value.into_owned(),
+                "pooler" if value == "transaction" => pooler = true,
+                "pooler" if value == "none" || value == "session" => {}
+                "pooler" => {
+                    return Err(format!(
+                        "pooler={value} is not known: write pooler=transaction for pgbouncer in transaction mode"
+                    ));
+                }
                 // The journal always needs a server that accepts writes: every host is checked.
                 "target_session_attrs" if value == "read-write" || value == "primary" || value == "any" => {}
                 "target_session_attrs" => {
@@ -113,7 +124,7 @@ fn parse_postgres(text: &str) -> Result<PostgresTarget, String> {
             "schema={schema:?} is not a plain identifier (lower-case letters, digits and _, not starting with a digit)"
         ));
     }
-    Ok(PostgresTarget { hosts: urls, schema })
+    Ok(PostgresTarget { hosts: urls, schema, pooler })
 }
 
 /// A lower-case SQL identifier that needs no quoting: the schema is written into SQL.

@@ -4,6 +4,7 @@
 //! lost leases, and stops the workflows concerned.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -26,8 +27,12 @@ struct Shared {
     journal: Journal,
     lease: Duration,
     held: Mutex<HashMap<String, Held>>,
+    /// Set by [`Executor::drain_all`]: workflows held from then on drain too.
+    draining: AtomicBool,
     /// Rung to renew (and look for cancel requests) before the next tick.
     wake: Notify,
+    /// Rung when a holding ends.
+    released: Notify,
 }
 
 struct Held {
@@ -38,8 +43,15 @@ struct Held {
 impl Executor {
     /// An executor with a fresh id, renewing its leases in `journal` every third of `lease`.
     pub fn start(journal: Journal, lease: Duration) -> Arc<Self> {
-        let shared =
-            Arc::new(Shared { id: executor_id(), journal, lease, held: Mutex::default(), wake: Notify::new() });
+        let shared = Arc::new(Shared {
+            id: executor_id(),
+            journal,
+            lease,
+            held: Mutex::default(),
+            draining: AtomicBool::new(false),
+            wake: Notify::new(),
+            released: Notify::new(),
+        });
         let heartbeat = tokio::spawn(heartbeat(Arc::downgrade(&shared)));
         Arc::new(Self { shared, heartbeat })
     }
@@ -66,11 +78,29 @@ impl Executor {
 
     /// Holds `lease` until the returned guard is dropped: renews it, and
     /// stops the workflow (through its interrupt) on a cancel request, a lost
-    /// lease, or at `deadline`.
-    pub fn hold(&self, lease: Lease, deadline: Option<Timestamp>) -> Holding {
+    /// lease, or at `deadline`. If this process still runs the workflow under
+    /// an older lease (it lost it, then claimed it again), that run is
+    /// stopped first and this waits until it is gone: one run per workflow.
+    pub async fn hold(&self, lease: Lease, deadline: Option<Timestamp>) -> Holding {
         let interrupt = Interrupt::default();
-        let id = lease.workflow_id.clone();
-        self.shared.lock().insert(id.clone(), Held { lease, interrupt: interrupt.clone() });
+        let (id, epoch) = (lease.workflow_id.clone(), lease.epoch);
+        loop {
+            let released = self.shared.released.notified();
+            {
+                let mut held = self.shared.lock();
+                match held.get(&id) {
+                    Some(older) if older.lease.epoch != epoch => older.interrupt.stop(StopReason::LeaseLost),
+                    _ => {
+                        if self.shared.draining.load(Ordering::Acquire) {
+                            interrupt.drain();
+                        }
+                        held.insert(id.clone(), Held { lease, interrupt: interrupt.clone() });
+                        break;
+                    }
+                }
+            }
+            released.await;
+        }
         let timer = deadline.map(|deadline| {
             let interrupt = interrupt.clone();
             tokio::spawn(async move {
@@ -78,7 +108,7 @@ impl Executor {
                 interrupt.stop(StopReason::Deadline);
             })
         });
-        Holding { shared: self.shared.clone(), id, interrupt, timer }
+        Holding { shared: self.shared.clone(), id, epoch, interrupt, timer }
     }
 
     /// Stops every workflow this process runs.
@@ -88,6 +118,21 @@ impl Executor {
         }
     }
 
+    /// Stops workflow `id` if this process runs it (a cancel announced
+    /// through NOTIFY); false if it does not run here.
+    pub fn stop(&self, id: &str, reason: StopReason) -> bool {
+        let held = self.shared.lock().get(id).map(|held| held.interrupt.clone());
+        held.inspect(|interrupt| interrupt.stop(reason)).is_some()
+    }
+
+    /// Lets every running attempt finish but starts no other (graceful shutdown).
+    pub fn drain_all(&self) {
+        let held = self.shared.lock();
+        self.shared.draining.store(true, Ordering::Release);
+        for held in held.values() {
+            held.interrupt.drain();
+        }
+    }
     /// Renews now (a cancel request may be waiting), not at the next tick.
     pub fn check_now(&self) {
         self.shared.wake.notify_one();
@@ -120,6 +165,8 @@ impl Shared {
 pub struct Holding {
     shared: Arc<Shared>,
     id: String,
+    /// The epoch held: a later claim of the same workflow by this process is another holding.
+    epoch: i64,
     interrupt: Interrupt,
     timer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -133,7 +180,12 @@ impl Holding {
 
 impl Drop for Holding {
     fn drop(&mut self) {
-        self.shared.lock().remove(&self.id);
+        let mut held = self.shared.lock();
+        if held.get(&self.id).is_some_and(|entry| entry.lease.epoch == self.epoch) {
+            held.remove(&self.id);
+        }
+        drop(held);
+        self.shared.released.notify_waiters();
         if let Some(timer) = self.timer.take() {
             timer.abort();
         }

@@ -86,6 +86,10 @@ pub enum InvokeError {
     Stopped(StopReason),
     #[error("workflow {0} is not running in this process")]
     NotBegun(String),
+    /// Its next attempt is due later than the park threshold: the workflow
+    /// gives up its slot and is claimed again then (queued workflows only).
+    #[error("the workflow waits for its next attempt until {0}; it gives up its slot until then")]
+    Parked(Timestamp),
 }
 
 /// What the invoker keeps of a workflow it runs calls for.
@@ -94,6 +98,8 @@ struct Running {
     interrupt: Interrupt,
     /// The journaled step calls not yet replayed, by seq.
     history: BTreeMap<i64, StepCallRecord>,
+    /// Backoffs longer than this park the workflow instead of waiting.
+    park_after: Option<Duration>,
 }
 
 /// Runs step calls against the journal and the sandbox.
@@ -112,16 +118,27 @@ impl<A: Attempts, C: Clock> Invoker<A, C> {
 
     /// Starts serving calls of the workflow `lease` holds: reads the calls it
     /// has journaled (none for a new one), so replaying needs no further reads.
-    pub async fn begin(&self, lease: Lease, interrupt: Interrupt, fresh: bool) -> Result<(), JournalError> {
+    /// With `park_after`, a backoff longer than it parks the workflow
+    /// ([`InvokeError::Parked`]) instead of holding its slot.
+    pub async fn begin(
+        &self,
+        lease: Lease,
+        interrupt: Interrupt,
+        fresh: bool,
+        park_after: Option<Duration>,
+    ) -> Result<(), JournalError> {
         let calls = if fresh { Vec::new() } else { self.journal.step_calls(&lease.workflow_id).await? };
         let history = calls.into_iter().map(|call| (call.seq, call)).collect();
-        self.lock().insert(lease.workflow_id.clone(), Running { lease, interrupt, history });
+        self.lock().insert(lease.workflow_id.clone(), Running { lease, interrupt, history, park_after });
         Ok(())
     }
 
-    /// Forgets a workflow once it stops.
-    pub fn end(&self, workflow_id: &str) {
-        self.lock().remove(workflow_id);
+    /// Forgets a workflow once it stops (unless this process claimed it again since `lease`).
+    pub fn end(&self, lease: &Lease) {
+        let mut running = self.lock();
+        if running.get(&lease.workflow_id).is_some_and(|workflow| workflow.lease.epoch == lease.epoch) {
+            running.remove(&lease.workflow_id);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
@@ -137,10 +154,10 @@ impl<A: Attempts, C: Clock> Invoker<A, C> {
         target: &StepTarget,
         params: &[Val],
     ) -> Result<Val, InvokeError> {
-        let (lease, interrupt, recorded) = {
+        let (lease, interrupt, recorded, park_after) = {
             let mut running = self.lock();
             let workflow = running.get_mut(workflow_id).ok_or_else(|| InvokeError::NotBegun(workflow_id.into()))?;
-            (workflow.lease.clone(), workflow.interrupt.clone(), workflow.history.remove(&seq))
+            (workflow.lease.clone(), workflow.interrupt.clone(), workflow.history.remove(&seq), workflow.park_after)
         };
         let step = target.name.to_string();
         let input = values::to_wave_tuple(params);
@@ -184,7 +201,16 @@ impl<A: Attempts, C: Clock> Invoker<A, C> {
             }
             None => (Progress::new(), Some(values::to_json_tuple(params))),
         };
-        let call = Call { invoker: self, target, call_ref, policy, interrupt: &interrupt, step: &step, input: &input };
+        let call = Call {
+            invoker: self,
+            target,
+            call_ref,
+            policy,
+            interrupt: &interrupt,
+            step: &step,
+            input: &input,
+            park_after,
+        };
         call.run(progress, new_call, params).await
     }
 }
@@ -198,6 +224,7 @@ struct Call<'a, A: Attempts, C: Clock> {
     interrupt: &'a Interrupt,
     step: &'a str,
     input: &'a str,
+    park_after: Option<Duration>,
 }
 
 impl<A: Attempts, C: Clock> Call<'_, A, C> {
@@ -238,9 +265,14 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
                 }
                 None => {
                     if let Some(due_at) = progress.due_at.take() {
+                        if self.park_after.is_some_and(|threshold| due_at.since(clock.now()) > threshold) {
+                            // The failed attempt (with its retry time) is durable before the slot is given up.
+                            settle_all(lazy).await?;
+                            return Err(InvokeError::Parked(due_at));
+                        }
                         self.wait_until(due_at, attempt, std::mem::take(&mut resumed_wait)).await;
                     }
-                    if let Some(reason) = self.interrupt.reason() {
+                    if let Some(reason) = self.interrupt.refusal() {
                         return self.stopped_between_attempts(reason, lazy).await;
                     }
                     if let Some(error) = lazy.iter_mut().find_map(PendingWrite::failed) {
@@ -477,7 +509,7 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
         }
         tokio::select! {
             () = clock.sleep_until(due_at) => {}
-            _ = self.interrupt.stopped() => {}
+            _ = self.interrupt.refused() => {}
         }
     }
 }
@@ -698,7 +730,7 @@ mod tests {
         });
         let invoker = Invoker::new(journal.clone(), script.clone(), clock.clone());
         let interrupt = Interrupt::default();
-        invoker.begin(lease.clone(), interrupt.clone(), true).await.unwrap();
+        invoker.begin(lease.clone(), interrupt.clone(), true, None).await.unwrap();
         Setup { _dir: dir, journal, clock, script, invoker, lease, interrupt }
     }
 
@@ -750,6 +782,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backoff_longer_than_the_park_threshold_parks_the_workflow_and_its_resume_keeps_the_count() {
+        let setup = setup(vec![failed(), failed(), ok(3)]).await;
+        let parking = Invoker::new(setup.journal.clone(), setup.script.clone(), setup.clock.clone());
+        parking
+            .begin(setup.lease.clone(), Interrupt::default(), true, Some(Duration::from_millis(1500)))
+            .await
+            .unwrap();
+        // The 1 s backoff is waited; the 2 s one parks the workflow at once.
+        let error = parking.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap_err();
+        let InvokeError::Parked(due_at) = error else { panic!("{error}") };
+        assert_eq!(due_at.millis() - START, 3020);
+        assert_eq!(setup.ran_at(), [0, 1010]);
+        assert_eq!(setup.clock.now().millis() - START, 1020, "nothing waited after the second failure");
+        let attempts = setup.journal.attempts("w").await.unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[1].retry_at.map(|at| at.millis() - START), Some(3020), "the retry time is durable");
+        // Whoever claims it next waits what remains and runs attempt 3.
+        let resumed = Invoker::new(setup.journal.clone(), setup.script.clone(), setup.clock.clone());
+        resumed.begin(setup.lease.clone(), Interrupt::default(), false, None).await.unwrap();
+        let value = resumed.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        assert_eq!(to_wave(&value), "ok(3)");
+        assert_eq!(setup.ran_at(), [0, 1010, 3020]);
+        assert_eq!(*setup.script.numbers.lock().unwrap(), [1, 2, 3]);
+    }
+
+    #[tokio::test]
     async fn a_cancel_during_the_backoff_ends_the_call_cancelled() {
         let setup = setup(vec![failed(), ok(2)]).await;
         *setup.script.cancel_during_first.lock().unwrap() = Some(setup.interrupt.clone());
@@ -787,7 +845,7 @@ mod tests {
             }
         }
         let invoker = Invoker::new(setup.journal.clone(), CancelNow(setup.script.clone(), cancel), setup.clock.clone());
-        invoker.begin(setup.lease.clone(), setup.interrupt.clone(), true).await.unwrap();
+        invoker.begin(setup.lease.clone(), setup.interrupt.clone(), true, None).await.unwrap();
         let error = invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap_err();
         assert!(matches!(error, InvokeError::Stopped(StopReason::Cancelled)), "{error}");
         let attempts = setup.journal.attempts("w").await.unwrap();
@@ -806,7 +864,7 @@ mod tests {
         let started = Timestamp::from_millis(START - 400);
         setup.journal.start_attempt(call, 1, started, Some(&first)).durable().await.unwrap();
         let resumed = Invoker::new(setup.journal.clone(), setup.script.clone(), setup.clock.clone());
-        resumed.begin(setup.lease.clone(), Interrupt::default(), false).await.unwrap();
+        resumed.begin(setup.lease.clone(), Interrupt::default(), false, None).await.unwrap();
         let value = resumed.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
         assert_eq!(to_wave(&value), "ok(2)");
         let attempts = setup.journal.attempts("w").await.unwrap();

@@ -7,6 +7,7 @@ mod clock;
 mod contract;
 mod decision;
 mod deployment;
+mod events;
 mod executor;
 mod invoker;
 mod linker;
@@ -21,12 +22,15 @@ pub use decision::{Decision, Ended, Progress, decide};
 pub use deployment::{
     ChangedComponent, ComponentRef, Deployment, PrepareError, Prepared, RecordedOptions, ReplaySeed, RunSpec,
 };
+pub use events::Wakeups;
 pub use executor::{DEFAULT_LEASE, Executor, Holding, executor_id};
 pub use invoker::{Attempts, InvokeError, Invoker, StepTarget};
 pub use linker::LinkerError;
 pub use linking::{LinkError, Plan, WORKFLOW};
+pub(crate) use runner::new_workflow;
 pub use runner::{
     ForkError, MAX_RUNNING_WORKFLOWS, ResumeOptions, RunError, RunOutcome, RunRequest, Runner, fork, recover, resume,
+    workflow_name,
 };
 pub use step_name::StepName;
-pub use values::{ArgumentError, AttemptFailure, Returned, to_json, to_wave};
+pub use values::{ArgumentError, AttemptFailure, Returned, parse_arguments, to_json, to_wave};

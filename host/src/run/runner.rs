@@ -19,7 +19,8 @@ use super::linking::WORKFLOW;
 use super::values::{self, ArgumentError};
 use crate::config::SettingsLayer;
 use crate::journal::{
-    Claim, Finish, Forked, Journal, JournalError, Lease, NewWorkflow, Timestamp, WorkflowRecord, WorkflowStatus,
+    Claim, Claimed, Finish, Forked, Journal, JournalError, Lease, NewWorkflow, Timestamp, WorkflowRecord,
+    WorkflowStatus,
 };
 use crate::wasm::{self, ComponentLoader, GuestState, Interrupt, Sandbox, StopReason};
 
@@ -89,6 +90,8 @@ pub enum RunError {
     WorkflowFailed { id: String, message: String },
     #[error("workflow {id} {status}: {message}")]
     Ended { id: String, status: WorkflowStatus, message: String },
+    #[error("workflow {id} waits until {until} for its next attempt; a worker continues it then")]
+    Parked { id: String, until: Timestamp },
 }
 
 impl RunError {
@@ -120,7 +123,6 @@ pub struct Runner {
     executor: Arc<Executor>,
     linked: Linked,
     deployment: Deployment,
-    name: String,
     component: String,
     entry_func: ComponentFunc,
     /// Slots of [`MAX_RUNNING_WORKFLOWS`].
@@ -142,12 +144,10 @@ impl Runner {
                 component: workflow.path.display().to_string(),
                 message: "the entry function is not exported".into(),
             })?;
-        let name = workflow_name(&workflow.path);
         Ok(Self {
             journal,
             executor,
             linked: Linked { sandbox, invoker, workflow_pre, entry },
-            name,
             component: workflow.path.display().to_string(),
             entry_func: plan.entry.func,
             deployment,
@@ -178,22 +178,8 @@ impl Runner {
         // Taken before the journal knows the workflow, so a waiting one holds no lease.
         let _slot = self.running.acquire().await.map_err(|_| RunError::Engine("the runner was closed".into()))?;
         let started = Instant::now();
-        let options = RecordedOptions {
-            deployment: self.deployment.clone(),
-            arguments: request.arguments.clone(),
-            replay_seed: None,
-        };
-        let workflow = NewWorkflow {
-            id: request.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-            name: self.name.clone(),
-            component: self.component.clone(),
-            component_digest: self.deployment.workflow.digest.clone(),
-            entry: entry.clone(),
-            input: values::to_wave_tuple(&values),
-            input_json: values::to_json_tuple(&values),
-            options: serde_json::to_value(&options).unwrap_or(Json::Null),
-            created_at: Timestamp::now(),
-        };
+        let id = request.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let workflow = new_workflow(id, &self.deployment, &values, &request.arguments);
         let journal = &self.journal;
         let (lease, seed, fresh) =
             match journal.create_workflow(&workflow, self.executor.id(), self.executor.lease_until()).await? {
@@ -231,7 +217,7 @@ impl Runner {
                     (lease, seed, false)
                 }
             };
-        let outcome = self.execute(lease, &seed, values, fresh).await;
+        let outcome = self.execute(lease, &seed, values, fresh, None, None).await;
         outcome.map(|(output, output_json)| RunOutcome {
             workflow_id: workflow.id,
             output,
@@ -239,6 +225,25 @@ impl Runner {
             recorded: false,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Runs a workflow a worker claimed from its queue, under the claim's
+    /// lease: replays what it journaled, ends it `timed-out` at its deadline,
+    /// and parks it (see [`InvokeError::Parked`]) when its next attempt is
+    /// due more than `park_after` from now.
+    pub async fn run_claimed(&self, claimed: &Claimed, park_after: Duration) -> Result<RunOutcome, RunError> {
+        let workflow = &claimed.workflow;
+        let id = workflow.id.clone();
+        let options: RecordedOptions = serde_json::from_value(workflow.options.clone())
+            .map_err(|error| RunError::UnreadableOptions { id: id.clone(), message: error.to_string() })?;
+        let values = values::parse_arguments(&self.deployment.entry, &self.entry_func, &options.arguments)?;
+        let _slot = self.running.acquire().await.map_err(|_| RunError::Engine("the runner was closed".into()))?;
+        let started = Instant::now();
+        let seed = options.replay_seed.unwrap_or(ReplaySeed { id: id.clone(), started_at: workflow.created_at });
+        let lease = claimed.lease.clone();
+        let (output, output_json) =
+            self.execute(lease, &seed, values, false, workflow.deadline_at, Some(park_after)).await?;
+        Ok(RunOutcome { workflow_id: id, output, output_json, recorded: false, elapsed: started.elapsed() })
     }
 
     /// Claims a running workflow this process found in the journal.
@@ -265,16 +270,18 @@ impl Runner {
         seed: &ReplaySeed,
         arguments: Vec<Val>,
         fresh: bool,
+        deadline: Option<Timestamp>,
+        park_after: Option<Duration>,
     ) -> Result<(String, Json), RunError> {
         let id = lease.workflow_id.clone();
-        let holding = self.executor.hold(lease.clone(), None);
+        let holding = self.executor.hold(lease.clone(), deadline).await;
         let interrupt = holding.interrupt().clone();
         let invoker = &self.linked.invoker;
-        if let Err(error) = invoker.begin(lease.clone(), interrupt.clone(), fresh).await {
+        if let Err(error) = invoker.begin(lease.clone(), interrupt.clone(), fresh, park_after).await {
             return Err(RunError::Interrupted { id, source: Box::new(InvokeError::Journal(error)) });
         }
         let result = self.call(&id, seed, &arguments, interrupt.clone()).await;
-        invoker.end(&id);
+        invoker.end(&lease);
         let (finish, outcome) = match result {
             Ok(results) => {
                 let output = match results.as_slice() {
@@ -294,6 +301,13 @@ impl Runner {
                 (finish, Ok((output, output_json)))
             }
             Err(Failure::Stopped(reason)) => return self.stopped(&lease, reason).await,
+            Err(Failure::Parked(until)) => {
+                drop(holding);
+                return match self.journal.park_workflow(&lease, until).await? {
+                    true => Err(RunError::Parked { id, until }),
+                    false => Err(RunError::LeaseLost { id }),
+                };
+            }
             Err(Failure::Invoke(source)) => {
                 // The journal failed or replay diverged: the workflow is not failed,
                 // it stays running, its lease released so it can be resumed at once.
@@ -341,6 +355,7 @@ impl Runner {
             Ok(results) => Ok(results),
             Err(error) => match error.downcast::<InvokeError>() {
                 Ok(InvokeError::Stopped(reason)) => Err(Failure::Stopped(reason)),
+                Ok(InvokeError::Parked(until)) => Err(Failure::Parked(until)),
                 Ok(source) => Err(Failure::Invoke(source)),
                 // Stopped while running its own code: the epoch callback trapped it.
                 Err(_) if interrupt.reason().is_some() => {
@@ -380,6 +395,7 @@ impl Runner {
 /// Why the workflow's call did not return.
 enum Failure {
     Stopped(StopReason),
+    Parked(Timestamp),
     Invoke(InvokeError),
     Trapped(String),
 }
@@ -444,8 +460,25 @@ fn recorded(existing: WorkflowRecord) -> Result<RunOutcome, RunError> {
     }
 }
 
+/// The journal row of a new workflow of `deployment` called with `values`
+/// (read from `arguments`), recording both so it can be resumed anywhere.
+pub(crate) fn new_workflow(id: String, deployment: &Deployment, values: &[Val], arguments: &[String]) -> NewWorkflow {
+    let options = RecordedOptions { deployment: deployment.clone(), arguments: arguments.to_vec(), replay_seed: None };
+    NewWorkflow {
+        id,
+        name: workflow_name(&deployment.workflow.path),
+        component: deployment.workflow.path.display().to_string(),
+        component_digest: deployment.workflow.digest.clone(),
+        entry: deployment.entry.clone(),
+        input: values::to_wave_tuple(values),
+        input_json: values::to_json_tuple(values),
+        options: serde_json::to_value(&options).unwrap_or(Json::Null),
+        created_at: Timestamp::now(),
+    }
+}
+
 /// The name lists filter by: the workflow component's file name without `.wasm`.
-fn workflow_name(path: &std::path::Path) -> String {
+pub fn workflow_name(path: &std::path::Path) -> String {
     path.file_stem().map_or_else(|| path.display().to_string(), |stem| stem.to_string_lossy().into_owned())
 }
 

@@ -4,7 +4,7 @@
 //! once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tokio::sync::Notify;
 
@@ -42,6 +42,8 @@ impl StopReason {
 #[derive(Clone, Default)]
 pub struct Interrupt {
     reason: Arc<AtomicU8>,
+    /// Set when the process drains: the running attempt may finish, no other starts.
+    drain: Arc<AtomicBool>,
     notify: Arc<Notify>,
 }
 
@@ -69,6 +71,30 @@ impl Interrupt {
             notified.await;
         }
     }
+
+    /// Lets the running attempt finish but starts no other (a graceful
+    /// shutdown); the workflow then stops as for [`StopReason::Shutdown`].
+    pub fn drain(&self) {
+        if !self.drain.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Why no further attempt may start: a stop, or a drain (as a shutdown).
+    pub fn refusal(&self) -> Option<StopReason> {
+        self.reason().or_else(|| self.drain.load(Ordering::Acquire).then_some(StopReason::Shutdown))
+    }
+
+    /// Completes once a stop or a drain is asked for (ends a backoff early).
+    pub async fn refused(&self) -> StopReason {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(reason) = self.refusal() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -88,5 +114,21 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), StopReason::Cancelled);
         assert_eq!(interrupt.reason(), Some(StopReason::Cancelled));
         assert_eq!(Interrupt::default().reason(), None);
+    }
+
+    #[tokio::test]
+    async fn a_drain_refuses_new_attempts_without_stopping_the_running_one() {
+        let interrupt = Interrupt::default();
+        let waiter = tokio::spawn({
+            let interrupt = interrupt.clone();
+            async move { interrupt.refused().await }
+        });
+        tokio::task::yield_now().await;
+        interrupt.drain();
+        assert_eq!(waiter.await.unwrap(), StopReason::Shutdown);
+        assert_eq!(interrupt.reason(), None, "the running attempt goes on");
+        assert_eq!(interrupt.refusal(), Some(StopReason::Shutdown));
+        interrupt.stop(StopReason::Cancelled);
+        assert_eq!(interrupt.refusal(), Some(StopReason::Cancelled));
     }
 }

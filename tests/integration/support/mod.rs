@@ -10,6 +10,7 @@ use stepbox::journal::{Journal, Target};
 pub use stepbox_test_artifacts as artifacts;
 
 pub mod cluster;
+pub mod pgbouncer;
 pub mod proxy;
 
 /// One `host` invocation's result.

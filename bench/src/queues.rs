@@ -1,0 +1,282 @@
+//! Workers and queues (issue 14): submit → first attempt latency with a
+//! `host worker` woken by NOTIFY and with one polling, and the throughput of
+//! 1, 2 and 4 worker processes on one PostgreSQL — each figure read from
+//! the journal's timestamps, with what PostgreSQL committed meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use sqlx::Connection as _;
+use stepbox::config::SettingsLayer;
+use stepbox::journal::{Journal, WorkflowStatus};
+use stepbox::run::RunSpec;
+use stepbox::wasm::{self, ComponentLoader};
+use stepbox::worker::{Client, SubmitRequest, Submittable};
+
+use crate::stats::{Summary, summarize};
+
+/// How a worker learns of new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wakeups {
+    Notify,
+    Poll,
+}
+
+/// Throughput of `workers` worker processes.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerThroughput {
+    pub workers: usize,
+    pub workflows: usize,
+    pub steps: usize,
+    /// First claim to last finish, from the journal.
+    pub elapsed: Duration,
+    /// Transactions PostgreSQL committed in the journal's database meanwhile, per step.
+    pub commits_per_step: f64,
+    /// Rows inserted, updated and deleted meanwhile, per step.
+    pub rows_per_step: f64,
+}
+
+impl WorkerThroughput {
+    pub fn steps_per_second(&self) -> f64 {
+        self.steps as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Submits bench-loop workflows to the journal of `database_url` and runs `host worker` processes.
+pub struct Queues {
+    host: PathBuf,
+    database_url: String,
+    cache: PathBuf,
+    client: Client,
+    sequential: Submittable,
+}
+
+impl Queues {
+    /// A client for `bench-loop.sequential` with the no-op steps.
+    pub async fn new(
+        host: &Path,
+        database_url: &str,
+        workflow: &Path,
+        steps: &Path,
+        cache: &Path,
+    ) -> anyhow::Result<Self> {
+        let journal = Journal::open(database_url).await?;
+        let engine = wasm::new_engine().map_err(|error| anyhow::anyhow!("{error:#}"))?;
+        let client = Client::new(journal, ComponentLoader::new(&engine, Some(cache.to_path_buf())));
+        let spec = RunSpec {
+            workflow: workflow.to_path_buf(),
+            steps: vec![steps.to_path_buf()],
+            invoke: Some("sequential".into()),
+            config: None,
+            cli_settings: SettingsLayer::default(),
+        };
+        let sequential = client.prepare(&spec).await?;
+        Ok(Self {
+            host: host.to_path_buf(),
+            database_url: database_url.to_string(),
+            cache: cache.to_path_buf(),
+            client,
+            sequential,
+        })
+    }
+
+    fn journal(&self) -> &Journal {
+        self.client.journal()
+    }
+
+    /// Starts a `host worker` on `queue`.
+    fn worker(&self, queue: &str, concurrency: usize, wakeups: Wakeups) -> anyhow::Result<Worker> {
+        let concurrency = concurrency.to_string();
+        let mut command = Command::new(&self.host);
+        command
+            .args(["worker", "--journal", &self.database_url, "--queue", queue, "--concurrency", &concurrency])
+            .env("STEPBOX_CACHE_DIR", &self.cache)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if wakeups == Wakeups::Poll {
+            command.arg("--poll-only");
+        }
+        let child = command.spawn().with_context(|| format!("cannot start {}", self.host.display()))?;
+        Ok(Worker { child })
+    }
+
+    /// Waits until `count` worker rows are live (each registered, its LISTEN set up).
+    async fn registered(&self, count: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let live = self.journal().workers().await?.iter().filter(|worker| worker.stopped_at.is_none()).count();
+            if live >= count {
+                // The LISTEN and its self-test follow the row: give them a moment.
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{count} worker(s) did not start within a minute");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Submit → first attempt start, one workflow at a time, `samples` times: ms from the journal.
+    pub async fn latency(&self, wakeups: Wakeups, samples: usize) -> anyhow::Result<Summary> {
+        let queue = format!("latency-{}", if wakeups == Wakeups::Notify { "notify" } else { "poll" });
+        let mut worker = self.worker(&queue, 10, wakeups)?;
+        let result = async {
+            self.registered(1).await?;
+            let mut latencies = Vec::with_capacity(samples);
+            for n in 0..samples + samples / 10 {
+                let request = SubmitRequest {
+                    arguments: vec!["1".into()],
+                    queue: Some(queue.clone()),
+                    ..SubmitRequest::default()
+                };
+                let receipt = self.client.submit(&self.sequential, &request).await?;
+                let latency = self.first_attempt_after_submit(&receipt.id).await?;
+                if n >= samples / 10 {
+                    latencies.push(latency);
+                }
+                // Spread submissions over the poll period, as independent arrivals would be.
+                if wakeups == Wakeups::Poll {
+                    tokio::time::sleep(Duration::from_millis(137)).await;
+                }
+            }
+            Ok(summarize(latencies))
+        }
+        .await;
+        worker.stop();
+        result
+    }
+
+    /// Waits for workflow `id` to finish; ms from its submission to its first attempt's start.
+    async fn first_attempt_after_submit(&self, id: &str) -> anyhow::Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let workflow = self.journal().workflow(id).await?.context("the submitted workflow is in the journal")?;
+            if workflow.status == WorkflowStatus::Succeeded {
+                let attempts = self.journal().attempts(id).await?;
+                let first = attempts.first().context("the workflow has an attempt")?;
+                return Ok((first.started_at.millis() - workflow.created_at.millis()) as f64);
+            }
+            if workflow.status.is_final() {
+                bail!("workflow {id} ended {}", workflow.status);
+            }
+            if Instant::now() > deadline {
+                bail!("workflow {id} did not finish within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// `workflows` workflows of `steps` no-op steps submitted to a queue of their own, then
+    /// run by `workers` worker processes of `concurrency` each.
+    pub async fn throughput(
+        &self,
+        workers: usize,
+        workflows: usize,
+        steps: u32,
+        concurrency: usize,
+    ) -> anyhow::Result<WorkerThroughput> {
+        let queue = format!("throughput-{workers}");
+        let request = SubmitRequest {
+            arguments: vec![steps.to_string()],
+            queue: Some(queue.clone()),
+            ..SubmitRequest::default()
+        };
+        for _ in 0..workflows {
+            self.client.submit(&self.sequential, &request).await?;
+        }
+        let mut database = sqlx::PgConnection::connect(&self.database_url).await?;
+        let before = counters(&mut database).await?;
+        let mut running = Vec::new();
+        for _ in 0..workers {
+            running.push(self.worker(&queue, concurrency, Wakeups::Notify)?);
+        }
+        let result = self.drained(&queue, workflows).await;
+        let after = counters(&mut database).await?;
+        for worker in &mut running {
+            worker.stop();
+        }
+        let elapsed = result?;
+        let total = workflows * steps as usize;
+        Ok(WorkerThroughput {
+            workers,
+            workflows,
+            steps: total,
+            elapsed,
+            commits_per_step: (after.0 - before.0) as f64 / total as f64,
+            rows_per_step: (after.1 - before.1) as f64 / total as f64,
+        })
+    }
+
+    /// Waits until every workflow of `queue` succeeded; first claim to last finish.
+    async fn drained(&self, queue: &str, workflows: usize) -> anyhow::Result<Duration> {
+        let mut database = sqlx::PgConnection::connect(&self.database_url).await?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let (succeeded, other, first, last): (i64, i64, Option<f64>, Option<f64>) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE status = 'succeeded'), \
+                 count(*) FILTER (WHERE status NOT IN ('succeeded', 'enqueued', 'running', 'delayed')), \
+                 extract(epoch FROM min(started_at))::float8, extract(epoch FROM max(finished_at))::float8 \
+                 FROM stepbox.workflows WHERE queue = $1",
+            )
+            .bind(queue)
+            .fetch_one(&mut database)
+            .await?;
+            if other > 0 {
+                bail!("{other} workflow(s) of {queue} did not succeed");
+            }
+            if succeeded as usize == workflows {
+                let (first, last) = (first.unwrap_or_default(), last.unwrap_or_default());
+                return Ok(Duration::from_secs_f64((last - first).max(0.001)));
+            }
+            if Instant::now() > deadline {
+                bail!("queue {queue} did not drain within 10 minutes ({succeeded} of {workflows} done)");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Transactions committed and rows written in the current database so far.
+async fn counters(database: &mut sqlx::PgConnection) -> anyhow::Result<(i64, i64)> {
+    sqlx::raw_sql("SELECT pg_stat_force_next_flush()").execute(&mut *database).await.ok();
+    sqlx::raw_sql("SELECT pg_stat_clear_snapshot()").execute(&mut *database).await?;
+    let counts = sqlx::query_as(
+        "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database \
+         WHERE datname = current_database()",
+    )
+    .fetch_one(database)
+    .await?;
+    Ok(counts)
+}
+
+/// A `host worker` process; stopped with SIGTERM.
+struct Worker {
+    child: Child,
+}
+
+impl Worker {
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}

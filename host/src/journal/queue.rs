@@ -1,0 +1,661 @@
+//! The journal as a queue for workers on any number of machines: submit
+//! (components stored once per digest, a dedup key per queue), claim with
+//! `FOR UPDATE SKIP LOCKED` in (priority, run_at, id) order within the
+//! queue's limits, park a workflow until a retry far away, reap the
+//! workflows of workers that died (dead after too many crashes without
+//! progress), the workers' own rows, and wake-ups through LISTEN/NOTIFY.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::Connection as _;
+
+use super::records::WorkflowRecord;
+use super::{
+    Backend, Journal, JournalError, Lease, NewWorkflow, Timestamp, WorkflowStatus, statement, with_conn,
+    workflow_columns,
+};
+
+/// The queue a workflow is submitted to when none is named.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// The NOTIFY channel (per schema) the journal announces work on:
+/// `submit:QUEUE`, `release:QUEUE`, `cancel:ID`, `finish:ID`.
+pub const EVENTS: &str = "events";
+
+/// A workflow handed to the queue.
+#[derive(Debug, Clone)]
+pub struct NewSubmission {
+    pub workflow: NewWorkflow,
+    pub queue: String,
+    /// Lower runs first.
+    pub priority: i32,
+    pub partition_key: Option<String>,
+    pub dedup_key: Option<String>,
+    /// When it may start.
+    pub run_at: Timestamp,
+    /// When it times out if not finished.
+    pub deadline_at: Option<Timestamp>,
+}
+
+/// What `submit_workflow` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// A new workflow with the id asked for.
+    New,
+    /// A live workflow of the queue has the dedup key already: its id.
+    Deduplicated(String),
+    /// The id belongs to another workflow.
+    IdTaken,
+}
+
+/// A queued workflow a worker now owns.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub lease: Lease,
+    pub workflow: WorkflowRecord,
+}
+
+/// What one reaper pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Back in their queue (their worker's lease lapsed).
+    pub requeued: Vec<String>,
+    /// Given up: their leases lapsed too often without progress.
+    pub dead: Vec<String>,
+    /// Waiting in their queue past their deadline: ended `timed-out`.
+    pub timed_out: Vec<String>,
+}
+
+/// A queue's limits, holding across every worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct QueueLimits {
+    pub name: String,
+    /// Most workflows of the queue running at once.
+    pub concurrency: Option<i32>,
+    /// Most workflows of one partition key running at once.
+    pub partition_concurrency: Option<i32>,
+    /// Most starts per `rate_period_ms`.
+    pub rate_limit: Option<i32>,
+    pub rate_period_ms: Option<i64>,
+}
+
+/// A queue as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct QueueRecord {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub limits: QueueLimits,
+    /// Enqueued and due.
+    pub ready: i64,
+    /// Waiting for a time (delayed start, a retry far away).
+    pub delayed: i64,
+    pub running: i64,
+    /// Started within the last rate period (or minute).
+    pub recent_starts: i64,
+}
+
+/// A worker process, for its row.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: i32,
+    pub queues: Vec<String>,
+    pub concurrency: i32,
+}
+
+/// A worker's row.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub host: String,
+    pub pid: i32,
+    pub queues: serde_json::Value,
+    pub concurrency: i32,
+    pub running: i32,
+    pub started_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub stopped_at: Option<Timestamp>,
+}
+
+/// The SQL list of live statuses (one live workflow per dedup key).
+const LIVE: &str = "'enqueued', 'delayed', 'running'";
+
+/// Announces `payload` to listeners (PostgreSQL; nothing on SQLite, whose workers poll).
+pub(super) async fn notify<C>(connection: &mut C, payload: &str) -> Result<(), sqlx::Error>
+where
+    C: NotifyTarget + ?Sized,
+{
+    connection.notify(payload).await
+}
+
+/// A connection NOTIFY can be sent on.
+pub(super) trait NotifyTarget {
+    async fn notify(&mut self, payload: &str) -> Result<(), sqlx::Error>;
+}
+
+impl NotifyTarget for sqlx::PgConnection {
+    async fn notify(&mut self, payload: &str) -> Result<(), sqlx::Error> {
+        statement::query("SELECT pg_notify(current_schema() || '_' || $1, $2)")
+            .bind(EVENTS)
+            .bind(payload)
+            .execute(self)
+            .await
+            .map(drop)
+    }
+}
+
+impl NotifyTarget for sqlx::SqliteConnection {
+    async fn notify(&mut self, _: &str) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}
+
+/// Progress of a workflow: its finished step calls, as an SQL expression on `workflows`.
+const PROGRESS: &str =
+    "(SELECT count(*) FROM step_calls c WHERE c.workflow_id = workflows.id AND c.status <> 'running')";
+
+impl Journal {
+    /// Hands a workflow to its queue (enqueued, or delayed until `run_at`);
+    /// wakes the workers. A dedup key already held by a live workflow of the
+    /// queue gives that workflow's id instead.
+    pub async fn submit_workflow(&self, submission: &NewSubmission) -> Result<Submitted, JournalError> {
+        let workflow = &submission.workflow;
+        let now = Timestamp::now();
+        let status = if submission.run_at > now { WorkflowStatus::Delayed } else { WorkflowStatus::Enqueued };
+        self.commit("submit of a workflow", || {
+            with_conn!(&self.backend, |conn| {
+                let mut tx = conn.begin().await?;
+                let inserted = statement::query(
+                    "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, \
+                     options, queue, priority, partition_key, dedup_key, run_at, deadline_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&workflow.id)
+                .bind(&workflow.name)
+                .bind(&workflow.component)
+                .bind(&workflow.component_digest)
+                .bind(&workflow.entry)
+                .bind(&workflow.input)
+                .bind(&workflow.input_json)
+                .bind(status)
+                .bind(&workflow.options)
+                .bind(&submission.queue)
+                .bind(submission.priority)
+                .bind(submission.partition_key.as_deref())
+                .bind(submission.dedup_key.as_deref())
+                .bind(submission.run_at)
+                .bind(submission.deadline_at)
+                .bind(workflow.created_at)
+                .execute(&mut *tx)
+                .await?;
+                let outcome = if inserted.rows_affected() == 1 {
+                    notify(&mut *tx, &format!("submit:{}", submission.queue)).await?;
+                    Submitted::New
+                } else {
+                    let deduplicated: Option<String> =
+                        match &submission.dedup_key {
+                            Some(key) => statement::query_scalar(sqlx::AssertSqlSafe(format!(
+                                "SELECT id FROM workflows WHERE queue = $1 AND dedup_key = $2 AND status IN ({LIVE})"
+                            )))
+                            .bind(&submission.queue)
+                            .bind(key)
+                            .fetch_optional(&mut *tx)
+                            .await?,
+                            None => None,
+                        };
+                    match deduplicated {
+                        Some(id) => Submitted::Deduplicated(id),
+                        None => {
+                            // The same submission again (an unknown commit outcome retried) is not a conflict.
+                            let same: Option<(String, String, Option<String>)> = statement::query_as(
+                                "SELECT component_digest, input, queue FROM workflows WHERE id = $1",
+                            )
+                            .bind(&workflow.id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            match same {
+                                Some((digest, input, Some(queue)))
+                                    if digest == workflow.component_digest
+                                        && input == workflow.input
+                                        && queue == submission.queue =>
+                                {
+                                    Submitted::New
+                                }
+                                _ => Submitted::IdTaken,
+                            }
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            })
+        })
+        .await
+    }
+
+    /// Claims up to `limit` workflows of `queue` that are due, for `executor`,
+    /// within the queue's limits (which hold across workers: claims of a
+    /// limited queue serialize on its row). Each claim bumps the lease epoch.
+    pub async fn claim_workflows(
+        &self,
+        queue: &str,
+        executor: &str,
+        limit: u32,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Claimed>, JournalError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let postgres = matches!(self.backend, Backend::Postgres(_));
+        let (lock_queue, skip_locked) = if postgres { (" FOR UPDATE", " FOR UPDATE SKIP LOCKED") } else { ("", "") };
+        let claimed: Vec<WorkflowRecord> = self
+            .commit("claim of queued workflows", || {
+                with_conn!(&self.backend, |conn| {
+                    // SQLite: take the write lock first, so two claimers never interleave.
+                    let mut tx =
+                        if postgres { conn.begin().await? } else { conn.begin_with("BEGIN IMMEDIATE").await? };
+                    let limits: Option<QueueLimits> = statement::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT name, concurrency, partition_concurrency, rate_limit, rate_period_ms FROM queues \
+                         WHERE name = $1{lock_queue}"
+                    )))
+                    .bind(queue)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    // Read after the queue's lock: what other claims and finishes committed is counted.
+                    let now = Timestamp::now();
+                    let limits = limits.unwrap_or_default();
+                    let mut available = i64::from(limit);
+                    if let Some(concurrency) = limits.concurrency {
+                        let running: i64 = statement::query_scalar(
+                            "SELECT count(*) FROM workflows WHERE queue = $1 AND status = 'running'",
+                        )
+                        .bind(queue)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        available = available.min(i64::from(concurrency) - running);
+                    }
+                    let mut starts_left = i64::MAX;
+                    if let (Some(rate), Some(period)) = (limits.rate_limit, limits.rate_period_ms) {
+                        let since = now.minus(Duration::from_millis(u64::try_from(period).unwrap_or(0)));
+                        let started: i64 = statement::query_scalar(
+                            "SELECT count(*) FROM workflows WHERE queue = $1 AND started_at > $2",
+                        )
+                        .bind(queue)
+                        .bind(since)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        starts_left = i64::from(rate) - started;
+                    }
+                    if available <= 0 {
+                        return Ok(Vec::new());
+                    }
+                    let partitioned = limits.partition_concurrency.is_some() || starts_left < available;
+                    let scan = if partitioned { available * 4 + 16 } else { available };
+                    let candidates: Vec<(String, Option<String>, bool)> =
+                        statement::query_as(sqlx::AssertSqlSafe(format!(
+                            "SELECT id, partition_key, started_at IS NULL FROM workflows WHERE queue = $1 \
+                             AND status IN ('enqueued', 'delayed') AND run_at <= $2 \
+                             ORDER BY priority, run_at, id LIMIT $3{skip_locked}"
+                        )))
+                        .bind(queue)
+                        .bind(now)
+                        .bind(scan)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let mut per_partition: HashMap<String, i64> = HashMap::new();
+                    if let Some(per) = limits.partition_concurrency {
+                        let keys: Vec<&str> = candidates.iter().filter_map(|(_, key, _)| key.as_deref()).collect();
+                        for key in keys {
+                            if per_partition.contains_key(key) {
+                                continue;
+                            }
+                            let running: i64 = statement::query_scalar(
+                                "SELECT count(*) FROM workflows WHERE queue = $1 AND partition_key = $2 \
+                                 AND status = 'running'",
+                            )
+                            .bind(queue)
+                            .bind(key)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                            per_partition.insert(key.to_string(), i64::from(per) - running);
+                        }
+                    }
+                    let mut chosen = Vec::new();
+                    for (id, key, first_start) in candidates {
+                        if chosen.len() as i64 >= available {
+                            break;
+                        }
+                        if first_start && starts_left <= 0 {
+                            continue;
+                        }
+                        if let Some(left) = key.as_ref().and_then(|key| per_partition.get_mut(key)) {
+                            if *left <= 0 {
+                                continue;
+                            }
+                            *left -= 1;
+                        }
+                        if first_start {
+                            starts_left -= 1;
+                        }
+                        chosen.push(id);
+                    }
+                    if chosen.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    // Stamped after every count: a start never precedes the end it waited for.
+                    let started = Timestamp::now();
+                    let ids = (0..chosen.len()).map(|n| format!("${}", n + 4)).collect::<Vec<_>>().join(", ");
+                    let mut update = statement::query_as(sqlx::AssertSqlSafe(format!(
+                        "UPDATE workflows SET status = 'running', executor = $1, lease_epoch = lease_epoch + 1, \
+                         lease_expires_at = $2, started_at = COALESCE(started_at, $3), updated_at = $3, \
+                         progress_at_claim = {PROGRESS} WHERE id IN ({ids}) RETURNING {}",
+                        workflow_columns!()
+                    )))
+                    .bind(executor)
+                    .bind(lease_until)
+                    .bind(started);
+                    for id in &chosen {
+                        update = update.bind(id);
+                    }
+                    let claimed: Vec<WorkflowRecord> = update.fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(claimed)
+                })
+            })
+            .await?;
+        Ok(claimed
+            .into_iter()
+            .map(|workflow| Claimed {
+                lease: Lease {
+                    workflow_id: workflow.id.clone(),
+                    executor: executor.to_string(),
+                    epoch: workflow.lease_epoch,
+                },
+                workflow,
+            })
+            .collect())
+    }
+
+    /// Parks a queued workflow until `until` (a retry far away): it leaves its
+    /// worker's slot, and any worker claims it again then.
+    pub async fn park_workflow(&self, lease: &Lease, until: Timestamp) -> Result<bool, JournalError> {
+        let now = Timestamp::now();
+        self.commit("park of a workflow", || {
+            with_conn!(&self.backend, |conn| {
+                let result = statement::query(
+                    "UPDATE workflows SET status = 'delayed', run_at = $1, lease_expires_at = NULL, updated_at = $2 \
+                     WHERE id = $3 AND lease_epoch = $4 AND status = 'running' AND queue IS NOT NULL",
+                )
+                .bind(until)
+                .bind(now)
+                .bind(&lease.workflow_id)
+                .bind(lease.epoch)
+                .execute(conn)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    /// Gives up on a queued workflow that cannot run (its components cannot
+    /// be loaded, its replay diverged): `dead`, with the reason, unless
+    /// another claim took it since `lease` (a release keeps the epoch).
+    pub async fn bury(&self, lease: &Lease, reason: &str) -> Result<bool, JournalError> {
+        let now = Timestamp::now();
+        self.commit("give-up of a workflow", || {
+            with_conn!(&self.backend, |conn| {
+                let result = statement::query(
+                    "UPDATE workflows SET status = 'dead', error = $1, finished_at = $2, updated_at = $2, \
+                     lease_expires_at = NULL WHERE id = $3 AND lease_epoch = $4 AND status IN ('running', 'enqueued')",
+                )
+                .bind(reason)
+                .bind(now)
+                .bind(&lease.workflow_id)
+                .bind(lease.epoch)
+                .execute(conn)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    /// Puts queued workflows whose worker's lease lapsed back in their queue,
+    /// ahead of newer work (their `run_at` is kept), in bounded batches with
+    /// `SKIP LOCKED` (any worker may reap, no leader), and
+    /// gives up on those whose leases lapsed `crash_loop_cap` times in a row
+    /// without progress. Each reap bumps the epoch: the old owner is fenced.
+    pub async fn reap_workflows(&self, crash_loop_cap: i32) -> Result<Reaped, JournalError> {
+        let now = Timestamp::now();
+        let skip_locked = if matches!(self.backend, Backend::Postgres(_)) { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let sql = format!(
+            "UPDATE workflows SET \
+             claims = CASE WHEN {PROGRESS} > progress_at_claim THEN 1 ELSE claims + 1 END, \
+             status = CASE WHEN {PROGRESS} <= progress_at_claim AND claims + 1 >= $1 THEN 'dead' ELSE 'enqueued' END, \
+             error = CASE WHEN {PROGRESS} <= progress_at_claim AND claims + 1 >= $1 \
+             THEN 'its worker stopped ' || (claims + 1) || ' times in a row without progress (crash-loop cap)' \
+             ELSE error END, \
+             finished_at = CASE WHEN {PROGRESS} <= progress_at_claim AND claims + 1 >= $1 THEN $2 ELSE NULL END, \
+             lease_epoch = lease_epoch + 1, lease_expires_at = NULL, updated_at = $2 \
+             WHERE id IN (SELECT id FROM workflows WHERE status = 'running' AND queue IS NOT NULL \
+             AND lease_expires_at < $2 ORDER BY lease_expires_at LIMIT 100{skip_locked}) RETURNING id, status"
+        );
+        let expire = format!(
+            "UPDATE workflows SET status = 'timed-out', error = 'its deadline passed before a worker started it', \
+             finished_at = $1, updated_at = $1, lease_epoch = lease_epoch + 1 \
+             WHERE id IN (SELECT id FROM workflows WHERE status IN ('enqueued', 'delayed') AND deadline_at < $1 \
+             ORDER BY deadline_at LIMIT 100{skip_locked}) RETURNING id, status"
+        );
+        let reaped: Vec<(String, WorkflowStatus)> = self
+            .commit("reap of lapsed leases", || {
+                with_conn!(&self.backend, |conn| {
+                    let mut tx = conn.begin().await?;
+                    let mut reaped: Vec<(String, WorkflowStatus)> =
+                        statement::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                            .bind(crash_loop_cap)
+                            .bind(now)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    let expired: Vec<(String, WorkflowStatus)> =
+                        statement::query_as(sqlx::AssertSqlSafe(expire.clone())).bind(now).fetch_all(&mut *tx).await?;
+                    reaped.extend(expired);
+                    if !reaped.is_empty() {
+                        notify(&mut *tx, "release:*").await?;
+                    }
+                    tx.commit().await?;
+                    Ok(reaped)
+                })
+            })
+            .await?;
+        let mut outcome = Reaped::default();
+        for (id, status) in reaped {
+            match status {
+                WorkflowStatus::Dead => outcome.dead.push(id),
+                WorkflowStatus::TimedOut => outcome.timed_out.push(id),
+                _ => outcome.requeued.push(id),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// When the next waiting workflow of `queues` becomes due (`None`: none waits).
+    pub async fn next_due(&self, queues: &[String]) -> Result<Option<Timestamp>, JournalError> {
+        self.run("read of the next due workflow", || {
+            with_conn!(&self.backend, |conn| {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT min(run_at) FROM workflows WHERE status IN ('enqueued', 'delayed') AND queue IN (",
+                );
+                let mut names = query.separated(", ");
+                for queue in queues {
+                    names.push_bind(queue);
+                }
+                query.push(")");
+                query.build_query_scalar().persistent(statement::persistent()).fetch_one(conn).await
+            })
+        })
+        .await
+    }
+
+    /// Sets (or clears, with `None`) a queue's limits.
+    pub async fn set_queue(&self, limits: &QueueLimits) -> Result<(), JournalError> {
+        let now = Timestamp::now();
+        self.commit("set of a queue", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query(
+                    "INSERT INTO queues (name, concurrency, partition_concurrency, rate_limit, rate_period_ms, \
+                     updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET \
+                     concurrency = excluded.concurrency, partition_concurrency = excluded.partition_concurrency, \
+                     rate_limit = excluded.rate_limit, rate_period_ms = excluded.rate_period_ms, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(&limits.name)
+                .bind(limits.concurrency)
+                .bind(limits.partition_concurrency)
+                .bind(limits.rate_limit)
+                .bind(limits.rate_period_ms)
+                .bind(now)
+                .execute(conn)
+                .await
+                .map(drop)
+            })
+        })
+        .await
+    }
+
+    /// Every queue with work or limits: limits, depth and running.
+    pub async fn queues(&self) -> Result<Vec<QueueRecord>, JournalError> {
+        let now = Timestamp::now();
+        let minute_ago = now.minus(Duration::from_secs(60));
+        self.run("read of queues", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_as(
+                    "WITH names AS (SELECT name FROM queues UNION SELECT DISTINCT queue FROM workflows \
+                     WHERE queue IS NOT NULL AND status IN ('enqueued', 'delayed', 'running')) \
+                     SELECT n.name, q.concurrency, q.partition_concurrency, q.rate_limit, q.rate_period_ms, \
+                     (SELECT count(*) FROM workflows w WHERE w.queue = n.name AND w.status IN ('enqueued', 'delayed') \
+                      AND w.run_at <= $1) AS ready, \
+                     (SELECT count(*) FROM workflows w WHERE w.queue = n.name AND w.status IN ('enqueued', 'delayed') \
+                      AND w.run_at > $1) AS delayed, \
+                     (SELECT count(*) FROM workflows w WHERE w.queue = n.name AND w.status = 'running') AS running, \
+                     (SELECT count(*) FROM workflows w WHERE w.queue = n.name AND w.started_at > $2) AS recent_starts \
+                     FROM names n LEFT JOIN queues q ON q.name = n.name ORDER BY n.name",
+                )
+                .bind(now)
+                .bind(minute_ago)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
+    }
+
+    /// Records a worker that started.
+    pub async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), JournalError> {
+        let now = Timestamp::now();
+        let queues = serde_json::json!(worker.queues);
+        self.commit("register of a worker", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query(
+                    "INSERT INTO workers (id, host, pid, queues, concurrency, running, started_at, last_seen_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&worker.id)
+                .bind(&worker.host)
+                .bind(worker.pid)
+                .bind(&queues)
+                .bind(worker.concurrency)
+                .bind(now)
+                .execute(conn)
+                .await
+                .map(drop)
+            })
+        })
+        .await
+    }
+
+    /// A worker's heartbeat: it lives and runs `running` workflows (`stopped`: it stopped cleanly).
+    pub async fn worker_seen(&self, id: &str, running: i32, stopped: bool) -> Result<(), JournalError> {
+        let now = Timestamp::now();
+        self.commit("heartbeat of a worker", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query(
+                    "UPDATE workers SET last_seen_at = $1, running = $2, \
+                     stopped_at = CASE WHEN $3 THEN $1 ELSE NULL END WHERE id = $4",
+                )
+                .bind(now)
+                .bind(running)
+                .bind(stopped)
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(drop)
+            })
+        })
+        .await
+    }
+
+    /// The workers, the live ones first.
+    pub async fn workers(&self) -> Result<Vec<WorkerRecord>, JournalError> {
+        self.run("read of workers", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_as(
+                    "SELECT id, host, pid, queues, concurrency, running, started_at, last_seen_at, stopped_at \
+                     FROM workers ORDER BY stopped_at IS NOT NULL, last_seen_at DESC LIMIT 200",
+                )
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
+    }
+
+    /// Listens for the journal's events on a connection of its own (PostgreSQL
+    /// only; `None` on SQLite or through a pooler, where workers poll).
+    pub async fn listen(&self) -> Result<Option<Listener>, JournalError> {
+        let Backend::Postgres(db) = &self.backend else { return Ok(None) };
+        if db.pooler() {
+            return Ok(None);
+        }
+        let channel = format!("{}_{EVENTS}", db.schema());
+        let pool = db.pool();
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+            .await
+            .map_err(|source| JournalError::Failed { location: self.location.to_string(), what: "listen", source })?;
+        listener.listen(&channel).await.map_err(|source| JournalError::Failed {
+            location: self.location.to_string(),
+            what: "listen",
+            source,
+        })?;
+        Ok(Some(Listener { inner: listener, channel }))
+    }
+
+    /// Announces `payload` on the events channel (PostgreSQL; nothing on SQLite).
+    pub async fn announce(&self, payload: &str) -> Result<(), JournalError> {
+        self.run("notify", || with_conn!(&self.backend, |conn| notify(&mut *conn, payload).await)).await
+    }
+}
+
+/// A connection listening for the journal's events.
+pub struct Listener {
+    inner: sqlx::postgres::PgListener,
+    channel: String,
+}
+
+impl Listener {
+    /// The next event's payload (`submit:QUEUE`, `cancel:ID`, …); `None` when
+    /// the connection was lost (notifications may have been missed: poll).
+    pub async fn next(&mut self) -> Option<String> {
+        match self.inner.try_recv().await {
+            Ok(Some(notification)) if notification.channel() == self.channel => {
+                Some(notification.payload().to_string())
+            }
+            Ok(Some(_)) => Some(String::new()),
+            Ok(None) | Err(_) => None,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Handing work to the queue: a workflow's components are loaded, linked
+//! and checked here (a bad submission is refused before anything is
+//! written), stored in the journal once per SHA-256 digest (so a worker on
+//! any machine needs no files), and each submission is one row.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use wasmtime::component::types::ComponentFunc;
+
+use crate::journal::{DEFAULT_QUEUE, Journal, JournalError, NewSubmission, Submitted, Timestamp};
+use crate::run::{ArgumentError, ComponentRef, Deployment, PrepareError, Prepared, RunSpec, new_workflow};
+use crate::wasm::{ComponentLoader, digest};
+
+/// A workflow ready to be submitted any number of times: its deployment
+/// (components pinned by digest and stored, settings resolved) and entry.
+pub struct Submittable {
+    deployment: Deployment,
+    entry_func: ComponentFunc,
+}
+
+impl Submittable {
+    /// What each submission runs with.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+}
+
+/// Where and how one submission runs.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitRequest {
+    /// One WAVE value per parameter of the entry function.
+    pub arguments: Vec<String>,
+    /// The workflow id (a new UUIDv7 if `None`).
+    pub id: Option<String>,
+    /// The queue ([`DEFAULT_QUEUE`] if `None`).
+    pub queue: Option<String>,
+    /// Lower runs first (default 0).
+    pub priority: i32,
+    /// Workflows with one key count against the queue's per-partition concurrency.
+    pub partition_key: Option<String>,
+    /// At most one live workflow per (queue, key): a second submit returns the first's id.
+    pub dedup_key: Option<String>,
+    /// When it may start (now if `None`).
+    pub start_at: Option<Timestamp>,
+    /// How long it may take from submission before it ends `timed-out`.
+    pub timeout: Option<Duration>,
+}
+
+/// What a submit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The workflow's id: the new one, or the live one holding the dedup key.
+    pub id: String,
+    /// True when the dedup key returned an existing workflow.
+    pub deduplicated: bool,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Arguments(#[from] ArgumentError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot read {path} to store it in the journal: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} changed while it was being submitted; submit again")]
+    Changed { path: String },
+    #[error("a workflow {0} exists already with other inputs; pick another --id")]
+    IdTaken(String),
+    #[error("{0}")]
+    QueueName(String),
+}
+
+/// Submits workflows to the queues of one journal.
+pub struct Client {
+    journal: Journal,
+    loader: ComponentLoader,
+    /// Digests known to be stored in the journal.
+    stored: Mutex<HashSet<String>>,
+}
+
+impl Client {
+    /// A client of `journal`, loading components through `loader`.
+    pub fn new(journal: Journal, loader: ComponentLoader) -> Self {
+        Self { journal, loader, stored: Mutex::default() }
+    }
+
+    /// The journal it submits to.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Loads, links and checks `spec`, and stores its components in the journal.
+    pub async fn prepare(&self, spec: &RunSpec) -> Result<Submittable, SubmitError> {
+        let prepared = Prepared::from_spec(spec, &self.loader)?;
+        let deployment = prepared.deployment.clone();
+        for component in std::iter::once(&deployment.workflow).chain(&deployment.steps) {
+            self.store(component).await?;
+        }
+        Ok(Submittable { deployment, entry_func: prepared.plan.entry.func })
+    }
+
+    /// Submits one workflow of `what`; returns at once with its id.
+    pub async fn submit(&self, what: &Submittable, request: &SubmitRequest) -> Result<Receipt, SubmitError> {
+        let deployment = &what.deployment;
+        let values = crate::run::parse_arguments(&deployment.entry, &what.entry_func, &request.arguments)?;
+        let queue = request.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_string());
+        crate::config::check_queue_name(&queue).map_err(SubmitError::QueueName)?;
+        let id = request.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let workflow = new_workflow(id.clone(), deployment, &values, &request.arguments);
+        let now = workflow.created_at;
+        let submission = NewSubmission {
+            workflow,
+            queue,
+            priority: request.priority,
+            partition_key: request.partition_key.clone(),
+            dedup_key: request.dedup_key.clone(),
+            run_at: request.start_at.unwrap_or(now),
+            deadline_at: request.timeout.map(|timeout| now.plus(timeout)),
+        };
+        match self.journal.submit_workflow(&submission).await? {
+            Submitted::New => Ok(Receipt { id, deduplicated: false }),
+            Submitted::Deduplicated(existing) => Ok(Receipt { id: existing, deduplicated: true }),
+            Submitted::IdTaken => Err(SubmitError::IdTaken(id)),
+        }
+    }
+
+    /// Stores a component's bytes in the journal unless they are there already.
+    async fn store(&self, component: &ComponentRef) -> Result<(), SubmitError> {
+        let known =
+            |digest: &str| self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(digest);
+        if known(&component.digest) || self.journal.has_component(&component.digest).await? {
+            self.remember(&component.digest);
+            return Ok(());
+        }
+        let path = component.path.display().to_string();
+        let bytes =
+            std::fs::read(&component.path).map_err(|source| SubmitError::Read { path: path.clone(), source })?;
+        if digest(&bytes) != component.digest {
+            return Err(SubmitError::Changed { path });
+        }
+        let name = component.path.file_name().map_or_else(|| path.clone(), |name| name.to_string_lossy().into_owned());
+        self.journal.store_component(&component.digest, &name, &bytes).await?;
+        self.remember(&component.digest);
+        Ok(())
+    }
+
+    fn remember(&self, digest: &str) {
+        self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(digest.to_string());
+    }
+}
