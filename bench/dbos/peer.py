@@ -41,8 +41,9 @@ STEPS_PER_WORKFLOW = 100
 # Latencies recorded inside workflows (they run in this process, once each).
 step_latencies_ns: list[int] = []
 
-# The queue of the "queue" workloads, with DBOS's defaults (polled every second, no limits).
-bench_queue = Queue("stepbox_bench_queue")
+# The queue of the "queue" workloads, with DBOS's defaults (polled every second, no limits);
+# registered once DBOS is launched (DBOS 3.4 persists queues in its system database).
+bench_queue: Queue
 # When each queued workflow's first step started (wall clock, ns), by key.
 first_step_ns: dict[str, int] = {}
 # (start, end) of each queued steps workflow, wall clock in ns.
@@ -440,6 +441,8 @@ def main() -> None:
     )
     try:
         DBOS.launch()
+        global bench_queue
+        bench_queue = DBOS.register_queue("stepbox_bench_queue")
         # DBOS keeps its system-database engine private; the meter needs its pool.
         meter = CommitMeter(admin, dbos._sys_db.engine)
         log("warming up")

@@ -61,6 +61,9 @@ pub struct Args {
     /// Where to draw the throughput chart.
     #[arg(long, default_value = "bench/throughput.png")]
     chart: PathBuf,
+    /// Passed by `cargo bench` to every bench target; nothing to do with it.
+    #[arg(long = "bench", hide = true)]
+    _bench: bool,
 }
 
 /// How many samples each part takes.

@@ -195,10 +195,13 @@ impl Queues {
             running.push(self.worker(&queue, concurrency, Wakeups::Notify)?);
         }
         let result = self.drained(&queue, workflows).await;
-        let after = counters(&mut database).await?;
+        // Backends report their counters when they exit (or about once a second): stop the
+        // workers first, so their connections' commits and rows are all counted.
         for worker in &mut running {
             worker.stop();
         }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = counters(&mut database).await?;
         let elapsed = result?;
         let total = workflows * steps as usize;
         Ok(WorkerThroughput {

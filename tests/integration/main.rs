@@ -12,6 +12,7 @@ mod operate;
 mod polyglot;
 mod postgres;
 mod process;
+mod readme;
 mod retries;
 mod sandbox;
 mod seed;
