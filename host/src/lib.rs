@@ -14,10 +14,13 @@
 //! - [`config`]: retry policies, limits and grants from the manifest and the
 //!   command line;
 //! - [`journal`]: the database, SQLite or PostgreSQL;
-//! - [`worker`]: queues and the workers that run them (the service side).
+//! - [`worker`]: queues and the workers that run them (the service side);
+//! - [`server`]: `host serve`, the HTTP API and the dashboard over a journal.
 
 pub mod config;
 pub mod journal;
 pub mod run;
+pub mod server;
+mod telemetry;
 pub mod wasm;
 pub mod worker;

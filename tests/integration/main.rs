@@ -3,6 +3,7 @@
 
 mod support;
 
+mod browser;
 mod cache;
 mod durability;
 mod errors;
@@ -16,5 +17,6 @@ mod readme;
 mod retries;
 mod sandbox;
 mod seed;
+mod serve;
 mod templates;
 mod workers;

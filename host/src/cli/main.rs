@@ -10,6 +10,7 @@ mod inspect;
 mod logging;
 mod output;
 mod report;
+mod serve;
 mod service;
 mod templates;
 
@@ -110,6 +111,8 @@ enum Command {
     Queue(service::QueueCommand),
     /// List worker processes: live, stopped or lost.
     Workers,
+    /// Serve the dashboard and the JSON API (/api/v1) of the journal, on loopback unless given a token.
+    Serve(serve::ServeArgs),
     /// Put back queued workflows of dead workers, then continue every interrupted workflow no live process owns.
     Recover {
         /// Lapsed leases in a row without progress before a queued workflow is marked dead.
@@ -324,6 +327,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Worker(args) => service::worker(*args, &journal).await,
         Command::Queue(command) => service::queue(&command, &journal, output).await,
         Command::Workers => service::workers(&journal, output).await,
+        Command::Serve(args) => serve::serve(args, &journal).await,
         Command::List(args) => inspect::list(&args, &journal, output).await,
         Command::Show { id, follow } => inspect::show(&id, follow, &journal, output).await,
         Command::Result { id, wait } => inspect::result(&id, wait, &journal, output).await,

@@ -68,19 +68,10 @@ pub fn queue_list(queues: &[QueueRecord]) -> String {
 pub fn worker_list(workers: &[WorkerRecord], now: Timestamp) -> String {
     let mut rows = table(&["WORKER", "STATE", "QUEUES", "RUNNING", "CONCURRENCY", "STARTED", "LAST SEEN"]);
     for worker in workers {
-        let queues = worker.queues.as_array().map_or_else(String::new, |queues| {
-            queues.iter().filter_map(|queue| queue.as_str()).collect::<Vec<_>>().join(",")
-        });
-        let state = match worker.stopped_at {
-            Some(_) => "stopped",
-            // Its row is renewed every third of its lease: a minute of silence means it is gone.
-            None if now.since(worker.last_seen_at) > Duration::from_secs(60) => "lost",
-            None => "live",
-        };
         rows.add_row(vec![
             worker.id.clone(),
-            state.to_string(),
-            queues,
+            worker.state(now).to_string(),
+            worker.queue_names(),
             worker.running.to_string(),
             worker.concurrency.to_string(),
             worker.started_at.rfc3339(),

@@ -92,6 +92,12 @@ pub struct WorkerArgs {
     /// Backoffs longer than this give up the slot until the retry is due [default: the lease].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     park_after: Option<Duration>,
+    /// Also serve the dashboard and the API on this address, as `host serve --bind` does.
+    #[arg(long, value_name = "ADDRESS")]
+    serve: Option<std::net::SocketAddr>,
+    /// The server's token (needed off loopback), as `host serve --token`.
+    #[arg(long, env = "STEPBOX_TOKEN", hide_env_values = true, requires = "serve")]
+    token: Option<String>,
     #[command(flatten)]
     pub exec: ExecArgs,
 }
@@ -208,6 +214,13 @@ pub async fn worker(args: WorkerArgs, journal: &str) -> u8 {
     if let Some(park_after) = args.park_after {
         options.park_after = park_after;
     }
+    let server = match args.serve {
+        Some(bind) => match crate::serve::spawn(executor.journal().clone(), bind, args.token.clone()).await {
+            Ok(server) => Some(server),
+            Err(message) => return refuse(&message),
+        },
+        None => None,
+    };
     let worker = Worker::new(executor, loader, options);
     let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
     else {
@@ -238,6 +251,9 @@ pub async fn worker(args: WorkerArgs, journal: &str) -> u8 {
     };
     let result = worker.run(shutdown, hard_stop).await;
     signals.abort();
+    if let Some(server) = server {
+        server.abort();
+    }
     match result {
         Ok(_) => 0,
         Err(error) => {

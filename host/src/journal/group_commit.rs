@@ -239,9 +239,11 @@ impl Task {
         }
         let (writes, senders): (Vec<Write>, Vec<_>) =
             batch.into_iter().map(|queued| (queued.write, queued.done)).unzip();
+        let began = Instant::now();
         let written = self.weather.retry(|| self.write(&writes), || self.backend.reconnect()).await;
         match written {
             Ok(refused) => {
+                crate::telemetry::commit(began.elapsed(), writes.len());
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
                 for (write, sender) in writes.iter().zip(senders) {

@@ -120,6 +120,25 @@ pub struct WorkerRecord {
     pub stopped_at: Option<Timestamp>,
 }
 
+impl WorkerRecord {
+    /// `live`, `stopped`, or `lost`: its row is renewed every third of its
+    /// lease, so a minute of silence means it is gone.
+    pub fn state(&self, now: Timestamp) -> &'static str {
+        match self.stopped_at {
+            Some(_) => "stopped",
+            None if now.since(self.last_seen_at) > Duration::from_secs(60) => "lost",
+            None => "live",
+        }
+    }
+
+    /// Its queues, comma-separated.
+    pub fn queue_names(&self) -> String {
+        self.queues.as_array().map_or_else(String::new, |queues| {
+            queues.iter().filter_map(|queue| queue.as_str()).collect::<Vec<_>>().join(",")
+        })
+    }
+}
+
 /// The SQL list of live statuses (one live workflow per dedup key).
 const LIVE: &str = "'enqueued', 'delayed', 'running'";
 

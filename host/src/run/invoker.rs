@@ -297,6 +297,13 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
                     let report = self.invoker.attempts.attempt(self.target, identity, params, self.interrupt).await;
                     let end = Attempt { started, finished: Some(clock.now()), stdout: None, stderr: None };
                     let (ended, result) = self.classify(report.result);
+                    let took = end.finished.map_or(Duration::ZERO, |finished| finished.since(started));
+                    let (outcome, kind) = match &ended {
+                        Ended::Ok => (AttemptOutcome::Ok, None),
+                        Ended::Rejected => (AttemptOutcome::Rejected, None),
+                        Ended::Failed { kind, .. } => (AttemptOutcome::Failed, Some(kind.as_column())),
+                    };
+                    crate::telemetry::attempt(self.step, outcome.as_column(), kind, took);
                     let end = end
                         .with_output(self.short(), attempt, report.stdout, report.stderr, result.as_ref().err())
                         .with_note(report.log_note);

@@ -234,9 +234,13 @@ impl Worker {
                 return (true, false);
             }
             let limit = u32::try_from(free).unwrap_or(u32::MAX);
+            let began = Instant::now();
             let claimed =
                 match self.journal().claim_workflows(queue, self.id(), limit, self.executor.lease_until()).await {
-                    Ok(claimed) => claimed,
+                    Ok(claimed) => {
+                        crate::telemetry::claim(began.elapsed(), claimed.len());
+                        claimed
+                    }
                     Err(error) => {
                         tracing::warn!(source = "host", "cannot claim from queue {queue}: {error}");
                         return (false, true);
@@ -305,6 +309,7 @@ async fn run_one(
         }
         Err(RunError::Stopped { .. }) => Turn::HandedBack,
         Err(error @ RunError::LeaseLost { .. }) => {
+            crate::telemetry::lease_lost();
             tracing::error!(source = "host", "{error}");
             Turn::Other
         }

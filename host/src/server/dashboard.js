@@ -1,0 +1,35 @@
+// Live updates: when /events says what the page shows changed, its #live part is fetched again.
+// Without JavaScript the pages read the same; they just do not update themselves.
+(() => {
+  const main = document.querySelector("main[data-events]");
+  const live = document.getElementById("live");
+  function tick() {
+    for (const element of document.querySelectorAll(".countdown[data-at]")) {
+      const left = Number(element.dataset.at) - Date.now();
+      element.textContent = left > 0 ? "in " + (left / 1000).toFixed(1) + "s" : "due";
+    }
+  }
+  if (main && live && main.dataset.events && window.EventSource) {
+    const source = new EventSource(main.dataset.events);
+    let busy = false;
+    let again = false;
+    async function refresh() {
+      if (busy) { again = true; return; }
+      busy = true;
+      try {
+        do {
+          again = false;
+          const url = new URL(window.location.href);
+          url.searchParams.set("fragment", "1");
+          const response = await fetch(url, { credentials: "same-origin" });
+          if (response.ok) { live.innerHTML = await response.text(); tick(); }
+        } while (again);
+      } finally {
+        busy = false;
+      }
+    }
+    source.onmessage = refresh;
+  }
+  setInterval(tick, 200);
+  tick();
+})();

@@ -1,0 +1,183 @@
+//! Who may talk to the server: the token (required off loopback) and the
+//! cross-site checks on every POST.
+
+use std::net::SocketAddr;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, ORIGIN, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::Shared;
+
+/// The cookie a browser keeps the token in after opening `/?token=…` once.
+const TOKEN_COOKIE: &str = "stepbox_token";
+
+/// A bind the server refuses.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error(
+    "refusing to serve on {bind} without a token: anyone who can reach it could read the journal and \
+     cancel workflows. Pass --token (or set STEPBOX_TOKEN), or bind to 127.0.0.1"
+)]
+pub struct BindError {
+    bind: SocketAddr,
+}
+
+/// Loopback needs nothing; any other address needs a non-empty token.
+pub fn check_bind(bind: SocketAddr, token: Option<&str>) -> Result<(), BindError> {
+    if bind.ip().is_loopback() || token.is_some_and(|token| !token.is_empty()) {
+        Ok(())
+    } else {
+        Err(BindError { bind })
+    }
+}
+
+/// A fresh random secret for the dashboard's forms.
+pub fn new_secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Compares without stopping at the first difference, so timing does not tell how much of a guess was right.
+pub fn same(presented: &str, expected: &str) -> bool {
+    presented.len() == expected.len()
+        && presented.bytes().zip(expected.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+/// Checks the token and, on POST, that the request does not come from another site.
+pub async fn check(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let mut from_query = false;
+    if let Some(expected) = state.token.as_deref() {
+        let headers = request.headers();
+        let query_token = query_token(request.uri().query());
+        from_query = query_token.as_deref().is_some_and(|token| same(token, expected));
+        let presented = bearer(headers).is_some_and(|token| same(token, expected))
+            || cookie(headers, TOKEN_COOKIE).is_some_and(|token| same(token, expected))
+            || from_query;
+        if !presented {
+            return refuse(
+                api,
+                StatusCode::UNAUTHORIZED,
+                "this server needs its token: send `Authorization: Bearer TOKEN`, or open /?token=TOKEN once in a browser",
+            );
+        }
+    }
+    let declared = request.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > super::BODY_LIMIT) {
+        return refuse(api, StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large (64 KiB at most)");
+    }
+    if request.method() == Method::POST {
+        if let Some(reason) = cross_site(request.headers()) {
+            return refuse(api, StatusCode::FORBIDDEN, reason);
+        }
+        if api && !json_body(request.headers()) {
+            return refuse(
+                api,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "API requests that change something take `Content-Type: application/json`",
+            );
+        }
+    }
+    let mut response = next.run(request).await;
+    if from_query && let Some(token) = state.token.as_deref() {
+        let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// Why a POST looks cross-site (a browser always says where a request comes from), if it does.
+fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    if let Some(site) = header("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Some("refused: this request came from another site");
+    }
+    match (headers.get(ORIGIN).and_then(|value| value.to_str().ok()), headers.get(HOST)) {
+        (Some(origin), Some(host)) => {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            (origin_host.as_bytes() != host.as_bytes()).then_some("refused: this request came from another origin")
+        }
+        _ => None,
+    }
+}
+
+fn json_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.split(';').next().is_some_and(|kind| kind.trim() == "application/json"))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes()).find(|(key, _)| key == "token").map(|(_, value)| value.into_owned())
+}
+
+/// A refusal: JSON for the API, text for pages.
+fn refuse(api: bool, status: StatusCode, message: &str) -> Response {
+    if api {
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    } else {
+        (status, message.to_string()).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_serves_without_a_token() {
+        assert!(check_bind("127.0.0.1:8080".parse().unwrap(), None).is_ok());
+        assert!(check_bind("[::1]:8080".parse().unwrap(), None).is_ok());
+        assert!(check_bind("0.0.0.0:8080".parse().unwrap(), None).is_err());
+        assert!(check_bind("0.0.0.0:8080".parse().unwrap(), Some("")).is_err());
+        assert!(check_bind("0.0.0.0:8080".parse().unwrap(), Some("s3cret")).is_ok());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abd", "abc"));
+        assert!(!same("ab", "abc"));
+    }
+
+    #[test]
+    fn posts_from_other_sites_are_told_apart() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert_eq!(cross_site(&headers), None, "curl sends neither Origin nor Sec-Fetch-Site");
+        headers.insert(ORIGIN, HeaderValue::from_static("http://127.0.0.1:8080"));
+        assert_eq!(cross_site(&headers), None);
+        headers.insert(ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(cross_site(&headers).is_some());
+        headers.remove(ORIGIN);
+        headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(cross_site(&headers).is_some());
+    }
+
+    #[test]
+    fn the_token_is_read_from_a_cookie_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_static("a=1; stepbox_token=xyz; b=2"));
+        assert_eq!(cookie(&headers, TOKEN_COOKIE), Some("xyz"));
+        assert_eq!(query_token(Some("status=running&token=a%20b")), Some("a b".into()));
+    }
+}

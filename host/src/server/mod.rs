@@ -1,0 +1,109 @@
+//! `host serve`: the JSON API (`/api/v1`) and the dashboard over one
+//! journal, SQLite or PostgreSQL. Pages are rendered on the server (maud
+//! escapes every journal string), read without JavaScript, and follow
+//! changes live through server-sent events when JavaScript runs.
+
+mod api;
+mod guard;
+mod live;
+mod pages;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+
+use crate::journal::Journal;
+
+pub use guard::{BindError, check_bind};
+
+/// Request bodies past this size are refused: the API takes small JSON documents and forms.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler shares.
+struct AppState {
+    journal: Journal,
+    /// Required on every request when set.
+    token: Option<String>,
+    /// The dashboard's forms carry it, so another site cannot post them.
+    csrf: String,
+    /// Renders `/metrics`; `None` if another recorder was installed first.
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+type Shared = Arc<AppState>;
+
+/// The dashboard, the API and the event stream over `journal`; with
+/// `token`, every request must present it.
+pub fn router(journal: Journal, token: Option<String>) -> Router {
+    let recorder = crate::telemetry::install();
+    let state = Arc::new(AppState { journal, token, csrf: guard::new_secret(), metrics: recorder });
+    Router::new()
+        .merge(api::routes())
+        .merge(pages::routes())
+        .merge(live::routes())
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("cannot listen on {bind}: {source}")]
+    Listen { bind: SocketAddr, source: std::io::Error },
+    #[error("the server stopped: {0}")]
+    Stopped(std::io::Error),
+}
+
+/// Serves the dashboard and the API of `journal` on `bind` until `shutdown`
+/// resolves; `ready` hears the address it listens on (port 0 picks one).
+/// Any bind other than loopback needs a token.
+pub async fn serve(
+    journal: Journal,
+    bind: SocketAddr,
+    token: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    check_bind(bind, token.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|source| ServeError::Listen { bind, source })?;
+    serve_on(journal, listener, token, shutdown, ready).await
+}
+
+/// As [`serve`], on a listener already bound (its bind already checked).
+pub async fn serve_on(
+    journal: Journal,
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let local = listener.local_addr().map_err(ServeError::Stopped)?;
+    ready(local);
+    axum::serve(listener, router(journal, token)).with_graceful_shutdown(shutdown).await.map_err(ServeError::Stopped)
+}
+
+/// `/metrics` in Prometheus text format: this process's counters and
+/// histograms, and the queues' depths read from the journal now.
+async fn metrics(axum::extract::State(state): axum::extract::State<Shared>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let Some(handle) = &state.metrics else {
+        return (axum::http::StatusCode::NOT_FOUND, "metrics are off in this process").into_response();
+    };
+    match state.journal.queues().await {
+        Ok(queues) => {
+            for queue in queues {
+                crate::telemetry::queue_depth(&queue.limits.name, queue.ready, queue.delayed, queue.running);
+            }
+        }
+        Err(error) => tracing::warn!(source = "host", "metrics: cannot read the queues: {error}"),
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+}

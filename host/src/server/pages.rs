@@ -1,0 +1,348 @@
+//! The dashboard's pages, rendered on the server with maud (which escapes
+//! every string it is given): workflows, a workflow's timeline of calls and
+//! attempts, queues, workers. Each page has a `#live` part that a small
+//! script refreshes when the event stream says something changed.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, OriginalUri, Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use super::api::{ListQuery, cancel_workflow, page};
+use super::{Shared, guard};
+use crate::journal::{AttemptRecord, JournalError, Timestamp, WorkflowHistory, WorkflowRecord, WorkflowStatus};
+
+/// The page style and the live-update script, inline: no CDN, no build step.
+const STYLE: &str = include_str!("dashboard.css");
+const SCRIPT: &str = include_str!("dashboard.js");
+
+pub(super) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/", get(workflows))
+        .route("/workflows/{id}", get(workflow))
+        .route("/workflows/{id}/cancel", post(cancel))
+        .route("/queues", get(queues))
+        .route("/workers", get(workers))
+}
+
+/// Anything the router does not know: JSON under `/api`, a page elsewhere.
+pub(super) async fn not_found(uri: Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": format!("no route {}", uri.path()) })))
+            .into_response()
+    } else {
+        (StatusCode::NOT_FOUND, layout("Not found", "", html! { p { "Nothing at " code { (uri.path()) } "." } }))
+            .into_response()
+    }
+}
+
+/// A page, or an error page that says what went wrong.
+type PageResult = Result<Response, Response>;
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    (status, layout("Error", "", html! { p.error { (message) } })).into_response()
+}
+
+fn journal_error(error: &JournalError) -> Response {
+    let status = if error.is_outage() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+    error_page(status, &error.to_string())
+}
+
+/// The frame of every page; `events` is the event stream its live part follows.
+fn layout(title: &str, events: &str, body: Markup) -> Html<String> {
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · stepbox" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                nav {
+                    a.brand href="/" { "stepbox" }
+                    a href="/" { "Workflows" }
+                    a href="/queues" { "Queues" }
+                    a href="/workers" { "Workers" }
+                }
+                main data-events=(events) { (body) }
+                script { (PreEscaped(SCRIPT)) }
+            }
+        }
+    };
+    Html(page.into_string())
+}
+
+/// The `#live` part alone when the query asks for a fragment, else the whole page.
+fn respond(title: &str, events: &str, fragment: bool, before: Markup, live: Markup) -> Response {
+    if fragment {
+        Html(live.into_string()).into_response()
+    } else {
+        layout(title, events, html! { (before) div #live { (live) } }).into_response()
+    }
+}
+
+async fn workflows(
+    State(state): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> PageResult {
+    let Query(query) = query.map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))?;
+    let (filter, limit) = query.filter().map_err(|message| error_page(StatusCode::BAD_REQUEST, &message))?;
+    let listed = state.journal.list_workflows(&filter).await.map_err(|error| journal_error(&error))?;
+    let (rows, next) = page(listed, limit);
+    let now = Timestamp::now();
+    let value = |field: &Option<String>| field.clone().unwrap_or_default();
+    let before = html! {
+        h1 { "Workflows" }
+        form.filters method="get" action="/" {
+            label { "Status " select name="status" {
+                option value="" { "any" }
+                @for status in WorkflowStatus::ALL {
+                    option value=(status) selected[query.status.as_deref() == Some(status.as_column())] { (status) }
+                }
+            } }
+            label { "Name " input name="name" value=(value(&query.name)); }
+            label { "Queue " input name="queue" value=(value(&query.queue)); }
+            label { "Id prefix " input name="id_prefix" value=(value(&query.id_prefix)); }
+            label { "Since " input name="since" placeholder="1h" value=(value(&query.since)); }
+            button type="submit" { "Filter" }
+        }
+    };
+    let live = html! {
+        table {
+            thead { tr { th { "Id" } th { "Status" } th { "Name" } th { "Entry" } th { "Queue" } th { "Started" } th { "Duration" } } }
+            tbody {
+                @for workflow in &rows {
+                    tr {
+                        td { a href=(format!("/workflows/{}", encode(&workflow.id))) { (workflow.id) } }
+                        td { span class=(format!("status {}", workflow.status)) { (workflow.status) } }
+                        td { (workflow.name) }
+                        td.mono { (entry(workflow)) }
+                        td { (workflow.queue.clone().unwrap_or_default()) }
+                        td.mono { (workflow.created_at.rfc3339()) }
+                        td { (duration(workflow, now)) }
+                    }
+                }
+            }
+        }
+        @if rows.is_empty() { p.empty { "No workflow matches." } }
+        @if let Some(next) = &next {
+            p { a href=(next_page(&uri, next)) { "Older →" } }
+        }
+    };
+    Ok(respond("Workflows", "/events", query.fragment.is_some(), before, live))
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    fragment: Option<u8>,
+}
+
+async fn workflow(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> PageResult {
+    let Query(query) = query.map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))?;
+    let history = state.journal.history(&id).await.map_err(|error| journal_error(&error))?;
+    let Some(history) = history else {
+        return Err(error_page(StatusCode::NOT_FOUND, &format!("No workflow {id} in the journal.")));
+    };
+    let before = html! { h1 { "Workflow " span.mono { (id) } } };
+    let live = detail(&history, &state.csrf);
+    Ok(respond(&id, &format!("/events?workflow={}", encode(&id)), query.fragment.is_some(), before, live))
+}
+
+/// The live part of a workflow's page: its fields, then each call with every attempt.
+fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
+    let workflow = &history.workflow;
+    let now = Timestamp::now();
+    html! {
+        dl.fields {
+            dt { "Status" } dd { span class=(format!("status {}", workflow.status)) { (workflow.status) } }
+            dt { "Workflow" } dd.mono { (workflow.component) " (sha256 " (workflow.component_digest.get(..12).unwrap_or_default()) ")" }
+            dt { "Entry" } dd.mono { (entry(workflow)) }
+            @if let Some(queue) = &workflow.queue { dt { "Queue" } dd { (queue) " (priority " (workflow.priority) ")" } }
+            dt { "Started" } dd.mono { (workflow.created_at.rfc3339()) }
+            dt { "Duration" } dd { (duration(workflow, now)) }
+            @if let Some(executor) = &workflow.executor { dt { "Executor" } dd.mono { (executor) } }
+            @if let Some(output) = &workflow.output { dt { "Output" } dd { pre { (output) } } }
+            @if let Some(error) = &workflow.error { dt { "Error" } dd { pre.error { (error) } } }
+        }
+        @if !workflow.status.is_final() {
+            form.actions method="post" action=(format!("/workflows/{}/cancel", encode(&workflow.id))) {
+                input type="hidden" name="csrf" value=(csrf);
+                button.danger type="submit" { "Cancel" }
+            }
+        }
+        h2 { "Step calls" }
+        @if history.calls.is_empty() { p.empty { "No step called yet." } }
+        @for call in &history.calls {
+            section.call {
+                h3 {
+                    "#" (call.call.seq) " " span.mono { (call.call.step) (call.call.input) }
+                    " " span class=(format!("status {}", call.call.status)) { (call.call.status) }
+                    " attempts " (call.attempts.len()) "/" (call.call.max_attempts)
+                }
+                @if let Some(output) = &call.call.output { p.mono { "→ " (output) } }
+                table {
+                    thead { tr { th { "Attempt" } th { "Started" } th { "Duration" } th { "Outcome" } th { "Kind" } th { "Next attempt" } th { "Executor" } th { "Message" } } }
+                    tbody {
+                        @for attempt in &call.attempts { (attempt_row(attempt, now)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn attempt_row(attempt: &AttemptRecord, now: Timestamp) -> Markup {
+    let took = attempt.finished_at.map(|end| delay(end.since(attempt.started_at)));
+    html! {
+        tr {
+            td { (attempt.attempt) }
+            td.mono { (attempt.started_at.rfc3339()) }
+            td { (took.unwrap_or_else(|| "running".into())) }
+            td { (attempt.outcome.map(|outcome| outcome.to_string()).unwrap_or_default()) }
+            td { (attempt.kind.map(|kind| kind.to_string()).unwrap_or_default()) }
+            td {
+                @if let Some(at) = attempt.retry_at {
+                    @if at > now {
+                        span.countdown data-at=(at.to_system_time().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis())) {
+                            "in " (delay(at.since(now)))
+                        }
+                    } @else {
+                        "after " (delay(at.since(attempt.finished_at.unwrap_or(at))))
+                    }
+                }
+            }
+            td.mono { (attempt.executor) }
+            td.message {
+                @if let Some(message) = &attempt.message {
+                    @let (first, rest) = message.split_once('\n').unwrap_or((message.as_str(), ""));
+                    @if rest.is_empty() { code { (first) } } @else { details { summary { code { (first) } } pre { (rest) } } }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CancelForm {
+    csrf: String,
+}
+
+async fn cancel(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    form: Result<Form<CancelForm>, FormRejection>,
+) -> PageResult {
+    let valid = form.is_ok_and(|Form(form)| guard::same(&form.csrf, &state.csrf));
+    if !valid {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "This form is stale or came from another site: reload the page.",
+        ));
+    }
+    match cancel_workflow(&state, &id).await {
+        Ok(_) => Ok(Redirect::to(&format!("/workflows/{}", encode(&id))).into_response()),
+        Err(error) => Err(error.into_response()),
+    }
+}
+
+async fn queues(State(state): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> PageResult {
+    let Query(query) = query.map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))?;
+    let queues = state.journal.queues().await.map_err(|error| journal_error(&error))?;
+    let limit = |value: Option<i32>| value.map_or_else(|| "-".to_string(), |value| value.to_string());
+    let live = html! {
+        table {
+            thead { tr { th { "Queue" } th { "Running / limit" } th { "Per partition" } th { "Rate" } th { "Ready" } th { "Delayed" } th { "Recent starts" } } }
+            tbody {
+                @for queue in &queues {
+                    tr {
+                        td { a href=(format!("/?queue={}", encode(&queue.limits.name))) { (queue.limits.name) } }
+                        td { (queue.running) " / " (limit(queue.limits.concurrency)) }
+                        td { (limit(queue.limits.partition_concurrency)) }
+                        td { @match (queue.limits.rate_limit, queue.limits.rate_period_ms) {
+                            (Some(starts), Some(period)) => { (starts) " per " (delay(Duration::from_millis(u64::try_from(period).unwrap_or(0)))) }
+                            _ => { "-" }
+                        } }
+                        td { (queue.ready) }
+                        td { (queue.delayed) }
+                        td { (queue.recent_starts) }
+                    }
+                }
+            }
+        }
+        @if queues.is_empty() { p.empty { "No queue yet: `host queue set` declares one, `host submit --queue` uses one." } }
+    };
+    Ok(respond("Queues", "/events", query.fragment.is_some(), html! { h1 { "Queues" } }, live))
+}
+
+async fn workers(State(state): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> PageResult {
+    let Query(query) = query.map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))?;
+    let workers = state.journal.workers().await.map_err(|error| journal_error(&error))?;
+    let now = Timestamp::now();
+    let live = html! {
+        table {
+            thead { tr { th { "Worker" } th { "State" } th { "Queues" } th { "Running" } th { "Concurrency" } th { "Started" } th { "Heartbeat" } } }
+            tbody {
+                @for worker in &workers {
+                    tr {
+                        td.mono { (worker.id) }
+                        td { span class=(format!("status {}", worker.state(now))) { (worker.state(now)) } }
+                        td { (worker.queue_names()) }
+                        td { (worker.running) }
+                        td { (worker.concurrency) }
+                        td.mono { (worker.started_at.rfc3339()) }
+                        td { (delay(now.since(worker.last_seen_at))) " ago" }
+                    }
+                }
+            }
+        }
+        @if workers.is_empty() { p.empty { "No worker has run on this journal: `host worker` starts one." } }
+    };
+    Ok(respond("Workers", "/events", query.fragment.is_some(), html! { h1 { "Workers" } }, live))
+}
+
+fn entry(workflow: &WorkflowRecord) -> String {
+    format!("{}{}", workflow.entry, workflow.input)
+}
+
+fn duration(workflow: &WorkflowRecord, now: Timestamp) -> String {
+    let start = workflow.started_at.unwrap_or(workflow.created_at);
+    delay(workflow.finished_at.unwrap_or(now).since(start))
+}
+
+/// A duration to the millisecond, as people write it (`1s 250ms`).
+fn delay(duration: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)))
+        .to_string()
+}
+
+/// A path segment or query value, percent-encoded.
+fn encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The same list with `after` set to the next page's cursor.
+fn next_page(uri: &Uri, next: &str) -> String {
+    let kept = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key != "after" && key != "fragment")
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect::<Vec<_>>();
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in &kept {
+        query.append_pair(key, value);
+    }
+    query.append_pair("after", next);
+    format!("/?{}", query.finish())
+}

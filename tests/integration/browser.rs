@@ -1,0 +1,150 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven
+//! through ChromeDriver (WebDriver) with fantoccini. A workflow's page
+//! shows its attempts appear and its backoff count down without a reload,
+//! cancels it from its button, and shows a hostile message as text.
+//! `STEPBOX_UPDATE_SCREENSHOTS=1 cargo test --test integration browser::`
+//! rewrites the README's screenshots in docs/.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::serve::{Server, populate};
+use crate::support::{Child, Scratch, artifacts, eventually, rows};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// ChromeDriver and a WebDriver session of headless Chromium.
+struct Browser {
+    driver: std::process::Child,
+    client: Client,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        for binary in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(binary).exists(),
+                "{binary} is missing: the dashboard's browser tests need Debian's chromium and chromium-driver \
+                 packages (tools/install-test-deps installs them)"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,860"],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a Chromium session");
+        Self { driver, client }
+    }
+
+    /// The text of the page's live part, hidden parts (folded traps) included.
+    async fn live_text(&self) -> String {
+        let text = self.client.execute("return document.getElementById('live').textContent", vec![]).await;
+        text.ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default()
+    }
+
+    async fn wait_for_text(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.live_text().await.contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Saves a screenshot under target/, and under docs/ when asked to.
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        let mut places = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)];
+        if std::env::var_os("STEPBOX_UPDATE_SCREENSHOTS").is_some() {
+            places.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs").join(name));
+        }
+        for place in places {
+            std::fs::create_dir_all(place.parent().expect("a folder")).expect("the folder is made");
+            std::fs::write(&place, &png).expect("the screenshot is written");
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_follows_a_workflow_live_cancels_it_and_escapes_messages() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    populate(&scratch, &journal);
+    let server = Server::start(&scratch, &journal, &[]);
+    let base = format!("http://{}", server.address);
+    // Chromium first: it takes seconds to start, and the backoff below must still be running.
+    let browser = Browser::start().await;
+    // Item 3 fails its first attempt and waits 8 s before its second.
+    let mut run = Child::spawn(
+        scratch.path(),
+        &["run", artifacts::PIPELINE, "12", "300", "--id", "live-1", "--interval", "8s", "--journal", &journal],
+    );
+    assert!(eventually(Duration::from_secs(30), || async { !rows(&journal, "live-1").await.calls.is_empty() }).await);
+
+    // The page follows the workflow without a reload.
+    browser.client.goto(&format!("{base}/workflows/live-1")).await.expect("the page opens");
+    browser.client.execute("window.stepboxMarker = 'same page'; return true", vec![]).await.expect("a script runs");
+    assert!(browser.wait_for_text("returned-error", Duration::from_secs(20)).await, "{}", browser.live_text().await);
+    let countdown = match browser.client.find(Locator::Css(".countdown")).await {
+        Ok(countdown) => countdown,
+        Err(error) => panic!("no countdown while it backs off ({error}):\n{}", browser.live_text().await),
+    };
+    let shown = countdown.text().await.unwrap_or_default();
+    assert!(shown.starts_with("in ") && shown.ends_with('s'), "the next attempt counts down: {shown:?}");
+    browser.screenshot("dashboard-workflow.png").await;
+    let marker = browser.client.execute("return window.stepboxMarker", vec![]).await.expect("a script runs");
+    assert_eq!(marker, Value::from("same page"), "the attempts appeared without a reload");
+
+    // Cancel from the page.
+    browser.client.find(Locator::Css("button.danger")).await.expect("a Cancel button").click().await.expect("a click");
+    assert!(browser.wait_for_text("cancelled", Duration::from_secs(15)).await, "{}", browser.live_text().await);
+    assert_eq!(run.wait_for_exit(Duration::from_secs(15)), Some(1), "{}", run.stderr());
+    assert!(browser.client.find(Locator::Css("button.danger")).await.is_err(), "no Cancel button once it ended");
+
+    // The list.
+    browser.client.goto(&format!("{base}/")).await.expect("the list opens");
+    let links = browser.client.find_all(Locator::Css("#live tbody a")).await.expect("rows");
+    assert_eq!(links.len(), 3, "live-1, pipe-1 and xss-1");
+    browser.screenshot("dashboard-list.png").await;
+
+    // A hostile message is text, never markup.
+    browser.client.goto(&format!("{base}/workflows/xss-1")).await.expect("the page opens");
+    assert!(browser.live_text().await.contains("<script>alert(1)</script>"), "{}", browser.live_text().await);
+    let scripts = browser.client.execute("return document.querySelectorAll('#live script').length", vec![]).await;
+    assert_eq!(scripts.expect("a script runs"), json!(0));
+    assert!(browser.client.get_alert_text().await.is_err(), "no alert opened");
+    browser.close().await;
+}

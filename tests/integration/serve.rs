@@ -1,0 +1,319 @@
+//! `host serve`: the JSON API and the dashboard through the real binary and
+//! real HTTP, on SQLite and PostgreSQL: lists and pagination, a workflow's
+//! calls and attempts, results, cancel from the API and from a page's form,
+//! escaping of journal strings, the token, cross-site refusals, the event
+//! stream, and malformed requests.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Child, PostgresDb, Scratch, artifacts, eventually, host_command, rows};
+
+/// A running `host serve`.
+pub struct Server {
+    child: Child,
+    pub address: String,
+}
+
+impl Server {
+    pub fn start(scratch: &Scratch, journal: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--journal", journal];
+        args.extend(extra);
+        Self::spawn(scratch, &args)
+    }
+
+    /// Any `host` command that serves (`serve`, `worker --serve`), once it says where.
+    fn spawn(scratch: &Scratch, args: &[&str]) -> Self {
+        let child = Child::spawn(scratch.path(), args);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stderr = child.stderr();
+            if let Some(rest) = stderr.split(" at http://").nth(1) {
+                let address = rest.split('/').next().expect("an address").to_string();
+                return Self { child, address };
+            }
+            assert!(Instant::now() < deadline, "the server did not start:\n{stderr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends raw bytes; the whole response (the server closes the connection).
+    fn raw(&self, request: &str) -> String {
+        let mut stream = TcpStream::connect(&self.address).expect("the server accepts connections");
+        stream.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        stream.write_all(request.as_bytes()).expect("the request is sent");
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// A request with `headers` (lines) and `body`; the status and the body.
+    fn request(&self, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String, String) {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.address);
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        let response = self.raw(&request);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.request("GET", path, &[], "");
+        (status, body)
+    }
+
+    fn json(&self, path: &str) -> (u16, Value) {
+        let (status, body) = self.get(path);
+        (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path} answered JSON, not:\n{body}")))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill();
+    }
+}
+
+/// A workflow that fails with an HTML payload, and one whose third step is retried once.
+pub fn populate(scratch: &Scratch, journal: &str) {
+    let script = r#""<script>alert(1)</script>""#;
+    let crash = host_command(
+        scratch.path(),
+        &[
+            "run",
+            artifacts::RETRY_DEMO,
+            "--step",
+            artifacts::FLAKY,
+            "--invoke",
+            "crash",
+            script,
+            "--id",
+            "xss-1",
+            "--max-attempts",
+            "2",
+            "--interval",
+            "10ms",
+            "--journal",
+            journal,
+        ],
+    );
+    assert!(crash.code == Some(0) && crash.stderr.contains("<script>"), "the crash ran:\n{}", crash.stderr);
+    host_command(
+        scratch.path(),
+        &["run", artifacts::PIPELINE, "3", "10", "--id", "pipe-1", "--interval", "10ms", "--journal", journal],
+    )
+    .success();
+}
+
+fn api_and_pages(journal: &str) {
+    let scratch = Scratch::new();
+    populate(&scratch, journal);
+    let server = Server::start(&scratch, journal, &[]);
+
+    // Lists, newest first, a page at a time.
+    let (status, all) = server.json("/api/v1/workflows");
+    assert_eq!(status, 200, "{all}");
+    let ids: Vec<&str> = all["workflows"].as_array().unwrap().iter().map(|w| w["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["pipe-1", "xss-1"]);
+    assert_eq!(all["next"], Value::Null);
+    let (_, first) = server.json("/api/v1/workflows?limit=1");
+    assert_eq!(first["workflows"][0]["id"], "pipe-1");
+    let next = first["next"].as_str().expect("a next cursor");
+    let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    let (_, second) = server.json(&format!("/api/v1/workflows?limit=1&after={encoded}"));
+    assert_eq!((second["workflows"][0]["id"].as_str(), &second["next"]), (Some("xss-1"), &Value::Null));
+    let (_, succeeded) = server.json("/api/v1/workflows?status=succeeded&name=pipeline");
+    assert_eq!(succeeded["workflows"].as_array().unwrap().len(), 1);
+
+    // One workflow: its calls and every attempt.
+    let (status, pipe) = server.json("/api/v1/workflows/pipe-1");
+    assert_eq!(status, 200);
+    let calls = pipe["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 3);
+    let third = calls[2]["attempts"].as_array().unwrap();
+    assert_eq!(
+        (third.len(), third[0]["outcome"].as_str(), third[0]["kind"].as_str()),
+        (2, Some("failed"), Some("returned-error"))
+    );
+    assert_eq!(third[1]["outcome"], "ok");
+    let (status, result) = server.json("/api/v1/workflows/pipe-1/result?wait=5s");
+    assert_eq!((status, result["output"].as_i64(), result["status"].as_str()), (200, Some(12), Some("succeeded")));
+
+    // Errors say what is wrong, as JSON.
+    let (status, missing) = server.json("/api/v1/workflows/nope");
+    assert_eq!(status, 404);
+    assert!(missing["error"].as_str().unwrap().contains("nope"));
+    let (status, bad) = server.json("/api/v1/workflows?status=bogus");
+    assert_eq!(status, 400);
+    assert!(bad["error"].as_str().unwrap().contains("bogus"), "{bad}");
+    assert_eq!(server.json("/api/v1/workflows?limit=abc").0, 400);
+    assert_eq!(server.json("/api/v1/workflows?limit=0").0, 400);
+    assert_eq!(server.json("/api/v1/nothing-here").0, 404);
+    let (status, document) = server.json("/api/v1/openapi.json");
+    assert_eq!((status, document["openapi"].as_str()), (200, Some("3.1.0")));
+
+    // Changing requests: JSON only, never from another site; a finished workflow cannot be cancelled.
+    let json = ["Content-Type: application/json"];
+    assert_eq!(server.request("POST", "/api/v1/workflows/pipe-1/cancel", &[], "").0, 415);
+    assert_eq!(server.request("POST", "/api/v1/workflows/pipe-1/cancel", &json, "").0, 409);
+    let evil = ["Content-Type: application/json", "Origin: https://evil.example"];
+    assert_eq!(server.request("POST", "/api/v1/workflows/pipe-1/cancel", &evil, "").0, 403);
+    assert_eq!(server.request("POST", "/api/v1/workflows/nope/cancel", &json, "").0, 404);
+
+    // Pages: journal strings render as text.
+    let (status, page) = server.get("/workflows/xss-1");
+    assert_eq!(status, 200);
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the message is shown escaped:\n{page}");
+    assert!(!page.contains("<script>alert(1)"), "the message never becomes markup");
+    let (status, list) = server.get("/?status=succeeded&name=pipeline");
+    assert_eq!(status, 200);
+    assert!(list.contains(r#"href="/workflows/pipe-1""#) && !list.contains("xss-1"), "{list}");
+    let (status, fragment) = server.get("/workflows/pipe-1?fragment=1");
+    assert!(status == 200 && !fragment.contains("<html") && fragment.contains("returned-error"), "{fragment}");
+    assert_eq!(server.get("/queues").0, 200);
+    assert_eq!(server.get("/workers").0, 200);
+    assert_eq!(server.get("/nothing-here").0, 404);
+    assert_eq!(server.get("/workflows/nope").0, 404);
+
+    // Malformed requests get an answer, and the server goes on.
+    let garbage = server.raw("GARBAGE\r\n\r\n");
+    assert!(garbage.is_empty() || garbage.contains(" 400 "), "{garbage}");
+    let huge = format!(
+        "POST /api/v1/workflows/pipe-1/cancel HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 200000\r\nConnection: close\r\n\r\n",
+        server.address
+    );
+    assert!(server.raw(&huge).starts_with("HTTP/1.1 413"), "a body over the limit is refused before it is read");
+    assert_eq!(server.get("/api/v1/workflows/%FF").0, 400, "not UTF-8");
+    assert_eq!(server.json("/api/v1/workflows").0, 200, "still serving");
+}
+
+#[test]
+fn the_api_and_the_pages_on_sqlite() {
+    let scratch = Scratch::new();
+    api_and_pages(&scratch.journal());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_and_the_pages_on_postgres() {
+    let db = PostgresDb::create().await;
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || api_and_pages(&url)).await.expect("the checks ran");
+}
+
+/// The page's cancel form stops a running workflow; a form without the page's secret is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_workflow_is_cancelled_from_its_page() {
+    let db = PostgresDb::create().await;
+    let scratch = Scratch::new();
+    let mut run = Child::spawn(
+        scratch.path(),
+        &["run", artifacts::PIPELINE, "20", "500", "--id", "long-1", "--journal", &db.url],
+    );
+    let running =
+        eventually(Duration::from_secs(30), || async { !rows(&db.url, "long-1").await.calls.is_empty() }).await;
+    assert!(running, "the workflow started:\n{}", run.stderr());
+    let server = Server::start(&scratch, &db.url, &[]);
+    let (_, page) = server.get("/workflows/long-1");
+    let csrf =
+        page.split(r#"name="csrf" value=""#).nth(1).and_then(|rest| rest.split('"').next()).expect("a cancel form");
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    assert_eq!(server.request("POST", "/workflows/long-1/cancel", &form, "csrf=forged").0, 403);
+    let (status, head, _) = server.request("POST", "/workflows/long-1/cancel", &form, &format!("csrf={csrf}"));
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /workflows/long-1"), "{head}");
+    assert_eq!(run.wait_for_exit(Duration::from_secs(10)), Some(1), "{}", run.stderr());
+    let (_, workflow) = server.json("/api/v1/workflows/long-1");
+    assert_eq!(workflow["status"], "cancelled");
+    let (_, page) = server.get("/workflows/long-1");
+    assert!(!page.contains(r#"name="csrf""#), "a finished workflow has no cancel button");
+}
+
+/// The event stream says when a followed workflow changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_tells_a_page_its_workflow_changed() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let mut run = Child::spawn(
+        scratch.path(),
+        &["run", artifacts::PIPELINE, "4", "300", "--id", "live-1", "--journal", &journal],
+    );
+    assert!(eventually(Duration::from_secs(30), || async { !rows(&journal, "live-1").await.calls.is_empty() }).await);
+    let server = Server::start(&scratch, &journal, &[]);
+    let mut stream = TcpStream::connect(&server.address).unwrap();
+    let request = format!(
+        "GET /events?workflow=live-1 HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        server.address
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen.contains("data: changed") && Instant::now() < deadline {
+        let mut buffer = [0u8; 4096];
+        if let Ok(read) = stream.read(&mut buffer) {
+            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    }
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    assert!(seen.contains("data: changed"), "a change was announced while the workflow ran:\n{seen}");
+    assert_eq!(run.wait_for_exit(Duration::from_secs(30)), Some(0));
+}
+
+/// Off loopback a token is required; with one, every request presents it.
+#[test]
+fn the_token_guards_every_request() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    host_command(scratch.path(), &["run", artifacts::PIPELINE, "1", "1", "--id", "t-1", "--journal", &journal])
+        .success();
+    let refused = host_command(scratch.path(), &["serve", "--bind", "0.0.0.0:0", "--journal", &journal]);
+    assert!(refused.refused().contains("--token"), "{}", refused.stderr);
+
+    let server = Server::start(&scratch, &journal, &["--token", "s3cret"]);
+    assert_eq!(server.get("/api/v1/workflows").0, 401);
+    assert_eq!(server.get("/").0, 401);
+    let bearer = ["Authorization: Bearer s3cret"];
+    assert_eq!(server.request("GET", "/api/v1/workflows", &bearer, "").0, 200);
+    assert_eq!(server.request("GET", "/api/v1/workflows", &["Authorization: Bearer s3creT"], "").0, 401);
+    let (status, head, _) = server.request("GET", "/?token=s3cret", &[], "");
+    assert_eq!(status, 200);
+    assert!(head.to_lowercase().contains("set-cookie: stepbox_token=s3cret; httponly; samesite=strict"), "{head}");
+    assert_eq!(server.request("GET", "/workflows/t-1", &["Cookie: stepbox_token=s3cret"], "").0, 200);
+}
+
+/// `host worker --serve` runs a worker and its dashboard in one process.
+#[test]
+fn a_worker_serves_its_dashboard() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    host_command(scratch.path(), &["queue", "set", "q", "--concurrency", "5", "--journal", &journal]);
+    let server = Server::spawn(&scratch, &["worker", "--queue", "q", "--serve", "127.0.0.1:0", "--journal", &journal]);
+    host_command(
+        scratch.path(),
+        &["submit", artifacts::PIPELINE, "2", "1", "--queue", "q", "--id", "w-1", "--journal", &journal],
+    );
+    let (status, result) = server.json("/api/v1/workflows/w-1/result?wait=30s");
+    assert_eq!((status, result["output"].as_i64()), (200, Some(6)), "{result}");
+    let (_, workers) = server.json("/api/v1/workers");
+    assert_eq!(workers["workers"].as_array().map(Vec::len), Some(1), "{workers}");
+    assert!(server.get("/workers").1.contains("live"));
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        r#"stepbox_attempts_total{outcome="ok",kind=""} 2"#,
+        r#"stepbox_queue_workflows{queue="q",state="ready"} 0"#,
+        "stepbox_attempt_duration_seconds_bucket{step=\"example:pipeline/steps.process\",le=\"+Inf\"} 2",
+        "stepbox_claimed_total 1",
+        "stepbox_journal_commit_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "/metrics has `{line}`:\n{metrics}");
+    }
+}
