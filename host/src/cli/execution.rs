@@ -15,18 +15,28 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::output::{self, Format};
 use crate::{ExecArgs, PolicyArgs, RunArgs, exit};
 
+/// What `host run` and `host submit` run: the components, the entry and the policy flags.
+pub fn spec(
+    workflow: &std::path::Path,
+    steps: &[std::path::PathBuf],
+    invoke: Option<&str>,
+    config: Option<&std::path::Path>,
+    policy: &PolicyArgs,
+) -> Result<RunSpec, String> {
+    Ok(RunSpec {
+        workflow: workflow.to_path_buf(),
+        steps: steps.to_vec(),
+        invoke: invoke.map(str::to_string),
+        config: config.map(std::path::Path::to_path_buf),
+        cli_settings: SettingsLayer::from_flags(policy.settings())?,
+    })
+}
+
 /// `host run`.
 pub async fn run(args: RunArgs, journal: &str, format: Format) -> u8 {
-    let cli_settings = match SettingsLayer::from_flags(args.policy.settings()) {
-        Ok(layer) => layer,
+    let spec = match spec(&args.workflow, &args.steps, args.invoke.as_deref(), args.config.as_deref(), &args.policy) {
+        Ok(spec) => spec,
         Err(message) => return refuse(&message),
-    };
-    let spec = RunSpec {
-        workflow: args.workflow.clone(),
-        steps: args.steps.clone(),
-        invoke: args.invoke.clone(),
-        config: args.config.clone(),
-        cli_settings,
     };
     let Some(loader) = loader(&args.exec) else { return exit::USAGE };
     // Components, links and settings are checked before the journal is touched.

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use stepbox::config::{QueueSpec, SettingsLayer, parse_duration, read_queue_file};
+use stepbox::config::{QueueSpec, parse_duration, read_queue_file};
 use stepbox::journal::{DEFAULT_QUEUE, Journal, Timestamp};
-use stepbox::run::RunSpec;
 use stepbox::worker::{
     Client, DEFAULT_CONCURRENCY, DEFAULT_CRASH_LOOP_CAP, DEFAULT_GRACE, DEFAULT_POLL_INTERVAL, SubmitRequest, Worker,
     WorkerOptions,
@@ -130,20 +129,20 @@ pub enum QueueCommand {
 
 /// `host submit`.
 pub async fn submit(args: SubmitArgs, journal: &str, format: Format) -> u8 {
-    let cli_settings = match SettingsLayer::from_flags(args.policy.settings()) {
-        Ok(layer) => layer,
+    let spec = crate::execution::spec(
+        &args.workflow,
+        &args.steps,
+        args.invoke.as_deref(),
+        args.config.as_deref(),
+        &args.policy,
+    );
+    let spec = match spec {
+        Ok(spec) => spec,
         Err(message) => return refuse(&message),
     };
     if let Err(message) = stepbox::config::check_queue_name(&args.queue) {
         return refuse(&message);
     }
-    let spec = RunSpec {
-        workflow: args.workflow.clone(),
-        steps: args.steps.clone(),
-        invoke: args.invoke.clone(),
-        config: args.config.clone(),
-        cli_settings,
-    };
     let engine = match stepbox::wasm::new_engine() {
         Ok(engine) => engine,
         Err(error) => return refuse(&format!("cannot start the WebAssembly engine: {error:#}")),

@@ -67,6 +67,11 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
+/// Query parameters, or a 400 saying what is wrong with them.
+fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query.map(|Query(query)| query).map_err(|rejection| bad_request(rejection.body_text()))
+}
+
 fn not_found(id: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("no workflow {id} in the journal"))
 }
@@ -147,7 +152,7 @@ async fn list(
     State(state): State<Shared>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| bad_request(rejection.body_text()))?;
+    let query = parsed(query)?;
     let (filter, limit) = query.filter().map_err(bad_request)?;
     let (workflows, next) = page(state.journal.list_workflows(&filter).await?, limit);
     Ok(Json(json!({ "workflows": workflows, "next": next })).into_response())
@@ -170,7 +175,7 @@ async fn result(
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| bad_request(rejection.body_text()))?;
+    let query = parsed(query)?;
     let wait = match query.wait.as_deref() {
         Some(wait) => parse_duration(wait).map_err(bad_request)?.min(MAX_WAIT),
         None => Duration::ZERO,

@@ -49,6 +49,12 @@ fn error_page(status: StatusCode, message: &str) -> Response {
     (status, layout("Error", "", html! { p.error { (message) } })).into_response()
 }
 
+/// A page's query parameters, or a page saying what is wrong with them.
+#[expect(clippy::result_large_err, reason = "the error is the response axum sends, as in every handler here")]
+fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
+    query.map(|Query(query)| query).map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))
+}
+
 fn journal_error(error: &JournalError) -> Response {
     let status = if error.is_outage() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
     error_page(status, &error.to_string())
@@ -94,7 +100,7 @@ async fn workflows(
     OriginalUri(uri): OriginalUri,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> PageResult {
-    let Query(query) = query.map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))?;
+    let query = parsed(query)?;
     let (filter, limit) = query.filter().map_err(|message| error_page(StatusCode::BAD_REQUEST, &message))?;
     let listed = state.journal.list_workflows(&filter).await.map_err(|error| journal_error(&error))?;
     let (rows, next) = page(listed, limit);
@@ -151,7 +157,7 @@ async fn workflow(
     Path(id): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> PageResult {
-    let Query(query) = query.map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))?;
+    let query = parsed(query)?;
     let history = state.journal.history(&id).await.map_err(|error| journal_error(&error))?;
     let Some(history) = history else {
         return Err(error_page(StatusCode::NOT_FOUND, &format!("No workflow {id} in the journal.")));
@@ -259,7 +265,7 @@ async fn cancel(
 }
 
 async fn queues(State(state): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> PageResult {
-    let Query(query) = query.map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))?;
+    let query = parsed(query)?;
     let queues = state.journal.queues().await.map_err(|error| journal_error(&error))?;
     let limit = |value: Option<i32>| value.map_or_else(|| "-".to_string(), |value| value.to_string());
     let live = html! {
@@ -288,7 +294,7 @@ async fn queues(State(state): State<Shared>, query: Result<Query<PageQuery>, Que
 }
 
 async fn workers(State(state): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> PageResult {
-    let Query(query) = query.map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))?;
+    let query = parsed(query)?;
     let workers = state.journal.workers().await.map_err(|error| journal_error(&error))?;
     let now = Timestamp::now();
     let live = html! {
