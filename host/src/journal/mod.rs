@@ -717,10 +717,10 @@ impl Journal {
                     query.push(" AND created_at < ").push_bind(before);
                 }
                 if let Some((created_at, id)) = &filter.after {
-                    query.push(" AND (created_at < ").push_bind(*created_at);
-                    query.push(" OR (created_at = ").push_bind(*created_at);
-                    query.push(" AND id < ").push_bind(id);
-                    query.push("))");
+                    // A row comparison, so the (created_at DESC, id DESC) index serves deep pages too.
+                    query.push(" AND (created_at, id) < (").push_bind(*created_at);
+                    query.push(", ").push_bind(id);
+                    query.push(")");
                 }
                 query.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(filter.limit));
                 query.build_query_as().persistent(statement::persistent()).fetch_all(conn).await
