@@ -2,13 +2,14 @@
 //! real HTTP, on SQLite and PostgreSQL: lists and pagination, a workflow's
 //! calls and attempts, results, cancel from the API and from a page's form,
 //! escaping of journal strings, the token, cross-site refusals, the event
-//! stream, and malformed requests.
+//! stream, and malformed requests; components uploaded, workflows
+//! submitted, resumed and forked over the API and run by a real worker.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Child, PostgresDb, Scratch, artifacts, eventually, host_command, rows};
 
@@ -52,13 +53,24 @@ impl Server {
 
     /// A request with `headers` (lines) and `body`; the status and the body.
     fn request(&self, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String, String) {
+        self.request_bytes(method, path, headers, body.as_bytes())
+    }
+
+    /// As [`Server::request`], with a body of any bytes.
+    fn request_bytes(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> (u16, String, String) {
         let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.address);
         for header in headers {
             request.push_str(header);
             request.push_str("\r\n");
         }
-        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        let response = self.raw(&request);
+        request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut stream = TcpStream::connect(&self.address).expect("the server accepts connections");
+        stream.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        stream.write_all(request.as_bytes()).expect("the request is sent");
+        stream.write_all(body).expect("the body is sent");
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response).into_owned();
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
         let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
         (status, head.to_string(), body.to_string())
@@ -72,6 +84,12 @@ impl Server {
     fn json(&self, path: &str) -> (u16, Value) {
         let (status, body) = self.get(path);
         (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path} answered JSON, not:\n{body}")))
+    }
+
+    /// POSTs `body` as JSON; the status and the JSON answer.
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (status, _, answer) = self.request("POST", path, &["Content-Type: application/json"], &body.to_string());
+        (status, serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{path} answered JSON, not:\n{answer}")))
     }
 }
 
@@ -233,7 +251,7 @@ async fn a_running_workflow_is_cancelled_from_its_page() {
     let (_, workflow) = server.json("/api/v1/workflows/long-1");
     assert_eq!(workflow["status"], "cancelled");
     let (_, page) = server.get("/workflows/long-1");
-    assert!(!page.contains(r#"name="csrf""#), "a finished workflow has no cancel button");
+    assert!(!page.contains("/workflows/long-1/cancel"), "a finished workflow has no cancel button");
 }
 
 /// The event stream says when a followed workflow changes.
@@ -316,4 +334,132 @@ fn a_worker_serves_its_dashboard() {
     ] {
         assert!(metrics.contains(line), "/metrics has `{line}`:\n{metrics}");
     }
+}
+
+/// Uploads the pipeline component; its digest.
+fn upload(server: &Server, path: &str) -> String {
+    let bytes = std::fs::read(path).expect("the component was built");
+    let wasm = ["Content-Type: application/wasm"];
+    let (status, _, answer) = server.request_bytes("POST", "/api/v1/components?name=pipeline.wasm", &wasm, &bytes);
+    assert_eq!(status, 201, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let digest = answer["digest"].as_str().expect("a digest").to_string();
+    assert_eq!(answer["size"].as_u64(), Some(bytes.len() as u64));
+    let (again, _, answer) = server.request_bytes("POST", "/api/v1/components", &wasm, &bytes);
+    assert!(again == 200 && answer.contains(&digest) && answer.contains(r#""stored":false"#), "{answer}");
+    digest
+}
+
+fn submit_resume_fork(journal: &str) {
+    let scratch = Scratch::new();
+    let server = Server::start(&scratch, journal, &[]);
+
+    // Uploads: a component once per digest; anything else is refused, saying why.
+    let digest = upload(&server, artifacts::PIPELINE);
+    let wasm = ["Content-Type: application/wasm"];
+    let (status, _, answer) = server.request_bytes("POST", "/api/v1/components", &wasm, b"not a component");
+    assert!(status == 400 && answer.contains("not a WebAssembly"), "{status} {answer}");
+    let json_type = ["Content-Type: application/json"];
+    assert_eq!(server.request_bytes("POST", "/api/v1/components", &json_type, b"{}").0, 415);
+
+    // Submissions are checked before anything is written.
+    let manifest = "[retry]\ninterval = \"10ms\"\n";
+    let good = json!({ "workflow": digest, "args": ["3", "10"], "id": "api-1", "manifest": manifest });
+    for (body, needle) in [
+        (json!({ "workflow": "ab".repeat(32), "args": ["3", "10"] }), "upload it first"),
+        (json!({ "workflow": "nope", "args": [] }), "not a component digest"),
+        (json!({ "workflow": digest, "args": ["x", "10"] }), "items"),
+        (json!({ "workflow": digest, "args": ["3"] }), "argument"),
+        (
+            json!({ "workflow": digest, "args": ["3", "10"], "manifest": "[grants]\ndirs = [{ host = \"/\", guest = \"/\" }]\n" }),
+            "directories",
+        ),
+        (json!({ "workflow": digest, "args": ["3", "10"], "manifest": "retry = 3" }), "manifest"),
+        (
+            json!({ "workflow": digest, "args": ["3", "10"], "delay": "1s", "start_at": "2030-01-01T00:00:00Z" }),
+            "not both",
+        ),
+        (json!({ "workflow": digest, "bogus": 1 }), "bogus"),
+    ] {
+        let (status, answer) = server.post("/api/v1/workflows", &body);
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert!(answer["error"].as_str().unwrap_or_default().contains(needle), "{body} -> {answer}");
+    }
+    let (status, submitted) = server.post("/api/v1/workflows", &good);
+    assert_eq!(
+        (status, submitted["id"].as_str(), submitted["status"].as_str()),
+        (201, Some("api-1"), Some("enqueued"))
+    );
+    let other_args = json!({ "workflow": digest, "args": ["4", "10"], "id": "api-1" });
+    assert_eq!(server.post("/api/v1/workflows", &other_args).0, 409, "the id is taken");
+
+    // A worker runs it, and the API's long-poll sees the result.
+    let mut worker = Child::spawn(scratch.path(), &["worker", "--journal", journal]);
+    let (status, result) = server.json("/api/v1/workflows/api-1/result?wait=30s");
+    assert_eq!((status, result["output"].as_i64()), (200, Some(12)), "{result}\n{}", worker.stderr());
+
+    // A fork from its third call copies the first two and runs the third again.
+    let (status, forked) = server.post("/api/v1/workflows/api-1/fork", &json!({ "from_step": 3, "id": "api-fork" }));
+    assert_eq!((status, forked["queue"].as_str()), (201, Some("default")), "{forked}");
+    let (status, result) = server.json("/api/v1/workflows/api-fork/result?wait=30s");
+    assert_eq!((status, result["output"].as_i64()), (200, Some(12)), "{result}");
+    let (_, original) = server.json("/api/v1/workflows/api-1");
+    let (_, fork) = server.json("/api/v1/workflows/api-fork");
+    for seq in 0..2 {
+        assert_eq!(fork["calls"][seq]["attempts"], original["calls"][seq]["attempts"], "call {seq} was copied");
+    }
+    assert_ne!(fork["calls"][2]["attempts"][0]["started_at"], original["calls"][2]["attempts"][0]["started_at"]);
+    assert_eq!(server.post("/api/v1/workflows/api-1/fork", &json!({ "from_step": 3, "id": "api-fork" })).0, 409);
+    assert_eq!(server.post("/api/v1/workflows/api-1/fork", &json!({ "from_step": 0 })).0, 400);
+    assert_eq!(server.post("/api/v1/workflows/nope/fork", &json!({})).0, 404);
+
+    // A `host run` that dies is resumed by the worker once handed back to a queue.
+    let mut run = Child::spawn(
+        scratch.path(),
+        &["run", artifacts::PIPELINE, "6", "200", "--id", "int-1", "--lease", "1s", "--journal", journal],
+    );
+    let started = || async { rows(journal, "int-1").await.calls.len() >= 2 };
+    assert!(tokio_block_on(eventually(Duration::from_secs(30), started)), "{}", run.stderr());
+    let (status, live) = server.post("/api/v1/workflows/int-1/resume", &json!({}));
+    assert!(status == 409 && live["error"].as_str().unwrap().contains("holds its lease"), "{live}");
+    run.kill();
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, _, resumed) =
+        server.request("POST", "/api/v1/workflows/int-1/resume", &["Content-Type: application/json"], "");
+    let resumed: Value = serde_json::from_str(&resumed).expect("JSON");
+    assert_eq!((status, resumed["queue"].as_str()), (200, Some("default")), "{resumed}");
+    let (status, result) = server.json("/api/v1/workflows/int-1/result?wait=30s");
+    assert_eq!((status, result["output"].as_i64()), (200, Some(42)), "{result}\n{}", worker.stderr());
+    let resumed_rows = tokio_block_on(rows(journal, "int-1"));
+    assert_eq!(resumed_rows.calls.len(), 6);
+    for call in &resumed_rows.calls {
+        let ok = resumed_rows.attempts.iter().filter(|a| a.seq == call.seq && a.outcome.as_deref() == Some("ok"));
+        assert_eq!(ok.count(), 1, "call {} has exactly one ok attempt: {:?}", call.seq, resumed_rows.attempts);
+    }
+    let (status, ended) = server.post("/api/v1/workflows/int-1/resume", &json!({}));
+    assert!(status == 409 && ended["error"].as_str().unwrap().contains("already ended"), "{ended}");
+    assert_eq!(server.post("/api/v1/workflows/int-1/resume", &json!({ "queue": "no spaces" })).0, 400);
+
+    // The page of a finished workflow offers a fork, not a resume.
+    let (_, page) = server.get("/workflows/api-1");
+    assert!(page.contains("/workflows/api-1/fork") && !page.contains("/workflows/api-1/resume"), "{page}");
+    worker.kill();
+}
+
+/// Blocks on `future` from a plain test thread.
+fn tokio_block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(future)
+}
+
+#[test]
+fn components_are_uploaded_and_workflows_submitted_resumed_and_forked_over_the_api_on_sqlite() {
+    let scratch = Scratch::new();
+    submit_resume_fork(&scratch.journal());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn components_are_uploaded_and_workflows_submitted_resumed_and_forked_over_the_api_on_postgres() {
+    let db = PostgresDb::create().await;
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || submit_resume_fork(&url)).await.expect("the checks ran");
 }

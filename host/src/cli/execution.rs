@@ -103,7 +103,7 @@ pub async fn fork(
         Ok(executor) => executor,
         Err(error) => return refuse(&error.to_string()),
     };
-    let forked = match run::fork(executor.journal(), id, from_step, new_id).await {
+    let forked = match run::fork(executor.journal(), id, from_step, new_id, None).await {
         Ok(forked) => forked,
         Err(error) => return refuse(&error.to_string()),
     };

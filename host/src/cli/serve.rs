@@ -23,7 +23,8 @@ pub struct ServeArgs {
 
 /// `host serve`: prints the address it serves on, then serves until stopped.
 pub async fn serve(args: ServeArgs, journal: &str) -> u8 {
-    let journal = match Journal::open_existing(journal).await {
+    // It takes submissions, so like a worker it creates the journal if there is none yet.
+    let journal = match Journal::open(journal).await {
         Ok(journal) => journal,
         Err(error) => {
             output::error(&error.to_string());

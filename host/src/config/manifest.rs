@@ -69,6 +69,29 @@ impl Manifest {
         toml::from_str(text).map_err(|error| error.to_string().trim_end().to_string())
     }
 
+    /// This manifest as a settings source that came over the network
+    /// (named `origin`): host directories and environment variables belong
+    /// to the machine a worker runs on, so they cannot be granted this way.
+    pub fn remote_layer(&self, origin: &str) -> Result<SettingsLayer, String> {
+        let scopes = std::iter::once(("every step".to_string(), &self.grants))
+            .chain(self.components.iter().map(|(name, scope)| (format!("component {name}"), &scope.grants)))
+            .chain(self.steps.iter().map(|(name, scope)| (format!("step {name}"), &scope.grants)));
+        for (scope, grants) in scopes {
+            let what = match (&grants.dirs, &grants.env) {
+                (Some(_), _) => "directories",
+                (None, Some(_)) => "environment variables",
+                (None, None) => continue,
+            };
+            return Err(format!(
+                "the manifest grants {what} to {scope}, which a manifest sent over the API may not do: they belong to \
+                 the machine a worker runs on. Submit with host submit and a manifest beside the workflow instead"
+            ));
+        }
+        let mut layer = self.settings_layer(Path::new(origin));
+        layer.origin = origin.to_string();
+        Ok(layer)
+    }
+
     /// This manifest as a settings source named after its file, granted
     /// directories anchored at the manifest's folder.
     pub fn settings_layer(&self, path: &Path) -> SettingsLayer {

@@ -28,8 +28,8 @@ pub use faults::DEFAULT_OUTAGE_BUDGET;
 pub use group_commit::{LAZY_WINDOW, PendingWrite};
 use queue::notify;
 pub use queue::{
-    Claimed, DEFAULT_QUEUE, EVENTS, Listener, NewSubmission, QueueLimits, QueueRecord, Reaped, Submitted, WorkerInfo,
-    WorkerRecord,
+    Claimed, DEFAULT_QUEUE, EVENTS, Listener, NewSubmission, QueueLimits, QueueRecord, Reaped, Requeued, Submitted,
+    WorkerInfo, WorkerRecord,
 };
 pub use records::{AttemptRecord, CallHistory, EventRecord, StepCallRecord, WorkflowHistory, WorkflowRecord};
 pub use target::{DEFAULT_SCHEMA, PostgresTarget, SqliteTarget, Target, TargetError, redact};
@@ -865,14 +865,15 @@ impl Journal {
     /// Creates workflow `new_id` as a copy of `original` whose step calls
     /// before `from_step` (and their attempts) are copied, so it replays them
     /// and runs the rest; `options` are the new workflow's recorded options.
-    /// It is left running without an owner (or enqueued, if the original was
-    /// submitted to a queue), ready to be resumed or claimed.
+    /// It is enqueued on `queue` (else on the original's queue) for workers,
+    /// or, when neither is set, left running without an owner, ready to be resumed.
     pub async fn fork_workflow(
         &self,
         original: &str,
         new_id: &str,
         from_step: i64,
         options: &Json,
+        queue: Option<&str>,
     ) -> Result<Forked, JournalError> {
         let now = Timestamp::now();
         self.commit("fork of a workflow", || {
@@ -896,22 +897,24 @@ impl Journal {
                 if let Some(seq) = unfinished {
                     return Ok(Forked::Unfinished(seq));
                 }
-                let created = statement::query(
+                let created: Option<Option<String>> = statement::query_scalar(
                     "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, \
                      options, queue, priority, partition_key, run_at, created_at, updated_at) \
                      SELECT $1, name, component, component_digest, entry, input, input_json, \
-                     CASE WHEN queue IS NULL THEN 'running' ELSE 'enqueued' END, $2, queue, priority, partition_key, \
-                     $3, $3, $3 FROM workflows WHERE id = $4",
+                     CASE WHEN COALESCE($5, queue) IS NULL THEN 'running' ELSE 'enqueued' END, $2, \
+                     COALESCE($5, queue), priority, partition_key, $3, $3, $3 FROM workflows WHERE id = $4 \
+                     RETURNING queue",
                 )
                 .bind(new_id)
                 .bind(options)
                 .bind(now)
                 .bind(original)
-                .execute(&mut *tx)
+                .bind(queue)
+                .fetch_optional(&mut *tx)
                 .await?;
-                if created.rows_affected() == 0 {
+                let Some(queued) = created else {
                     return Ok(Forked::Unknown);
-                }
+                };
                 let copied = statement::query(
                     "INSERT INTO step_calls (workflow_id, seq, step, input, input_json, status, output, output_json, \
                      attempts, max_attempts, started_at, finished_at) SELECT $1, seq, step, input, input_json, status, \
@@ -948,6 +951,9 @@ impl Journal {
                     .bind(detail)
                     .execute(&mut *tx)
                     .await?;
+                }
+                if let Some(queue) = queued {
+                    notify(&mut *tx, &format!("submit:{queue}")).await?;
                 }
                 tx.commit().await?;
                 Ok(Forked::Forked { copied: i64::try_from(copied).unwrap_or(i64::MAX) })
@@ -1043,11 +1049,11 @@ impl Journal {
         .await
     }
 
-    /// The bytes of the component stored under `digest`, if any.
-    pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+    /// The component stored under `digest`, if any: its name and bytes.
+    pub async fn component(&self, digest: &str) -> Result<Option<(String, Vec<u8>)>, JournalError> {
         self.run("read of a component", || {
             with_conn!(&self.backend, |conn| {
-                statement::query_scalar("SELECT bytes FROM components WHERE digest = $1")
+                statement::query_as("SELECT name, bytes FROM components WHERE digest = $1")
                     .bind(digest)
                     .fetch_optional(conn)
                     .await

@@ -68,6 +68,19 @@ pub struct Reaped {
     pub timed_out: Vec<String>,
 }
 
+/// What `requeue_workflow` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeued {
+    /// Back in this queue, to be claimed by a worker.
+    Enqueued { queue: String },
+    /// No such workflow.
+    Unknown,
+    /// A live process holds its lease: it is running now.
+    Live { executor: String },
+    /// It is in a queue already (enqueued or delayed), or it ended.
+    Not(WorkflowStatus),
+}
+
 /// A queue's limits, holding across every worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct QueueLimits {
@@ -500,6 +513,63 @@ impl Journal {
             }
         }
         Ok(outcome)
+    }
+
+    /// Hands a workflow nobody runs back to a queue (`queue`, else its own,
+    /// else the default): an interrupted one (running, its lease lapsed) or
+    /// a dead one, with its crash-loop count reset. Workers resume it from
+    /// its journal; the old owner, if it comes back, is fenced.
+    pub async fn requeue_workflow(&self, id: &str, queue: Option<&str>) -> Result<Requeued, JournalError> {
+        let now = Timestamp::now();
+        self.commit("requeue of a workflow", || {
+            with_conn!(&self.backend, |conn| {
+                let mut tx = conn.begin().await?;
+                let queued: Option<String> = statement::query_scalar(
+                    "UPDATE workflows SET status = 'enqueued', queue = COALESCE($3, queue, $4), claims = 0, \
+                     error = NULL, finished_at = NULL, run_at = $1, lease_epoch = lease_epoch + 1, \
+                     lease_expires_at = NULL, updated_at = $1 WHERE id = $2 AND (status = 'dead' \
+                     OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1))) \
+                     RETURNING queue",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(queue)
+                .bind(DEFAULT_QUEUE)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let outcome = match queued {
+                    Some(queue) => {
+                        statement::query(
+                            "INSERT INTO workflow_events (workflow_id, at, kind, detail) VALUES ($1, $2, 'requeued', $3)",
+                        )
+                        .bind(id)
+                        .bind(now)
+                        .bind(serde_json::json!({ "queue": queue }))
+                        .execute(&mut *tx)
+                        .await?;
+                        notify(&mut *tx, &format!("submit:{queue}")).await?;
+                        Requeued::Enqueued { queue }
+                    }
+                    None => {
+                        let row: Option<(WorkflowStatus, Option<String>)> =
+                            statement::query_as("SELECT status, executor FROM workflows WHERE id = $1")
+                                .bind(id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        match row {
+                            None => Requeued::Unknown,
+                            Some((WorkflowStatus::Running, executor)) => {
+                                Requeued::Live { executor: executor.unwrap_or_default() }
+                            }
+                            Some((status, _)) => Requeued::Not(status),
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            })
+        })
+        .await
     }
 
     /// When the next waiting workflow of `queues` becomes due (`None`: none waits).

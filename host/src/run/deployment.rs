@@ -70,6 +70,18 @@ pub struct RunSpec {
     pub cli_settings: SettingsLayer,
 }
 
+/// What `POST /api/v1/workflows` is given: components already stored in the
+/// journal, by digest, and settings in a manifest's form.
+#[derive(Debug, Clone, Default)]
+pub struct StoredSpec {
+    pub workflow: String,
+    pub steps: Vec<String>,
+    /// The entry function, when the workflow exports several.
+    pub invoke: Option<String>,
+    /// Settings for the steps, as a manifest would give them.
+    pub settings: Option<SettingsLayer>,
+}
+
 /// A step component whose file changed since the workflow started, run anyway on request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChangedComponent {
@@ -104,6 +116,11 @@ pub enum PrepareError {
     StepChanged { id: String, path: PathBuf, recorded: String, found: String },
     #[error("the {what} component of workflow {id} is neither stored in the journal nor at {path}: {source}")]
     Missing { id: String, what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(
+        "no component with sha256 {digest} is stored in the journal; upload it first (POST /api/v1/components, or \
+         host submit stores the components it is given)"
+    )]
+    NotStored { digest: String },
     #[error("workflow {id} recorded no settings for step `{step}` (its components changed too much to resume)")]
     NoSettings { id: String, step: String },
 }
@@ -126,11 +143,60 @@ impl Prepared {
         for step in &spec.steps {
             components.push(loader.load(step)?);
         }
-        let engine = loader.engine().clone();
-        let plan = linking::plan(&engine, &components, spec.invoke.as_deref())?;
-        let settings = resolve_settings(spec, &components, &plan)?;
+        let mut layers = SettingsLayers::default();
+        if let Some(manifest) = Manifest::find(&spec.workflow, spec.config.as_deref())? {
+            layers.push(manifest);
+        }
+        layers.push(spec.cli_settings.clone());
+        Self::plan(loader.engine(), components, spec.invoke.as_deref(), &layers, absolute)
+    }
+
+    /// Loads `spec`'s components from the journal, plans the run and
+    /// resolves each step's settings.
+    pub async fn from_stored(
+        spec: &StoredSpec,
+        loader: &ComponentLoader,
+        journal: &Journal,
+    ) -> Result<Self, PrepareError> {
+        let mut components = Vec::new();
+        for digest in std::iter::once(&spec.workflow).chain(&spec.steps) {
+            let (name, bytes) =
+                journal.component(digest).await?.ok_or_else(|| PrepareError::NotStored { digest: digest.clone() })?;
+            let loader = loader.clone();
+            let path = PathBuf::from(name);
+            // Compiling a large component takes seconds: off the async threads.
+            let loaded = tokio::task::spawn_blocking(move || loader.load_bytes(&path, &bytes))
+                .await
+                .map_err(|error| LoadError::Invalid { path: PathBuf::from(digest), message: error.to_string() })??;
+            components.push(loaded);
+        }
+        let mut layers = SettingsLayers::default();
+        if let Some(settings) = &spec.settings {
+            layers.push(settings.clone());
+        }
+        Self::plan(loader.engine(), components, spec.invoke.as_deref(), &layers, Path::to_path_buf)
+    }
+
+    /// Plans `components` (the workflow first) and resolves each step's
+    /// settings from `layers`; `pin_path` says where each component is recorded as coming from.
+    fn plan(
+        engine: &Engine,
+        components: Vec<LoadedComponent>,
+        invoke: Option<&str>,
+        layers: &SettingsLayers,
+        pin_path: fn(&Path) -> PathBuf,
+    ) -> Result<Self, PrepareError> {
+        let engine = engine.clone();
+        let plan = linking::plan(&engine, &components, invoke)?;
+        let sources = step_sources(&components, &plan);
+        layers.check_names(&sources)?;
+        let mut settings = BTreeMap::new();
+        for source in sources {
+            let resolved = layers.resolve(&source)?;
+            settings.insert(source.step.to_string(), resolved);
+        }
         let pin = |component: &LoadedComponent| ComponentRef {
-            path: absolute(&component.path),
+            path: pin_path(&component.path),
             digest: component.digest.clone(),
         };
         let deployment = Deployment {
@@ -158,7 +224,7 @@ impl Prepared {
         for (index, reference) in refs.enumerate() {
             let what = if index == 0 { "workflow" } else { "step" };
             let bytes = match journal.component(&reference.digest).await? {
-                Some(bytes) => bytes,
+                Some((_, bytes)) => bytes,
                 None => std::fs::read(&reference.path).map_err(|source| PrepareError::Missing {
                     id: id.into(),
                     what,
@@ -222,27 +288,6 @@ impl Prepared {
     pub fn check_arguments(&self, arguments: &[String]) -> Result<(), ArgumentError> {
         values::parse_arguments(&self.plan.entry.name, &self.plan.entry.func, arguments).map(drop)
     }
-}
-
-/// Each step's settings, from the manifest (or `--config`), then the command line.
-fn resolve_settings(
-    spec: &RunSpec,
-    components: &[LoadedComponent],
-    plan: &Plan,
-) -> Result<BTreeMap<String, StepSettings>, PrepareError> {
-    let mut layers = SettingsLayers::default();
-    if let Some(manifest) = Manifest::find(&spec.workflow, spec.config.as_deref())? {
-        layers.push(manifest);
-    }
-    layers.push(spec.cli_settings.clone());
-    let sources = step_sources(components, plan);
-    layers.check_names(&sources)?;
-    let mut settings = BTreeMap::new();
-    for source in sources {
-        let resolved = layers.resolve(&source)?;
-        settings.insert(source.step.to_string(), resolved);
-    }
-    Ok(settings)
 }
 
 /// Every step of the plan with the file name of the component providing it.

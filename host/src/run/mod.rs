@@ -21,6 +21,7 @@ pub use contract::{ConventionError, EXHAUSTED_CASE, PERMANENT_CASE, RETRY_AFTER_
 pub use decision::{Decision, Ended, Progress, decide};
 pub use deployment::{
     ChangedComponent, ComponentRef, Deployment, PrepareError, Prepared, RecordedOptions, ReplaySeed, RunSpec,
+    StoredSpec,
 };
 pub use events::Wakeups;
 pub use executor::{DEFAULT_LEASE, Executor, Holding, executor_id};

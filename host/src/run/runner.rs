@@ -568,7 +568,7 @@ pub enum ForkError {
     Unknown(String),
     #[error("a workflow {0} exists already; pick another --id")]
     Exists(String),
-    #[error("--from-step must be at least 1 (step calls are numbered from 1)")]
+    #[error("the step to fork from must be at least 1 (step calls are numbered from 1)")]
     FromStep,
     #[error(
         "step call {seq} of workflow {id} has not finished, so it cannot be copied; fork from step {seq} or earlier"
@@ -581,8 +581,15 @@ pub enum ForkError {
 /// Forks workflow `id` into `new_id` (a new UUIDv7 if `None`): the same
 /// components, settings and arguments, its step calls before `from_step`
 /// copied, so it replays them and runs the rest (DBOS's fork). Returns the
-/// new id; the new workflow waits to be resumed (or claimed from its queue).
-pub async fn fork(journal: &Journal, id: &str, from_step: i64, new_id: Option<String>) -> Result<String, ForkError> {
+/// new id. The new workflow is enqueued on `queue` (else on its original's
+/// queue) for workers; with neither, it waits for `host resume`.
+pub async fn fork(
+    journal: &Journal,
+    id: &str,
+    from_step: i64,
+    new_id: Option<String>,
+    queue: Option<&str>,
+) -> Result<String, ForkError> {
     if from_step < 1 {
         return Err(ForkError::FromStep);
     }
@@ -594,7 +601,7 @@ pub async fn fork(journal: &Journal, id: &str, from_step: i64, new_id: Option<St
         Some(options.replay_seed.unwrap_or(ReplaySeed { id: original.id.clone(), started_at: original.created_at }));
     let new_id = new_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let options = serde_json::to_value(&options).unwrap_or(Json::Null);
-    match journal.fork_workflow(id, &new_id, from_step, &options).await? {
+    match journal.fork_workflow(id, &new_id, from_step, &options, queue).await? {
         Forked::Forked { copied } => {
             tracing::info!(source = "host", "Workflow {new_id} forked from {id}: {copied} step call(s) copied");
             Ok(new_id)

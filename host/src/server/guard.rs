@@ -63,15 +63,25 @@ pub async fn check(State(state): State<Shared>, request: Request, next: Next) ->
             );
         }
     }
+    let upload = request.method() == Method::POST && request.uri().path() == super::UPLOAD_PATH;
+    let (limit, limit_text) = if upload { (super::UPLOAD_LIMIT, "256 MiB") } else { (super::BODY_LIMIT, "64 KiB") };
     let declared = request.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > super::BODY_LIMIT) {
-        return refuse(api, StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large (64 KiB at most)");
+    if declared.is_some_and(|length| length > limit) {
+        let message = format!("the request body is too large ({limit_text} at most)");
+        return refuse(api, StatusCode::PAYLOAD_TOO_LARGE, &message);
     }
     if request.method() == Method::POST {
         if let Some(reason) = cross_site(request.headers()) {
             return refuse(api, StatusCode::FORBIDDEN, reason);
         }
-        if api && !json_body(request.headers()) {
+        if upload && !body_is(request.headers(), &["application/wasm", "application/octet-stream"]) {
+            return refuse(
+                api,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a component is uploaded as its bytes, with `Content-Type: application/wasm`",
+            );
+        }
+        if api && !upload && !body_is(request.headers(), &["application/json"]) {
             return refuse(
                 api,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -106,11 +116,12 @@ fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
     }
 }
 
-fn json_body(headers: &HeaderMap) -> bool {
+/// Whether the body's declared media type is one of `kinds`.
+fn body_is(headers: &HeaderMap, kinds: &[&str]) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(';').next().is_some_and(|kind| kind.trim() == "application/json"))
+        .is_some_and(|value| value.split(';').next().is_some_and(|kind| kinds.contains(&kind.trim())))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

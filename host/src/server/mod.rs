@@ -16,11 +16,19 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 
 use crate::journal::Journal;
+use crate::wasm::ComponentLoader;
+use crate::worker::Client;
 
 pub use guard::{BindError, check_bind};
 
 /// Request bodies past this size are refused: the API takes small JSON documents and forms.
 const BODY_LIMIT: usize = 64 * 1024;
+
+/// Where components are uploaded; the one route that takes large bodies.
+const UPLOAD_PATH: &str = "/api/v1/components";
+
+/// The largest component upload (a Python step is ~40 MB).
+const UPLOAD_LIMIT: usize = 256 * 1024 * 1024;
 
 /// What every handler shares.
 struct AppState {
@@ -31,6 +39,21 @@ struct AppState {
     csrf: String,
     /// Renders `/metrics`; `None` if another recorder was installed first.
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Checks and stores uploads and submissions; its engine starts on first use.
+    client: std::sync::OnceLock<Result<Client, String>>,
+}
+
+impl AppState {
+    /// The submitting client, its WebAssembly engine started on first use.
+    fn client(&self) -> Result<&Client, &str> {
+        let client = self.client.get_or_init(|| {
+            let engine =
+                crate::wasm::new_engine().map_err(|error| format!("cannot start the WebAssembly engine: {error:#}"))?;
+            let loader = ComponentLoader::new(&engine, crate::wasm::default_cache_dir());
+            Ok(Client::new(self.journal.clone(), loader))
+        });
+        client.as_ref().map_err(String::as_str)
+    }
 }
 
 type Shared = Arc<AppState>;
@@ -39,7 +62,13 @@ type Shared = Arc<AppState>;
 /// `token`, every request must present it.
 pub fn router(journal: Journal, token: Option<String>) -> Router {
     let recorder = crate::telemetry::install();
-    let state = Arc::new(AppState { journal, token, csrf: guard::new_secret(), metrics: recorder });
+    let state = Arc::new(AppState {
+        journal,
+        token,
+        csrf: guard::new_secret(),
+        metrics: recorder,
+        client: std::sync::OnceLock::new(),
+    });
     Router::new()
         .merge(api::routes())
         .merge(pages::routes())

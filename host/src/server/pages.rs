@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use super::api::{ListQuery, cancel_workflow, page};
+use super::api::{ApiError, ForkBody, ListQuery, cancel_workflow, fork_workflow, page, resume_workflow};
 use super::{Shared, guard};
 use crate::journal::{AttemptRecord, JournalError, Timestamp, WorkflowHistory, WorkflowRecord, WorkflowStatus};
 
@@ -27,6 +27,8 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/", get(workflows))
         .route("/workflows/{id}", get(workflow))
         .route("/workflows/{id}/cancel", post(cancel))
+        .route("/workflows/{id}/resume", post(resume))
+        .route("/workflows/{id}/fork", post(fork))
         .route("/queues", get(queues))
         .route("/workers", get(workers))
 }
@@ -183,10 +185,23 @@ fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
             @if let Some(output) = &workflow.output { dt { "Output" } dd { pre { (output) } } }
             @if let Some(error) = &workflow.error { dt { "Error" } dd { pre.error { (error) } } }
         }
-        @if !workflow.status.is_final() {
-            form.actions method="post" action=(format!("/workflows/{}/cancel", encode(&workflow.id))) {
+        div.actions {
+            @if !workflow.status.is_final() {
+                form method="post" action=(format!("/workflows/{}/cancel", encode(&workflow.id))) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button.danger type="submit" { "Cancel" }
+                }
+            }
+            @if resumable(workflow, now) {
+                form method="post" action=(format!("/workflows/{}/resume", encode(&workflow.id))) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" title="Hand it back to its queue; a worker resumes it from its journal" { "Resume" }
+                }
+            }
+            form method="post" action=(format!("/workflows/{}/fork", encode(&workflow.id))) {
                 input type="hidden" name="csrf" value=(csrf);
-                button.danger type="submit" { "Cancel" }
+                label { "from step " input type="number" name="from_step" min="1" value=(fork_point(history)) required; }
+                button type="submit" title="A new workflow: the calls before this step copied, the rest run again by a worker" { "Fork" }
             }
         }
         h2 { "Step calls" }
@@ -208,6 +223,19 @@ fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
             }
         }
     }
+}
+
+/// Whether nobody runs it and a worker could: dead, or running with its lease lapsed.
+fn resumable(workflow: &WorkflowRecord, now: Timestamp) -> bool {
+    workflow.status == WorkflowStatus::Dead
+        || (workflow.status == WorkflowStatus::Running && workflow.lease_expires_at.is_none_or(|expires| expires < now))
+}
+
+/// Where a fork most likely starts: the first call that did not succeed (else after the last).
+fn fork_point(history: &WorkflowHistory) -> i64 {
+    let calls = history.calls.iter().map(|call| &call.call);
+    let failed = calls.clone().find(|call| call.status != crate::journal::CallStatus::Succeeded);
+    failed.map_or_else(|| calls.map(|call| call.seq).max().map_or(1, |seq| seq + 1), |call| call.seq)
 }
 
 fn attempt_row(attempt: &AttemptRecord, now: Timestamp) -> Markup {
@@ -241,27 +269,62 @@ fn attempt_row(attempt: &AttemptRecord, now: Timestamp) -> Markup {
     }
 }
 
+/// A button's form: the page's secret, and the step a fork starts from.
 #[derive(Debug, Deserialize)]
-struct CancelForm {
+struct ActionForm {
     csrf: String,
+    from_step: Option<i64>,
+}
+
+/// The form, if it carries this server's secret (it came from one of its pages).
+#[expect(clippy::result_large_err, reason = "the error is the response axum sends, as in every handler here")]
+fn action_form(state: &Shared, form: Result<Form<ActionForm>, FormRejection>) -> Result<ActionForm, Response> {
+    match form {
+        Ok(Form(form)) if guard::same(&form.csrf, &state.csrf) => Ok(form),
+        Ok(_) | Err(_) => {
+            Err(error_page(StatusCode::FORBIDDEN, "This form is stale or came from another site: reload the page."))
+        }
+    }
+}
+
+/// After an action: the page of `id`, or the reason it was refused.
+#[expect(clippy::result_large_err, reason = "the error is the response axum sends, as in every handler here")]
+fn after_action(id: &str, result: Result<(StatusCode, serde_json::Value), ApiError>) -> PageResult {
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!("/workflows/{}", encode(id))).into_response()),
+        Err(ApiError(status, message)) => Err(error_page(status, &message)),
+    }
 }
 
 async fn cancel(
     State(state): State<Shared>,
     Path(id): Path<String>,
-    form: Result<Form<CancelForm>, FormRejection>,
+    form: Result<Form<ActionForm>, FormRejection>,
 ) -> PageResult {
-    let valid = form.is_ok_and(|Form(form)| guard::same(&form.csrf, &state.csrf));
-    if !valid {
-        return Err(error_page(
-            StatusCode::FORBIDDEN,
-            "This form is stale or came from another site: reload the page.",
-        ));
-    }
-    match cancel_workflow(&state, &id).await {
-        Ok(_) => Ok(Redirect::to(&format!("/workflows/{}", encode(&id))).into_response()),
-        Err(error) => Err(error.into_response()),
-    }
+    action_form(&state, form)?;
+    after_action(&id, cancel_workflow(&state, &id).await)
+}
+
+async fn resume(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> PageResult {
+    action_form(&state, form)?;
+    after_action(&id, resume_workflow(&state, &id, None).await)
+}
+
+/// Forks, then shows the new workflow.
+async fn fork(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> PageResult {
+    let form = action_form(&state, form)?;
+    let request = ForkBody { from_step: form.from_step, ..ForkBody::default() };
+    let result = fork_workflow(&state, &id, request).await;
+    let new_id = result.as_ref().ok().and_then(|(_, document)| document["id"].as_str().map(str::to_string));
+    after_action(new_id.as_deref().unwrap_or(&id), result)
 }
 
 async fn queues(State(state): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> PageResult {

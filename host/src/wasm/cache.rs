@@ -43,6 +43,7 @@ pub enum LoadError {
 pub const DEFAULT_CACHE_MAX: u64 = 2 << 30;
 
 /// Compiles components through the on-disk cache.
+#[derive(Clone)]
 pub struct ComponentLoader {
     engine: Engine,
     cache_dir: Option<PathBuf>,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use wasmtime::component::types::ComponentFunc;
 
 use crate::journal::{DEFAULT_QUEUE, Journal, JournalError, NewSubmission, Submitted, Timestamp};
-use crate::run::{ArgumentError, ComponentRef, Deployment, PrepareError, Prepared, RunSpec, new_workflow};
-use crate::wasm::{ComponentLoader, digest};
+use crate::run::{ArgumentError, ComponentRef, Deployment, PrepareError, Prepared, RunSpec, StoredSpec, new_workflow};
+use crate::wasm::{ComponentLoader, LoadError, digest};
 
 /// A workflow ready to be submitted any number of times: its deployment
 /// (components pinned by digest and stored, settings resolved) and entry.
@@ -55,6 +55,16 @@ pub struct Receipt {
     pub id: String,
     /// True when the dedup key returned an existing workflow.
     pub deduplicated: bool,
+}
+
+/// A component checked and stored by [`Client::upload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Hex SHA-256 of its bytes: how submissions name it.
+    pub digest: String,
+    pub size: usize,
+    /// False when it was stored already.
+    pub stored: bool,
 }
 
 /// Why a submission was refused.
@@ -103,6 +113,33 @@ impl Client {
             self.store(component).await?;
         }
         Ok(Submittable { deployment, entry_func: prepared.plan.entry.func })
+    }
+
+    /// As [`Client::prepare`], for components stored in the journal already (the HTTP API).
+    pub async fn prepare_stored(&self, spec: &StoredSpec) -> Result<Submittable, SubmitError> {
+        let prepared = Prepared::from_stored(spec, &self.loader, &self.journal).await?;
+        Ok(Submittable { deployment: prepared.deployment, entry_func: prepared.plan.entry.func })
+    }
+
+    /// Checks that `bytes` are a component this host can run, and stores
+    /// them in the journal under their digest (once) as `name`.
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Uploaded, SubmitError> {
+        let digest = digest(&bytes);
+        let size = bytes.len();
+        if self.journal.has_component(&digest).await? {
+            return Ok(Uploaded { digest, size, stored: false });
+        }
+        let loader = self.loader.clone();
+        let path = std::path::PathBuf::from(name);
+        // Compiling a large component takes seconds (and fills the compile cache): off the async threads.
+        let bytes = tokio::task::spawn_blocking(move || loader.load_bytes(&path, &bytes).map(|_| bytes))
+            .await
+            .map_err(|error| LoadError::Invalid { path: name.into(), message: error.to_string() })
+            .and_then(|loaded| loaded)
+            .map_err(PrepareError::from)?;
+        self.journal.store_component(&digest, name, &bytes).await?;
+        self.remember(&digest);
+        Ok(Uploaded { digest, size, stored: true })
     }
 
     /// Submits one workflow of `what`; returns at once with its id.
