@@ -15,12 +15,13 @@
 //!   command line;
 //! - [`journal`]: the database, SQLite or PostgreSQL;
 //! - [`worker`]: queues and the workers that run them (the service side);
-//! - [`server`]: `host serve`, the HTTP API and the dashboard over a journal.
+//! - [`server`]: `host serve`, the HTTP API and the dashboard over a journal;
+//! - [`telemetry`]: metrics and OpenTelemetry traces of the work.
 
 pub mod config;
 pub mod journal;
 pub mod run;
 pub mod server;
-mod telemetry;
+pub mod telemetry;
 pub mod wasm;
 pub mod worker;

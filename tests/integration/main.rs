@@ -18,5 +18,6 @@ mod retries;
 mod sandbox;
 mod seed;
 mod serve;
+mod telemetry;
 mod templates;
 mod workers;

@@ -285,6 +285,57 @@ async fn the_event_stream_tells_a_page_its_workflow_changed() {
     assert_eq!(run.wait_for_exit(Duration::from_secs(30)), Some(0));
 }
 
+/// On PostgreSQL the event stream is woken by the journal's notices: each
+/// finished attempt is announced within moments of its commit, not at the
+/// stream's next safety poll (every 2 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_the_event_stream_is_woken_by_the_journals_notices() {
+    let db = PostgresDb::create().await;
+    let scratch = Scratch::new();
+    // Four items of 1.5 s each: an attempt ends every 1.5 s.
+    let mut run =
+        Child::spawn(scratch.path(), &["run", artifacts::PIPELINE, "4", "1500", "--id", "n-1", "--journal", &db.url]);
+    assert!(eventually(Duration::from_secs(30), || async { !rows(&db.url, "n-1").await.calls.is_empty() }).await);
+    let server = Server::start(&scratch, &db.url, &[]);
+    let mut stream = TcpStream::connect(&server.address).unwrap();
+    let request =
+        format!("GET /events?workflow=n-1 HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n", server.address);
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let connected = now_millis();
+    let mut announced = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < deadline {
+        let mut buffer = [0u8; 4096];
+        if let Ok(read) = stream.read(&mut buffer) {
+            let text = String::from_utf8_lossy(&buffer[..read]);
+            announced.extend(std::iter::repeat_n(now_millis(), text.matches("data: changed").count()));
+        }
+    }
+    let stopped = now_millis();
+    assert_eq!(run.wait_for_exit(Duration::from_secs(10)), Some(0), "{}", run.stderr());
+    let finished: Vec<i64> = rows(&db.url, "n-1")
+        .await
+        .attempts
+        .iter()
+        .filter_map(|attempt| attempt.finished_at)
+        .filter(|at| *at > connected + 300 && *at < stopped - 700)
+        .collect();
+    assert!(finished.len() >= 2, "attempts ended while the stream was open: {finished:?}");
+    for at in finished {
+        assert!(
+            announced.iter().any(|heard| (at..at + 700).contains(heard)),
+            "the attempt that ended at {at} was announced within 700 ms; announcements: {announced:?}"
+        );
+    }
+}
+
+/// Milliseconds since the Unix epoch, as the journal's timestamps count them.
+fn now_millis() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("a clock after 1970");
+    i64::try_from(since.as_millis()).expect("a time in range")
+}
+
 /// Off loopback a token is required; with one, every request presents it.
 #[test]
 fn the_token_guards_every_request() {

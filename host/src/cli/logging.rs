@@ -7,15 +7,18 @@ use std::fmt;
 use std::io::{self, IsTerminal as _};
 
 use anstyle::{AnsiColor, Style};
+use stepbox::telemetry::Traces;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// What is shown when `RUST_LOG` is not set.
-const DEFAULT_FILTER: &str = "info,sqlx=error,wasmtime=warn,cranelift=warn";
+/// What is shown when `RUST_LOG` is not set (the trace spans are for the exporter, not the log).
+const DEFAULT_FILTER: &str = "info,sqlx=error,wasmtime=warn,cranelift=warn,stepbox::otel=off";
 
 /// When to colour output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,15 +40,17 @@ impl ColorChoice {
     }
 }
 
-/// Installs the stderr logger: `quiet` shows only errors, else `RUST_LOG` or the default.
-pub fn init(quiet: bool, color: ColorChoice) {
+/// Installs the stderr logger (`quiet` shows only errors, else `RUST_LOG`
+/// or the default) and, when given, the trace exporter's layer.
+pub fn init(quiet: bool, color: ColorChoice, traces: Option<&Traces>) {
     let filter = if quiet {
         EnvFilter::new("error")
     } else {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
     };
     let colored = color.enabled(io::stderr().is_terminal());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(Stderr).event_format(SeedFormat { colored }).init();
+    let log = tracing_subscriber::fmt::layer().with_writer(Stderr).event_format(SeedFormat { colored });
+    tracing_subscriber::registry().with(log.with_filter(filter)).with(traces.map(Traces::layer)).init();
 }
 
 /// Stderr that swallows write errors: a closed pipe must not end the run.

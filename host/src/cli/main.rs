@@ -22,6 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use stepbox::config::{Setting, parse_duration};
 use stepbox::journal::{DEFAULT_JOURNAL, WorkflowStatus};
 use stepbox::run::DEFAULT_LEASE;
+use stepbox::telemetry::Traces;
 use stepbox::wasm::default_cache_dir;
 
 use crate::logging::ColorChoice;
@@ -286,7 +287,12 @@ fn main() -> ExitCode {
         Command::Worker(args) => args.exec.quiet,
         _ => false,
     };
-    logging::init(quiet, cli.color);
+    // Traces go out over OTLP when the standard OpenTelemetry variables ask for it.
+    let traces = Traces::from_env();
+    logging::init(quiet, cli.color, traces.as_ref().ok().and_then(Option::as_ref));
+    if let Err(message) = &traces {
+        tracing::warn!(source = "host", "{message}; running without traces");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -297,6 +303,11 @@ fn main() -> ExitCode {
     let code = runtime.block_on(dispatch(cli));
     // Background tasks (the journal writer, heartbeats) end with the runtime, without waiting.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Ok(Some(traces)) = traces
+        && let Err(message) = traces.shutdown()
+    {
+        output::error(&message);
+    }
     ExitCode::from(code)
 }
 

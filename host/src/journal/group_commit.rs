@@ -26,6 +26,7 @@ use serde_json::Value as Json;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::faults::Weather;
+use super::queue::PROGRESS;
 use super::{AttemptEnd, Backend, CallEnd, JournalError, Timestamp, statement, with_conn};
 
 /// How long a lazy write may wait for company before it is committed alone.
@@ -34,6 +35,9 @@ pub const LAZY_WINDOW: Duration = Duration::from_millis(5);
 /// The most writes one transaction carries (keeps statements under the
 /// databases' bound-parameter limits).
 const MAX_BATCH: usize = 256;
+
+/// The most often one process tells listeners that attempts were journaled.
+const NOTICE_EVERY: Duration = Duration::from_millis(100);
 
 /// A step call's first row, owned for the trip to the writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +161,14 @@ impl Writer {
         let location: Arc<str> = location.into();
         let counters = Arc::new(CommitCounters::default());
         let wake = Arc::new(Wake::default());
-        let task = Task { backend, location: location.clone(), counters: counters.clone(), batching, weather };
+        let task = Task {
+            backend,
+            location: location.clone(),
+            counters: counters.clone(),
+            batching,
+            weather,
+            last_notice: std::sync::Mutex::default(),
+        };
         tokio::spawn(task.run(receiver, wake.clone()));
         Self { sender: Arc::new(Sender { queue: Some(queue), wake, batching }), location, counters }
     }
@@ -190,6 +201,8 @@ struct Task {
     counters: Arc<CommitCounters>,
     batching: bool,
     weather: Weather,
+    /// When a batch last carried a progress notice (PostgreSQL).
+    last_notice: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Task {
@@ -277,6 +290,22 @@ impl Task {
         }
     }
 
+    /// Whether this batch should tell listeners (dashboards) that attempts
+    /// were journaled: at most every [`NOTICE_EVERY`], so a busy journal
+    /// does not pay a notification per commit (listeners look again a moment after each).
+    fn notice_due(&self) -> bool {
+        if !matches!(self.backend, Backend::Postgres(_)) {
+            return false;
+        }
+        let mut last = self.last_notice.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let due = last.is_none_or(|at| now.duration_since(at) >= NOTICE_EVERY);
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+
     /// Writes what the leases still hold; returns the (workflow, epoch) pairs
     /// refused because another executor took the workflow over.
     async fn write<'w>(&self, writes: &'w [Write]) -> Result<HashSet<(&'w str, i64)>, sqlx::Error> {
@@ -286,12 +315,16 @@ impl Task {
             leases.insert((write.workflow_id.as_str(), write.epoch), &write.executor);
         }
         let plan = Plan::of(&writes.iter().collect::<Vec<_>>());
+        let notice = self.notice_due();
         if let (Backend::Postgres(db), true) = (&self.backend, plan.inserts_only() && statement::persistent()) {
-            let owned = one_statement(&db.pool(), &leases, &plan).await?;
+            let owned = one_statement(&db.pool(), &leases, &plan, notice).await?;
             return Ok(leases.keys().copied().filter(|lease| !owned.contains(lease)).collect());
         }
         with_conn!(&self.backend, |conn| {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            if notice {
+                super::queue::notify_progress(&mut *tx).await?;
+            }
             let mut refused = HashSet::new();
             // The fence: touch the workflows these leases still hold, so a
             // process that lost its lease never writes over its successor.
@@ -424,6 +457,7 @@ async fn one_statement<'w>(
     pool: &sqlx::PgPool,
     leases: &BTreeMap<(&'w str, i64), &'w str>,
     plan: &Plan<'w>,
+    notice: bool,
 ) -> Result<HashSet<(&'w str, i64)>, sqlx::Error> {
     let held = leases.keys().enumerate().map(|(n, _)| format!("(${}, ${})", 2 * n + 1, 2 * n + 2)).collect::<Vec<_>>();
     let calls_at = 1 + 2 * leases.len();
@@ -436,8 +470,14 @@ async fn one_statement<'w>(
          attempts AS (INSERT INTO step_attempts ({ATTEMPT_FIELDS}) SELECT * FROM (VALUES {attempts}) \
          AS v ({ATTEMPT_FIELDS}) WHERE v.workflow_id IN (SELECT id FROM fence) \
          ON CONFLICT (workflow_id, seq, attempt) DO UPDATE SET {ATTEMPT_FINISH_FROM_EXCLUDED}) \
-         SELECT id, lease_epoch FROM fence",
+         SELECT id, lease_epoch FROM fence{notice}",
         held = held.join(", "),
+        // Identical notices of one transaction are delivered once.
+        notice = if notice {
+            format!(", (SELECT pg_notify(current_schema() || '_{PROGRESS}', '')) AS notice")
+        } else {
+            String::new()
+        },
         calls = typed_rows(calls_at, CALL_TYPES, plan.calls.len()),
         attempts = typed_rows(attempts_at, ATTEMPT_TYPES, plan.attempts.len()),
     );

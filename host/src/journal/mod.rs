@@ -28,8 +28,8 @@ pub use faults::DEFAULT_OUTAGE_BUDGET;
 pub use group_commit::{LAZY_WINDOW, PendingWrite};
 use queue::notify;
 pub use queue::{
-    Claimed, DEFAULT_QUEUE, EVENTS, Listener, NewSubmission, QueueLimits, QueueRecord, Reaped, Requeued, Submitted,
-    WorkerInfo, WorkerRecord,
+    Claimed, DEFAULT_QUEUE, EVENTS, Listener, NewSubmission, PROGRESS, QueueLimits, QueueRecord, Reaped, Requeued,
+    Submitted, WorkerInfo, WorkerRecord,
 };
 pub use records::{AttemptRecord, CallHistory, EventRecord, StepCallRecord, WorkflowHistory, WorkflowRecord};
 pub use target::{DEFAULT_SCHEMA, PostgresTarget, SqliteTarget, Target, TargetError, redact};

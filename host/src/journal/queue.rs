@@ -24,6 +24,10 @@ pub const DEFAULT_QUEUE: &str = "default";
 /// `submit:QUEUE`, `release:QUEUE`, `cancel:ID`, `finish:ID`.
 pub const EVENTS: &str = "events";
 
+/// The NOTIFY channel (per schema) that says attempts were journaled, at
+/// most a few times a second per process (what dashboards follow).
+pub const PROGRESS: &str = "progress";
+
 /// A workflow handed to the queue.
 #[derive(Debug, Clone)]
 pub struct NewSubmission {
@@ -163,15 +167,24 @@ where
     connection.notify(payload).await
 }
 
+/// Tells listeners, when the transaction commits, that attempts were journaled.
+pub(super) async fn notify_progress(connection: &mut impl NotifyTarget) -> Result<(), sqlx::Error> {
+    connection.notify_on(PROGRESS, "").await
+}
+
 /// A connection NOTIFY can be sent on.
 pub(super) trait NotifyTarget {
-    async fn notify(&mut self, payload: &str) -> Result<(), sqlx::Error>;
+    async fn notify_on(&mut self, channel: &str, payload: &str) -> Result<(), sqlx::Error>;
+
+    async fn notify(&mut self, payload: &str) -> Result<(), sqlx::Error> {
+        self.notify_on(EVENTS, payload).await
+    }
 }
 
 impl NotifyTarget for sqlx::PgConnection {
-    async fn notify(&mut self, payload: &str) -> Result<(), sqlx::Error> {
+    async fn notify_on(&mut self, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
         statement::query("SELECT pg_notify(current_schema() || '_' || $1, $2)")
-            .bind(EVENTS)
+            .bind(channel)
             .bind(payload)
             .execute(self)
             .await
@@ -180,13 +193,13 @@ impl NotifyTarget for sqlx::PgConnection {
 }
 
 impl NotifyTarget for sqlx::SqliteConnection {
-    async fn notify(&mut self, _: &str) -> Result<(), sqlx::Error> {
+    async fn notify_on(&mut self, _: &str, _: &str) -> Result<(), sqlx::Error> {
         Ok(())
     }
 }
 
 /// Progress of a workflow: its finished step calls, as an SQL expression on `workflows`.
-const PROGRESS: &str =
+const CALLS_DONE: &str =
     "(SELECT count(*) FROM step_calls c WHERE c.workflow_id = workflows.id AND c.status <> 'running')";
 
 impl Journal {
@@ -384,7 +397,7 @@ impl Journal {
                     let mut update = statement::query_as(sqlx::AssertSqlSafe(format!(
                         "UPDATE workflows SET status = 'running', executor = $1, lease_epoch = lease_epoch + 1, \
                          lease_expires_at = $2, started_at = COALESCE(started_at, $3), updated_at = $3, \
-                         progress_at_claim = {PROGRESS} WHERE id IN ({ids}) RETURNING {}",
+                         progress_at_claim = {CALLS_DONE} WHERE id IN ({ids}) RETURNING {}",
                         workflow_columns!()
                     )))
                     .bind(executor)
@@ -467,12 +480,12 @@ impl Journal {
         let skip_locked = if matches!(self.backend, Backend::Postgres(_)) { " FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "UPDATE workflows SET \
-             claims = CASE WHEN {PROGRESS} > progress_at_claim THEN 1 ELSE claims + 1 END, \
-             status = CASE WHEN {PROGRESS} <= progress_at_claim AND claims + 1 >= $1 THEN 'dead' ELSE 'enqueued' END, \
-             error = CASE WHEN {PROGRESS} <= progress_at_claim AND claims + 1 >= $1 \
+             claims = CASE WHEN {CALLS_DONE} > progress_at_claim THEN 1 ELSE claims + 1 END, \
+             status = CASE WHEN {CALLS_DONE} <= progress_at_claim AND claims + 1 >= $1 THEN 'dead' ELSE 'enqueued' END, \
+             error = CASE WHEN {CALLS_DONE} <= progress_at_claim AND claims + 1 >= $1 \
              THEN 'its worker stopped ' || (claims + 1) || ' times in a row without progress (crash-loop cap)' \
              ELSE error END, \
-             finished_at = CASE WHEN {PROGRESS} <= progress_at_claim AND claims + 1 >= $1 THEN $2 ELSE NULL END, \
+             finished_at = CASE WHEN {CALLS_DONE} <= progress_at_claim AND claims + 1 >= $1 THEN $2 ELSE NULL END, \
              lease_epoch = lease_epoch + 1, lease_expires_at = NULL, updated_at = $2 \
              WHERE id IN (SELECT id FROM workflows WHERE status = 'running' AND queue IS NOT NULL \
              AND lease_expires_at < $2 ORDER BY lease_expires_at LIMIT 100{skip_locked}) RETURNING id, status"
@@ -706,21 +719,20 @@ impl Journal {
     /// Listens for the journal's events on a connection of its own (PostgreSQL
     /// only; `None` on SQLite or through a pooler, where workers poll).
     pub async fn listen(&self) -> Result<Option<Listener>, JournalError> {
+        self.listen_to(&[EVENTS]).await
+    }
+
+    /// As [`Journal::listen`], to several channels ([`EVENTS`], [`PROGRESS`]).
+    pub async fn listen_to(&self, channels: &[&str]) -> Result<Option<Listener>, JournalError> {
         let Backend::Postgres(db) = &self.backend else { return Ok(None) };
         if db.pooler() {
             return Ok(None);
         }
-        let channel = format!("{}_{EVENTS}", db.schema());
-        let pool = db.pool();
-        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
-            .await
-            .map_err(|source| JournalError::Failed { location: self.location.to_string(), what: "listen", source })?;
-        listener.listen(&channel).await.map_err(|source| JournalError::Failed {
-            location: self.location.to_string(),
-            what: "listen",
-            source,
-        })?;
-        Ok(Some(Listener { inner: listener, channel }))
+        let channels: Vec<String> = channels.iter().map(|channel| format!("{}_{channel}", db.schema())).collect();
+        let failed = |source| JournalError::Failed { location: self.location.to_string(), what: "listen", source };
+        let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool()).await.map_err(failed)?;
+        listener.listen_all(channels.iter().map(String::as_str)).await.map_err(failed)?;
+        Ok(Some(Listener { inner: listener, channels }))
     }
 
     /// Announces `payload` on the events channel (PostgreSQL; nothing on SQLite).
@@ -732,7 +744,7 @@ impl Journal {
 /// A connection listening for the journal's events.
 pub struct Listener {
     inner: sqlx::postgres::PgListener,
-    channel: String,
+    channels: Vec<String>,
 }
 
 impl Listener {
@@ -740,7 +752,7 @@ impl Listener {
     /// the connection was lost (notifications may have been missed: poll).
     pub async fn next(&mut self) -> Option<String> {
         match self.inner.try_recv().await {
-            Ok(Some(notification)) if notification.channel() == self.channel => {
+            Ok(Some(notification)) if self.channels.iter().any(|channel| channel == notification.channel()) => {
                 Some(notification.payload().to_string())
             }
             Ok(Some(_)) => Some(String::new()),

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tracing::Instrument as _;
 use wasmtime::component::types::Type;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
@@ -211,7 +212,8 @@ impl<A: Attempts, C: Clock> Invoker<A, C> {
             input: &input,
             park_after,
         };
-        call.run(progress, new_call, params).await
+        let span = crate::telemetry::call_span(workflow_id, seq, &step, &target.name.function);
+        call.run(progress, new_call, params).instrument(span).await
     }
 }
 
@@ -294,7 +296,13 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
                         policy: self.policy,
                         limits: self.target.settings.limits,
                     };
-                    let report = self.invoker.attempts.attempt(self.target, identity, params, self.interrupt).await;
+                    let span = crate::telemetry::attempt_span(attempt);
+                    let report = self
+                        .invoker
+                        .attempts
+                        .attempt(self.target, identity, params, self.interrupt)
+                        .instrument(span.clone())
+                        .await;
                     let end = Attempt { started, finished: Some(clock.now()), stdout: None, stderr: None };
                     let (ended, result) = self.classify(report.result);
                     let took = end.finished.map_or(Duration::ZERO, |finished| finished.since(started));
@@ -304,6 +312,9 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
                         Ended::Failed { kind, .. } => (AttemptOutcome::Failed, Some(kind.as_column())),
                     };
                     crate::telemetry::attempt(self.step, outcome.as_column(), kind, took);
+                    let failure = result.as_ref().err().map(|failure| failure.message.as_str());
+                    crate::telemetry::ended(&span, outcome.as_column(), kind, failure);
+                    drop(span);
                     let end = end
                         .with_output(self.short(), attempt, report.stdout, report.stderr, result.as_ref().err())
                         .with_note(report.log_note);

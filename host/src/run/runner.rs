@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
+use tracing::Instrument as _;
 use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
@@ -280,8 +281,13 @@ impl Runner {
         if let Err(error) = invoker.begin(lease.clone(), interrupt.clone(), fresh, park_after).await {
             return Err(RunError::Interrupted { id, source: Box::new(InvokeError::Journal(error)) });
         }
-        let result = self.call(&id, seed, &arguments, interrupt.clone()).await;
+        let component = self.deployment.workflow.path.file_stem().map(|stem| stem.to_string_lossy().into_owned());
+        let span = crate::telemetry::workflow_span(&id, component.as_deref().unwrap_or("?"), &self.deployment.entry);
+        let result = self.call(&id, seed, &arguments, interrupt.clone()).instrument(span.clone()).await;
         invoker.end(&lease);
+        if let Err(Failure::Trapped(message)) = &result {
+            span.record("otel.status_description", message.as_str());
+        }
         let (finish, outcome) = match result {
             Ok(results) => {
                 let output = match results.as_slice() {

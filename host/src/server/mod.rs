@@ -41,6 +41,8 @@ struct AppState {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Checks and stores uploads and submissions; its engine starts on first use.
     client: std::sync::OnceLock<Result<Client, String>>,
+    /// The journal's notices for the event streams, heard from the first stream on.
+    notices: tokio::sync::OnceCell<Option<tokio::sync::watch::Receiver<u64>>>,
 }
 
 impl AppState {
@@ -53,6 +55,11 @@ impl AppState {
             Ok(Client::new(self.journal.clone(), loader))
         });
         client.as_ref().map_err(String::as_str)
+    }
+
+    /// The journal's notices (PostgreSQL), or `None`: streams poll.
+    async fn notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.notices.get_or_init(|| live::notices(&self.journal)).await.clone()
     }
 }
 
@@ -68,6 +75,7 @@ pub fn router(journal: Journal, token: Option<String>) -> Router {
         csrf: guard::new_secret(),
         metrics: recorder,
         client: std::sync::OnceLock::new(),
+        notices: tokio::sync::OnceCell::new(),
     });
     Router::new()
         .merge(api::routes())
