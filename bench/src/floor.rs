@@ -86,3 +86,93 @@ async fn timed(commits: usize, mut insert: impl AsyncFnMut(i64) -> sqlx::Result<
     }
     Ok(summarize(samples))
 }
+
+/// Steps per second when the rows `workflows` workflows of `steps` no-op
+/// steps leave in the journal (a workflow row created and finished, a call
+/// row and one attempt row per step) are written by a plain loop, one
+/// transaction per batch of `batch` steps, on one connection, into the
+/// journal's own tables and indexes — with no Wasm, no tasks, no waiting:
+/// what group commit of that batch size could reach at best.
+pub async fn batched(url: &str, workflows: usize, steps: u32, batch: usize) -> anyhow::Result<f64> {
+    const SCHEMA: &str = "bench_floor";
+    let mut connection = sqlx::PgConnection::connect(url).await?;
+    connection.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))).await?;
+    // The journal makes its tables and indexes, as for a real run.
+    drop(stepbox::journal::Journal::open(&format!("{url}?schema={SCHEMA}")).await?);
+    connection.execute(sqlx::AssertSqlSafe(format!("SET search_path TO {SCHEMA}"))).await?;
+    let batch = batch.max(1);
+    let ids: Vec<String> = (0..workflows).map(|n| format!("floor-{n}")).collect();
+    let started = Instant::now();
+    for chunk in ids.chunks(batch) {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, options, \
+             executor, lease_expires_at, created_at, updated_at) ",
+        );
+        insert.push_values(chunk, |mut row, id| {
+            row.push_bind(id)
+                .push_bind("bench-loop")
+                .push_bind("bench-loop.wasm")
+                .push_bind("digest")
+                .push_bind("sequential")
+                .push_bind(format!("({steps})"))
+                .push_bind(serde_json::json!([steps]))
+                .push_bind("running")
+                .push_bind(serde_json::json!({}))
+                .push_bind("floor")
+                .push("now() + interval '1 minute'")
+                .push("now()")
+                .push("now()");
+        });
+        insert.build().execute(&mut connection).await?;
+    }
+    // Step k of every workflow, then step k + 1, as concurrent workflows advance.
+    let rows: Vec<(&str, i64)> =
+        (1..=i64::from(steps)).flat_map(|seq| ids.iter().map(move |id| (id.as_str(), seq))).collect();
+    for chunk in rows.chunks(batch) {
+        let mut calls = sqlx::QueryBuilder::new(
+            "WITH calls AS (INSERT INTO step_calls (workflow_id, seq, step, input, input_json, status, output, \
+             output_json, attempts, max_attempts, started_at, finished_at) ",
+        );
+        calls.push_values(chunk, |mut row, (id, seq)| {
+            row.push_bind(*id)
+                .push_bind(*seq)
+                .push_bind("guests:bench/steps.noop")
+                .push_bind(format!("({seq})"))
+                .push_bind(serde_json::json!([seq]))
+                .push_bind("succeeded")
+                .push_bind(format!("{seq}"))
+                .push_bind(serde_json::json!(seq))
+                .push_bind(1)
+                .push_bind(3)
+                .push("now()")
+                .push("now()");
+        });
+        calls.push(
+            "), attempts AS (INSERT INTO step_attempts (workflow_id, seq, attempt, executor, started_at, \
+             finished_at, outcome) ",
+        );
+        calls.push_values(chunk, |mut row, (id, seq)| {
+            row.push_bind(*id)
+                .push_bind(*seq)
+                .push_bind(1)
+                .push_bind("floor")
+                .push("now()")
+                .push("now()")
+                .push_bind("ok");
+        });
+        calls.push(") SELECT 1");
+        calls.build().execute(&mut connection).await?;
+    }
+    for chunk in ids.chunks(batch) {
+        sqlx::query(
+            "UPDATE workflows SET status = 'succeeded', output = '0', updated_at = now(), finished_at = now(), \
+             lease_expires_at = NULL WHERE id = ANY($1)",
+        )
+        .bind(chunk)
+        .execute(&mut connection)
+        .await?;
+    }
+    let rate = rows.len() as f64 / started.elapsed().as_secs_f64();
+    connection.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {SCHEMA} CASCADE"))).await?;
+    Ok(rate)
+}

@@ -24,7 +24,7 @@ use stepbox::journal::{Journal, JournalOptions};
 use stepbox_test_artifacts as artifacts;
 
 use crate::queues::Queues;
-use crate::report::{QueueResults, Results};
+use crate::report::{BatchFloor, QueueResults, Results};
 use crate::startup::StartCase;
 use crate::workloads::{BareStep, Throughput, Workflows};
 
@@ -82,6 +82,7 @@ struct Sizes {
     latency_samples: usize,
     poll_latency_samples: usize,
     queue_workflows: usize,
+    language_attempts: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -99,6 +100,7 @@ const FULL: Sizes = Sizes {
     latency_samples: 200,
     poll_latency_samples: 30,
     queue_workflows: 1000,
+    language_attempts: 300,
 };
 
 const QUICK: Sizes = Sizes {
@@ -116,6 +118,7 @@ const QUICK: Sizes = Sizes {
     latency_samples: 50,
     poll_latency_samples: 10,
     queue_workflows: 200,
+    language_attempts: 50,
 };
 
 /// Steps per workflow in the queue throughput runs.
@@ -151,6 +154,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let attempt_sqlite = bare.with_journal(&sqlite, sizes.journal_attempts).await?;
     let floor_postgres = floor::postgres(&database_url, sizes.floor_commits).await?;
     let attempt_postgres = bare.with_journal(&postgres, sizes.journal_attempts).await?;
+    progress("(e) attempts of a step that succeeds at once, journal off, per language");
+    let mut attempt_languages = Vec::new();
+    for (language, component) in
+        [("Rust", artifacts::FLAKY), ("Python", artifacts::FLAKY_PY.path()), ("JavaScript", artifacts::FLAKY_JS.path())]
+    {
+        let step = BareStep::flaky(Path::new(component))?;
+        let summary = step.without_journal(sizes.language_attempts).await?;
+        progress(&format!("    {language}: {:.0} µs median, {:.0} µs p99", summary.median, summary.p99));
+        attempt_languages.push((language, summary));
+    }
 
     let (workflow, steps) = (Path::new(artifacts::BENCH_LOOP), Path::new(artifacts::NOOP));
     let on_sqlite = Workflows::link(workflow, steps, &sqlite, &cache).await?;
@@ -165,9 +178,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     progress("(c) concurrent workflows, with group commit");
     let mut curve = Vec::new();
+    let mut floors = Vec::new();
     for &workflows in sizes.curve {
         let point = on_postgres.concurrent(workflows, CURVE_STEPS).await?;
         progress(&format!("    {workflows} workflows: {:.0} steps/s", point.steps_per_second()));
+        if workflows >= 100 {
+            // The same rows in the same batch sizes, by a plain loop: the floor group commit stands on.
+            let batch = point.steps_per_batch();
+            let floor = floor::batched(&database_url, workflows, CURVE_STEPS, batch).await?;
+            progress(&format!("    floor, batches of {batch} steps: {floor:.0} steps/s"));
+            floors.push(BatchFloor { workflows, batch, steps_per_second: floor });
+        }
         curve.push(point);
     }
     progress("(c) concurrent workflows, one transaction per write (before group commit)");
@@ -181,10 +202,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     progress("(d) the exhaustion path");
     let mut exhaustion = Vec::new();
+    let mut exhaustion_commits = Vec::new();
     for _ in 0..sizes.exhaustion_runs {
-        exhaustion.push(on_postgres.exhaust(sizes.exhaustion_calls).await?);
+        let (per_call, commits) = on_postgres.exhaust(sizes.exhaustion_calls).await?;
+        exhaustion.push(per_call);
+        exhaustion_commits.push(commits);
     }
     let exhaustion_postgres = stats::summarize(exhaustion);
+    let exhaustion_commits = stats::summarize(exhaustion_commits).median;
 
     progress("(e) start-up of `host run`, cold and cached");
     let mut starts = Vec::new();
@@ -243,7 +268,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         curve,
         curve_unbatched,
         exhaustion_postgres,
+        exhaustion_commits,
         exhaustion_calls: sizes.exhaustion_calls,
+        floors,
+        attempt_languages,
         starts,
         peer,
         queues: queue_results,

@@ -22,23 +22,35 @@ use crate::stats::{Summary, summarize};
 
 const STEPS_INTERFACE: &str = "guests:bench/steps";
 
-/// The no-op step ready to run in a sandbox, without a workflow around it.
+/// A step that succeeds at once, ready to run in a sandbox, without a workflow around it.
 pub struct BareStep {
     sandbox: Sandbox,
     pre: InstancePre<wasm::GuestState>,
     export: ComponentExportIndex,
+    /// Whether its argument is the attempt's number (`noop(n)`) or zero (`flaky(0)`: fail no time).
+    counts: bool,
 }
 
 impl BareStep {
-    /// Loads and links `noop` from `component` on a default engine.
+    /// Loads and links the Rust `noop` from `component` on a default engine.
     pub fn load(component: &Path) -> anyhow::Result<Self> {
+        Self::load_function(component, STEPS_INTERFACE, "noop", true)
+    }
+
+    /// `flaky(0)` of the `guests:flaky` steps in any language: it succeeds on its first attempt.
+    pub fn flaky(component: &Path) -> anyhow::Result<Self> {
+        Self::load_function(component, "guests:flaky/steps", "flaky", false)
+    }
+
+    fn load_function(component: &Path, interface: &str, function: &str, counts: bool) -> anyhow::Result<Self> {
         let engine = wasm::new_engine().map_err(|e| anyhow!("{e:#}"))?;
         let component = ComponentLoader::new(&engine, None).load(component)?.component;
         let linker = wasm::step_linker(&engine).map_err(|e| anyhow!("{e:#}"))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| anyhow!("{e:#}"))?;
-        let interface = component.get_export_index(None, STEPS_INTERFACE).context("steps not exported")?;
-        let export = component.get_export_index(Some(&interface), "noop").context("noop not exported")?;
-        Ok(Self { sandbox: Sandbox::new(&engine), pre, export })
+        let index = component.get_export_index(None, interface).with_context(|| format!("{interface} not exported"))?;
+        let export =
+            component.get_export_index(Some(&index), function).with_context(|| format!("{function} not exported"))?;
+        Ok(Self { sandbox: Sandbox::new(&engine), pre, export, counts })
     }
 
     /// One attempt: new store, instantiate, call, drop. Returns the value.
@@ -50,7 +62,7 @@ impl BareStep {
             policy: RetryPolicy::default(),
             limits: AttemptLimits::default(),
         };
-        let params = [Val::U32(n)];
+        let params = [Val::U32(if self.counts { n } else { 0 })];
         let interrupt = Interrupt::default();
         let report =
             self.sandbox.call_step(&self.pre, &self.export, identity, &Grants::default(), &params, &interrupt).await;
@@ -146,11 +158,20 @@ pub struct Throughput {
     pub elapsed: Duration,
     /// Write transactions per durable step (attempt batches and workflow rows).
     pub commits_per_step: f64,
+    /// Group-commit transactions that carried attempt writes.
+    pub batches: u64,
+    /// µs per step the writer spent in those transactions (statement and commit).
+    pub commit_micros_per_step: f64,
 }
 
 impl Throughput {
     pub fn steps_per_second(&self) -> f64 {
         self.steps as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Steps per attempt-write transaction: the batch size group commit reached.
+    pub fn steps_per_batch(&self) -> usize {
+        (self.steps as f64 / self.batches.max(1) as f64).round() as usize
     }
 
     /// Mean µs per step (meaningful for one workflow).
@@ -199,20 +220,33 @@ impl Workflows {
         }
         let elapsed = started.elapsed();
         let total = workflows * steps as usize;
-        let commits = commits(before, self.sequential.journal().commit_count());
-        Ok(Throughput { workflows, steps: total, elapsed, commits_per_step: commits as f64 / total as f64 })
+        let after = self.sequential.journal().commit_count();
+        let commits = commits(before, after);
+        let batches = after.attempt_batches - before.attempt_batches;
+        let commit_time = after.attempt_commit_time.saturating_sub(before.attempt_commit_time);
+        Ok(Throughput {
+            workflows,
+            steps: total,
+            elapsed,
+            commits_per_step: commits as f64 / total as f64,
+            batches,
+            commit_micros_per_step: micros(commit_time) / total as f64,
+        })
     }
 
     /// One workflow calling a step that fails all 3 attempts, `calls` times;
-    /// µs per exhausted call (the workflow's time over its calls).
-    pub async fn exhaust(&self, calls: u32) -> anyhow::Result<f64> {
+    /// µs per exhausted call (the workflow's time over its calls) and write
+    /// transactions per call.
+    pub async fn exhaust(&self, calls: u32) -> anyhow::Result<(f64, f64)> {
+        let before = self.exhaust.journal().commit_count();
         let started = Instant::now();
         let outcome = self.exhaust.run(RunRequest { id: None, arguments: vec![calls.to_string()] }).await?;
         let elapsed = started.elapsed();
         if outcome.output != (3 * u64::from(calls)).to_string() {
             bail!("the exhaustion workflow returned {} instead of {}", outcome.output, 3 * calls);
         }
-        Ok(micros(elapsed) / f64::from(calls))
+        let commits = commits(before, self.exhaust.journal().commit_count());
+        Ok((micros(elapsed) / f64::from(calls), commits as f64 / f64::from(calls)))
     }
 }
 

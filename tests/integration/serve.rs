@@ -210,6 +210,11 @@ fn api_and_pages(journal: &str) {
     );
     assert!(server.raw(&huge).starts_with("HTTP/1.1 413"), "a body over the limit is refused before it is read");
     assert_eq!(server.get("/api/v1/workflows/%FF").0, 400, "not UTF-8");
+    // Without a token, a request addressed to another name (DNS rebinding) is refused.
+    let rebound = server.raw("GET /api/v1/workflows HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: close\r\n\r\n");
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    let local = server.raw("GET /api/v1/workflows HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
     assert_eq!(server.json("/api/v1/workflows").0, 200, "still serving");
 }
 
@@ -431,6 +436,10 @@ fn submit_resume_fork(journal: &str) {
             "not both",
         ),
         (json!({ "workflow": digest, "bogus": 1 }), "bogus"),
+        (
+            json!({ "workflow": digest, "args": ["3", "10"], "manifest": "[grants]\nhttp = [\"169.254.169.254\"]\n" }),
+            "network",
+        ),
     ] {
         let (status, answer) = server.post("/api/v1/workflows", &body);
         assert_eq!(status, 400, "{body} -> {answer}");

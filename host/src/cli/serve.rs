@@ -23,8 +23,18 @@ pub struct ServeArgs {
 
 /// `host serve`: prints the address it serves on, then serves until stopped.
 pub async fn serve(args: ServeArgs, journal: &str) -> u8 {
-    // It takes submissions, so like a worker it creates the journal if there is none yet.
-    let journal = match Journal::open(journal).await {
+    // It takes submissions, so like a worker it creates the journal if there is none yet (and says so: a typo shows).
+    let opened = match Journal::open_existing(journal).await {
+        Ok(journal) => Ok(journal),
+        Err(_) => Journal::open(journal).await.inspect(|created| {
+            tracing::warn!(
+                source = "host",
+                "No journal at {} yet: created an empty one (check --journal if you expected workflows there)",
+                created.location()
+            );
+        }),
+    };
+    let journal = match opened {
         Ok(journal) => journal,
         Err(error) => {
             output::error(&error.to_string());

@@ -77,14 +77,18 @@ impl Manifest {
             .chain(self.components.iter().map(|(name, scope)| (format!("component {name}"), &scope.grants)))
             .chain(self.steps.iter().map(|(name, scope)| (format!("step {name}"), &scope.grants)));
         for (scope, grants) in scopes {
-            let what = match (&grants.dirs, &grants.env) {
-                (Some(_), _) => "directories",
-                (None, Some(_)) => "environment variables",
-                (None, None) => continue,
+            let inherit = [grants.stdout, grants.stderr].contains(&Some(crate::wasm::Stdio::Inherit));
+            let local = grants.http.iter().flatten().find(|host| local_host(host));
+            let what = match (&grants.dirs, &grants.env, inherit, local) {
+                (Some(_), ..) => "directories".to_string(),
+                (None, Some(_), ..) => "environment variables".to_string(),
+                (None, None, true, _) => "the worker's own output (`inherit`)".to_string(),
+                (None, None, false, Some(host)) => format!("HTTP to `{host}`, an address of the worker's own network"),
+                (None, None, false, None) => continue,
             };
             return Err(format!(
-                "the manifest grants {what} to {scope}, which a manifest sent over the API may not do: they belong to \
-                 the machine a worker runs on. Submit with host submit and a manifest beside the workflow instead"
+                "the manifest grants {what} to {scope}, which a manifest sent over the API may not do: it belongs \
+                 to the machine a worker runs on. Submit with host submit and a manifest beside the workflow instead"
             ));
         }
         let mut layer = self.settings_layer(Path::new(origin));
@@ -112,11 +116,59 @@ impl Manifest {
     }
 }
 
+/// Whether an HTTP grant names this machine or a private network: loopback,
+/// `localhost`, private, link-local (cloud metadata) and unique-local addresses.
+fn local_host(grant: &str) -> bool {
+    let host = match grant.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(host, _)| host),
+        None => grant.rsplit_once(':').map_or(grant, |(host, _)| host),
+    };
+    let host = host.to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local") || host.ends_with(".internal") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(address)) => {
+            address.is_loopback()
+                || address.is_private()
+                || address.is_link_local()
+                || address.is_unspecified()
+                || address.is_broadcast()
+        }
+        Ok(std::net::IpAddr::V6(address)) => {
+            address.is_loopback()
+                || address.is_unspecified()
+                || address.is_unique_local()
+                || address.is_unicast_link_local()
+                || address.to_ipv4_mapped().is_some()
+        }
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_manifest_from_the_network_grants_nothing_of_the_workers_machine() {
+        let remote = |text: &str| Manifest::parse(text).unwrap().remote_layer("the request");
+        assert!(remote("[retry]\nmax-attempts = 5\n[grants]\nhttp = [\"api.example.com\"]\n").is_ok());
+        for text in [
+            "[grants]\ndirs = [{ host = \"/\", guest = \"/\" }]\n",
+            "[grants]\nenv = [\"HOME\"]\n",
+            "[grants]\nstdout = \"inherit\"\n",
+            "[steps.charge.grants]\nhttp = [\"169.254.169.254\"]\n",
+            "[grants]\nhttp = [\"127.0.0.1:5432\"]\n",
+            "[grants]\nhttp = [\"localhost\"]\n",
+            "[grants]\nhttp = [\"10.1.2.3\"]\n",
+            "[grants]\nhttp = [\"[::1]:80\"]\n",
+        ] {
+            assert!(remote(text).is_err(), "{text}");
+        }
+    }
 
     #[test]
     fn parses_component_and_step_policies() {

@@ -112,6 +112,8 @@ pub(super) struct CommitCounters {
     pub batches: AtomicU64,
     /// Attempt writes those transactions carried.
     pub writes: AtomicU64,
+    /// Time spent writing and committing them, µs.
+    pub micros: AtomicU64,
 }
 
 struct Queued {
@@ -256,7 +258,9 @@ impl Task {
         let written = self.weather.retry(|| self.write(&writes), || self.backend.reconnect()).await;
         match written {
             Ok(refused) => {
-                crate::telemetry::commit(began.elapsed(), writes.len());
+                let took = began.elapsed();
+                crate::telemetry::commit(took, writes.len());
+                self.counters.micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
                 for (write, sender) in writes.iter().zip(senders) {

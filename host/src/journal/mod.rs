@@ -203,6 +203,8 @@ pub struct CommitCount {
     pub attempt_batches: u64,
     /// Attempt writes (starts and finishes) those carried.
     pub attempt_writes: u64,
+    /// Time those transactions took, from sending to commit acknowledged.
+    pub attempt_commit_time: Duration,
     /// Workflow-level transactions: create, claim, lease renewal, finish.
     pub workflow_commits: u64,
 }
@@ -431,6 +433,7 @@ impl Journal {
         CommitCount {
             attempt_batches: counters.batches.load(Ordering::Relaxed),
             attempt_writes: counters.writes.load(Ordering::Relaxed),
+            attempt_commit_time: Duration::from_micros(counters.micros.load(Ordering::Relaxed)),
             workflow_commits: self.workflow_commits.load(Ordering::Relaxed),
         }
     }

@@ -121,18 +121,23 @@ fn parse_postgres(text: &str) -> Result<PostgresTarget, String> {
     }
     if !is_identifier(&schema) {
         return Err(format!(
-            "schema={schema:?} is not a plain identifier (lower-case letters, digits and _, not starting with a digit)"
+            "schema={schema:?} is not a plain identifier (lower-case letters, digits and _, not starting with a digit, \
+             at most {MAX_SCHEMA} characters)"
         ));
     }
     Ok(PostgresTarget { hosts: urls, schema, pooler })
 }
+
+/// The longest schema name: its NOTIFY channels (`SCHEMA_progress`) must
+/// stay within PostgreSQL's 63-byte names, or every notice would fail.
+const MAX_SCHEMA: usize = 63 - "_progress".len();
 
 /// A lower-case SQL identifier that needs no quoting: the schema is written into SQL.
 pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 63
+        && name.len() <= MAX_SCHEMA
 }
 
 /// `location` with any password replaced by `***`: in the credentials

@@ -19,7 +19,7 @@ use crate::config::{Manifest, parse_duration};
 use crate::journal::{
     CancelOutcome, DEFAULT_QUEUE, JournalError, Requeued, Timestamp, WorkflowFilter, WorkflowRecord, WorkflowStatus,
 };
-use crate::run::{ForkError, StoredSpec};
+use crate::run::{ForkError, PrepareError, StoredSpec};
 use crate::worker::{SubmitError, SubmitRequest};
 
 /// The OpenAPI document of the routes below.
@@ -238,7 +238,7 @@ async fn cancel(State(state): State<Shared>, Path(id): Path<String>) -> Result<R
 impl From<SubmitError> for ApiError {
     fn from(error: SubmitError) -> Self {
         match error {
-            SubmitError::Journal(error) => error.into(),
+            SubmitError::Journal(error) | SubmitError::Prepare(PrepareError::Journal(error)) => error.into(),
             SubmitError::IdTaken(_) => Self(StatusCode::CONFLICT, error.to_string()),
             other => bad_request(other.to_string()),
         }
@@ -295,7 +295,10 @@ async fn upload(
     if name.contains(['/', '\\']) || name.chars().any(char::is_control) {
         return Err(bad_request("name: a file name without folders"));
     }
-    let uploaded = client.upload(&name, bytes.to_vec()).await?;
+    // Compiling is heavy in CPU and memory: a few uploads at a time.
+    let _turn =
+        state.compiling.acquire().await.map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "stopping".into()))?;
+    let uploaded = client.upload(&name, Vec::from(bytes)).await?;
     let status = if uploaded.stored { StatusCode::CREATED } else { StatusCode::OK };
     let document = json!({ "digest": uploaded.digest, "name": name, "size": uploaded.size, "stored": uploaded.stored });
     Ok((status, Json(document)).into_response())
@@ -371,6 +374,8 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let (spec, request) = body(request)?.request()?;
     let client = client(&state)?;
+    let _turn =
+        state.compiling.acquire().await.map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "stopping".into()))?;
     let submittable = client.prepare_stored(&spec).await?;
     let receipt = client.submit(&submittable, &request).await?;
     let workflow = state.journal.workflow(&receipt.id).await?.ok_or_else(|| not_found(&receipt.id))?;

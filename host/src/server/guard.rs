@@ -63,6 +63,16 @@ pub async fn check(State(state): State<Shared>, request: Request, next: Next) ->
             );
         }
     }
+    if state.token.is_none() && !loopback_host(request.headers()) {
+        // Without a token only this machine may ask: a page of another site that renamed
+        // itself to 127.0.0.1 (DNS rebinding) still sends its own name as Host.
+        return refuse(
+            api,
+            StatusCode::MISDIRECTED_REQUEST,
+            "without a token this server answers only requests to 127.0.0.1, [::1] or localhost; \
+             start it with --token to reach it by another name",
+        );
+    }
     let upload = request.method() == Method::POST && request.uri().path() == super::UPLOAD_PATH;
     let (limit, limit_text) = if upload { (super::UPLOAD_LIMIT, "256 MiB") } else { (super::BODY_LIMIT, "64 KiB") };
     let declared = request.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
@@ -97,6 +107,17 @@ pub async fn check(State(state): State<Shared>, request: Request, next: Next) ->
         }
     }
     response
+}
+
+/// Whether the request names this machine's loopback as its host (any port).
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(HOST).and_then(|value| value.to_str().ok()) else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(name, _)| name),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
 }
 
 /// Why a POST looks cross-site (a browser always says where a request comes from), if it does.
@@ -182,6 +203,18 @@ mod tests {
         headers.remove(ORIGIN);
         headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(cross_site(&headers).is_some());
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_names_are_answered() {
+        let host = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, HeaderValue::from_static(value));
+            loopback_host(&headers)
+        };
+        assert!(host("127.0.0.1:8080") && host("localhost:8080") && host("[::1]:8080") && host("127.0.0.2"));
+        assert!(!host("evil.example:8080") && !host("10.0.0.1:8080") && !host("localhost.evil.example"));
+        assert!(!loopback_host(&HeaderMap::new()), "no Host header");
     }
 
     #[test]

@@ -55,11 +55,15 @@ pub(super) async fn notices(journal: &Journal) -> Option<watch::Receiver<u64>> {
     tokio::spawn(async move {
         let mut listener = listener;
         loop {
-            while listener.next().await.is_some() {
-                sender.send_modify(|count| *count += 1);
-            }
-            if sender.is_closed() {
-                return;
+            loop {
+                tokio::select! {
+                    // The server stopped: every stream and the state are gone.
+                    () = sender.closed() => return,
+                    heard = listener.next() => match heard {
+                        Some(_) => sender.send_modify(|count| *count += 1),
+                        None => break,
+                    },
+                }
             }
             // The connection was lost: anything missed is looked for, then it listens again.
             sender.send_modify(|count| *count += 1);

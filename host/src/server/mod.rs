@@ -41,6 +41,8 @@ struct AppState {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Checks and stores uploads and submissions; its engine starts on first use.
     client: std::sync::OnceLock<Result<Client, String>>,
+    /// Uploads and submissions compiling at once (each takes a core and its component's size in memory).
+    compiling: tokio::sync::Semaphore,
     /// The journal's notices for the event streams, heard from the first stream on.
     notices: tokio::sync::OnceCell<Option<tokio::sync::watch::Receiver<u64>>>,
 }
@@ -75,6 +77,7 @@ pub fn router(journal: Journal, token: Option<String>) -> Router {
         csrf: guard::new_secret(),
         metrics: recorder,
         client: std::sync::OnceLock::new(),
+        compiling: tokio::sync::Semaphore::new(2),
         notices: tokio::sync::OnceCell::new(),
     });
     Router::new()

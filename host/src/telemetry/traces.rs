@@ -12,7 +12,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::field::Empty;
 use tracing::{Level, Span, Subscriber};
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::registry::LookupSpan;
 
 /// The target of the runtime's spans.
@@ -54,7 +54,10 @@ impl Traces {
     {
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("stepbox"))
-            .with_filter(Targets::new().with_target("stepbox", Level::INFO))
+            // What guests print stays in the journal and the log: it may carry their secrets.
+            .with_filter(
+                Targets::new().with_target("stepbox", Level::INFO).with_target("stepbox::guest", LevelFilter::OFF),
+            )
     }
 
     /// Exports the spans not sent yet, waiting a few seconds at most; call it before the process exits.
