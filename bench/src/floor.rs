@@ -176,3 +176,44 @@ pub async fn batched(url: &str, workflows: usize, steps: u32, batch: usize) -> a
     connection.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {SCHEMA} CASCADE"))).await?;
     Ok(rate)
 }
+
+/// µs per durable step's own transaction with nothing around it: the
+/// statement group commit sends for one fast step (the fence's share lock on
+/// the workflow row, the call row, the attempt row, in the journal's own
+/// tables, indexes and foreign keys), from a plain loop on one connection.
+pub async fn step_transaction(url: &str, steps: usize) -> anyhow::Result<Summary> {
+    const SCHEMA: &str = "bench_step_floor";
+    let mut connection = sqlx::PgConnection::connect(url).await?;
+    connection.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))).await?;
+    drop(stepbox::journal::Journal::open(&format!("{url}?schema={SCHEMA}")).await?);
+    connection.execute(sqlx::AssertSqlSafe(format!("SET search_path TO {SCHEMA}"))).await?;
+    connection
+        .execute(
+            "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, options, \
+             executor, lease_epoch, created_at, updated_at) VALUES ('floor', 'bench-loop', 'bench-loop.wasm', \
+             'digest', 'sequential', '()', '[]', 'running', '{}', 'floor', 1, now(), now())",
+        )
+        .await?;
+    let statement = "WITH fence AS (SELECT id FROM workflows WHERE status = 'running' \
+         AND (id, lease_epoch) IN (('floor', 1)) FOR SHARE), \
+         calls AS (INSERT INTO step_calls (workflow_id, seq, step, input, input_json, status, output, output_json, \
+         attempts, max_attempts, started_at, finished_at) SELECT 'floor', $1, 'guests:bench/steps.noop', $2, $3, \
+         'succeeded', $4, $5, 1, 3, now(), now() WHERE 'floor' IN (SELECT id FROM fence)), \
+         attempts AS (INSERT INTO step_attempts (workflow_id, seq, attempt, executor, started_at, finished_at, outcome) \
+         SELECT 'floor', $1, 1, 'floor', now(), now(), 'ok' WHERE 'floor' IN (SELECT id FROM fence)) \
+         SELECT id FROM fence";
+    let summary = timed(steps, async |n| {
+        sqlx::query(statement)
+            .bind(n)
+            .bind(format!("({n})"))
+            .bind(serde_json::json!([n]))
+            .bind(n.to_string())
+            .bind(serde_json::json!(n))
+            .execute(&mut connection)
+            .await
+            .map(drop)
+    })
+    .await?;
+    connection.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {SCHEMA} CASCADE"))).await?;
+    Ok(summary)
+}

@@ -153,6 +153,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let floor_sqlite = floor::sqlite(&scratch.path().join("floor.db"), sizes.floor_commits).await?;
     let attempt_sqlite = bare.with_journal(&sqlite, sizes.journal_attempts).await?;
     let floor_postgres = floor::postgres(&database_url, sizes.floor_commits).await?;
+    let floor_step = floor::step_transaction(&database_url, sizes.floor_commits).await?;
     let attempt_postgres = bare.with_journal(&postgres, sizes.journal_attempts).await?;
     progress("(e) attempts of a step that succeeds at once, journal off, per language");
     let mut attempt_languages = Vec::new();
@@ -262,6 +263,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         attempt_sqlite,
         attempt_postgres,
         floor_postgres,
+        floor_step,
         floor_sqlite,
         sequential_postgres,
         sequential_sqlite,

@@ -20,6 +20,8 @@ pub struct Results {
     pub attempt_postgres: Summary,
     /// µs per single-row commit.
     pub floor_postgres: Summary,
+    /// µs per sequential step's own transaction, sent by a plain loop (`floor::step_transaction`).
+    pub floor_step: Summary,
     pub floor_sqlite: Summary,
     /// (b) runs of one workflow of sequential steps.
     pub sequential_postgres: Vec<Throughput>,
@@ -180,6 +182,17 @@ impl Results {
             in_statement / self.floor_postgres.median,
             (sequential.median - in_statement) / self.floor_postgres.median
         );
+        let own = self.floor_step.median;
+        let _ = writeln!(
+            out,
+            "| b | the step's own transaction with nothing around it: the statement group commit sends for one fast step (fence lock, call row, attempt row; the journal's tables, indexes and foreign keys), from a plain loop (median / p99 of {}) | {} per step | step transaction {} / {} = {:.2} single-row commits | {:.2}× its own transaction | | |",
+            self.floor_step.samples,
+            us(sequential.median),
+            us(own),
+            us(self.floor_step.p99),
+            own / self.floor_postgres.median,
+            sequential.median / own
+        );
         if let Some(peer) = peer {
             let ratio = peer.sequential_step_us / sequential.median;
             let _ = writeln!(
@@ -227,11 +240,14 @@ impl Results {
             let share = point.steps_per_second() / floor.steps_per_second;
             let _ = writeln!(
                 out,
-                "| c | {} workflows × {CURVE} no-op steps at once against the batch floor: the same rows (workflow, call and attempt rows) written by a plain loop, one transaction per batch of {} steps (the batch size group commit reached), no Wasm | {} steps/s | floor {} steps/s | {:.0} % | ≥ 70 % of the floor | {} |",
+                "| c | {} workflows × {CURVE} no-op steps at once against the batch floor: the same rows (workflow, call and attempt rows) written by a plain loop, one transaction per batch of {} steps (the batch size group commit reached), no Wasm | {} steps/s ({} of host CPU and {} of the writer's transactions per step) | floor {} steps/s ({} per step) | {:.0} % | ≥ 70 % of the floor | {} |",
                 floor.workflows,
                 floor.batch,
                 rate(point.steps_per_second()),
+                us(point.cpu_micros_per_step),
+                us(point.commit_micros_per_step),
                 rate(floor.steps_per_second),
+                us(1e6 / floor.steps_per_second),
                 share * 100.0,
                 met(share >= TARGET_FLOOR_SHARE)
             );

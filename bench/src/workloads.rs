@@ -162,6 +162,8 @@ pub struct Throughput {
     pub batches: u64,
     /// µs per step the writer spent in those transactions (statement and commit).
     pub commit_micros_per_step: f64,
+    /// CPU µs per step this process used (user + system, all threads).
+    pub cpu_micros_per_step: f64,
 }
 
 impl Throughput {
@@ -205,6 +207,7 @@ impl Workflows {
     /// `workflows` workflows of `steps` sequential no-op steps each, all at once.
     pub async fn concurrent(&self, workflows: usize, steps: u32) -> anyhow::Result<Throughput> {
         let before = self.sequential.journal().commit_count();
+        let cpu_before = process_cpu();
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workflows {
@@ -219,6 +222,7 @@ impl Workflows {
             }
         }
         let elapsed = started.elapsed();
+        let cpu = process_cpu().saturating_sub(cpu_before);
         let total = workflows * steps as usize;
         let after = self.sequential.journal().commit_count();
         let commits = commits(before, after);
@@ -231,6 +235,7 @@ impl Workflows {
             commits_per_step: commits as f64 / total as f64,
             batches,
             commit_micros_per_step: micros(commit_time) / total as f64,
+            cpu_micros_per_step: micros(cpu) / total as f64,
         })
     }
 
@@ -248,6 +253,16 @@ impl Workflows {
         let commits = commits(before, self.exhaust.journal().commit_count());
         Ok((micros(elapsed) / f64::from(calls), commits as f64 / f64::from(calls)))
     }
+}
+
+/// CPU time this process has used so far (user + system), from `/proc/self/stat`.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12].iter().filter_map(|&index| fields.get(index)?.parse::<u64>().ok()).sum();
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// Write transactions between two counts.
