@@ -28,9 +28,13 @@ pub enum Fault {
 /// Classifies an error of either backend.
 pub fn classify(error: &sqlx::Error) -> Fault {
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
-            Fault::Transient
-        }
+        // `PoolClosed`: another task replaced the pool after an outage while this one held the old
+        // pool; the retry takes the new one.
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => Fault::Transient,
         sqlx::Error::Database(database) => match database.code() {
             Some(code) if is_transient_code(&code) => Fault::Transient,
             _ => Fault::Permanent,
@@ -201,6 +205,7 @@ mod tests {
             assert!(!is_transient_code(code), "{code}");
         }
         assert_eq!(classify(&sqlx::Error::PoolTimedOut), Fault::Transient);
+        assert_eq!(classify(&sqlx::Error::PoolClosed), Fault::Transient, "a pool replaced after an outage");
         assert_eq!(classify(&sqlx::Error::RowNotFound), Fault::Permanent);
     }
 

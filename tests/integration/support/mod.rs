@@ -355,6 +355,16 @@ pub struct Child {
     stderr: PathBuf,
 }
 
+impl Drop for Child {
+    /// A test that failed halfway must not leave its hosts running (workers never exit on their own).
+    fn drop(&mut self) {
+        if matches!(self.process.try_wait(), Ok(None)) {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+}
+
 impl Child {
     /// Starts `host ARGS...` in `dir` (the subcommand is part of `args`).
     pub fn spawn(dir: &Path, args: &[&str]) -> Self {
