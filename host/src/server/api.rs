@@ -250,6 +250,15 @@ fn client(state: &Shared) -> Result<&crate::worker::Client, ApiError> {
     state.client().map_err(|message| ApiError(StatusCode::SERVICE_UNAVAILABLE, message.to_string()))
 }
 
+/// A turn to compile: heavy in CPU and memory, so a few uploads or submissions at a time.
+async fn compile_turn(state: &Shared) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    state
+        .compiling
+        .acquire()
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping".into()))
+}
+
 /// A JSON body, or a 400 saying what is wrong with it.
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(body)| body).map_err(|rejection| bad_request(rejection.body_text()))
@@ -295,9 +304,7 @@ async fn upload(
     if name.contains(['/', '\\']) || name.chars().any(char::is_control) {
         return Err(bad_request("name: a file name without folders"));
     }
-    // Compiling is heavy in CPU and memory: a few uploads at a time.
-    let _turn =
-        state.compiling.acquire().await.map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "stopping".into()))?;
+    let _turn = compile_turn(&state).await?;
     let uploaded = client.upload(&name, Vec::from(bytes)).await?;
     let status = if uploaded.stored { StatusCode::CREATED } else { StatusCode::OK };
     let document = json!({ "digest": uploaded.digest, "name": name, "size": uploaded.size, "stored": uploaded.stored });
@@ -374,8 +381,7 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let (spec, request) = body(request)?.request()?;
     let client = client(&state)?;
-    let _turn =
-        state.compiling.acquire().await.map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "stopping".into()))?;
+    let _turn = compile_turn(&state).await?;
     let submittable = client.prepare_stored(&spec).await?;
     let receipt = client.submit(&submittable, &request).await?;
     let workflow = state.journal.workflow(&receipt.id).await?.ok_or_else(|| not_found(&receipt.id))?;
