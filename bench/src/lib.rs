@@ -26,7 +26,9 @@ use stepbox_test_artifacts as artifacts;
 use crate::queues::Queues;
 use crate::report::{BatchFloor, QueueResults, Results};
 use crate::startup::StartCase;
-use crate::workloads::{BareStep, Throughput, Workflows};
+/// A step's attempts without a workflow, for probes that profile one loop (`examples/attempts.rs`).
+pub use crate::workloads::BareStep;
+use crate::workloads::{Throughput, Workflows};
 
 /// The database the benchmark makes (and drops first) on the server.
 const DATABASE: &str = "stepbox_bench";

@@ -159,6 +159,23 @@ async fn a_taken_over_workflow_is_refused_within_a_shared_batch(target: &str) {
     assert_eq!(journal.step_calls("kept").await.expect("reads").len(), 1);
     assert!(journal.step_calls("lost").await.expect("reads").is_empty());
     assert!(journal.attempts("lost").await.expect("reads").is_empty());
+    // Alone in its batch (on PostgreSQL, one workflow's batch is another statement), it is refused too.
+    let at = CallRef { lease: &lost, seq: 2 };
+    let alone = vec![
+        journal.start_attempt(at, 1, Timestamp::now(), Some(&call)),
+        journal.finish_attempt(at, 1, end(), Some(call_end())),
+    ];
+    let results = settle_all(alone).await;
+    assert!(results.iter().all(|result| matches!(result, Err(JournalError::NotOwner { id, .. }) if id == "lost")));
+    assert!(journal.step_calls("lost").await.expect("reads").is_empty());
+    // And a workflow still held writes alone.
+    let at = CallRef { lease: &kept, seq: 2 };
+    let alone = vec![
+        journal.start_attempt(at, 1, Timestamp::now(), Some(&call)),
+        journal.finish_attempt(at, 1, end(), Some(call_end())),
+    ];
+    assert!(settle_all(alone).await.iter().all(Result::is_ok));
+    assert_eq!(journal.step_calls("kept").await.expect("reads").len(), 2);
 }
 
 async fn settle_all(writes: Vec<stepbox::journal::PendingWrite>) -> Vec<Result<(), JournalError>> {
