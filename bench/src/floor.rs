@@ -180,7 +180,7 @@ pub async fn batched(url: &str, workflows: usize, steps: u32, batch: usize) -> a
 /// µs per durable step's own transaction with nothing around it: the
 /// statement group commit sends for one fast step (the fence's share lock on
 /// the workflow row, the call row, the attempt row, in the journal's own
-/// tables, indexes and foreign keys), from a plain loop on one connection.
+/// tables and indexes), from a plain loop on one connection.
 pub async fn step_transaction(url: &str, steps: usize) -> anyhow::Result<Summary> {
     const SCHEMA: &str = "bench_step_floor";
     let mut connection = sqlx::PgConnection::connect(url).await?;

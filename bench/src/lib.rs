@@ -169,15 +169,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let (workflow, steps) = (Path::new(artifacts::BENCH_LOOP), Path::new(artifacts::NOOP));
-    let on_sqlite = Workflows::link(workflow, steps, &sqlite, &cache).await?;
     let on_postgres = Workflows::link(workflow, steps, &postgres, &cache).await?;
-    progress("(b) one workflow of sequential no-op steps");
-    let mut sequential_postgres = Vec::new();
-    let mut sequential_sqlite = Vec::new();
-    for _ in 0..sizes.sequential_runs {
-        sequential_postgres.push(on_postgres.concurrent(1, sizes.sequential_steps).await?);
-        sequential_sqlite.push(on_sqlite.concurrent(1, sizes.sequential_steps).await?);
-    }
+    progress("(b) one workflow of sequential no-op steps, and (d) the exhaustion path, on one thread");
+    let one = {
+        let (database_url, sqlite_path, cache) =
+            (database_url.clone(), scratch.path().join("one-workflow.db"), cache.clone());
+        tokio::task::spawn_blocking(move || one_workflow(sizes, &database_url, &sqlite_path, &cache)).await??
+    };
 
     progress("(c) concurrent workflows, with group commit");
     let mut curve = Vec::new();
@@ -202,17 +200,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for &workflows in sizes.unbatched_curve {
         curve_unbatched.push(on_unbatched.concurrent(workflows, CURVE_STEPS).await?);
     }
-
-    progress("(d) the exhaustion path");
-    let mut exhaustion = Vec::new();
-    let mut exhaustion_commits = Vec::new();
-    for _ in 0..sizes.exhaustion_runs {
-        let (per_call, commits) = on_postgres.exhaust(sizes.exhaustion_calls).await?;
-        exhaustion.push(per_call);
-        exhaustion_commits.push(commits);
-    }
-    let exhaustion_postgres = stats::summarize(exhaustion);
-    let exhaustion_commits = stats::summarize(exhaustion_commits).median;
 
     progress("(e) start-up of `host run`, cold and cached");
     let mut starts = Vec::new();
@@ -267,12 +254,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         floor_postgres,
         floor_step,
         floor_sqlite,
-        sequential_postgres,
-        sequential_sqlite,
+        sequential_postgres: one.sequential_postgres,
+        sequential_sqlite: one.sequential_sqlite,
         curve,
         curve_unbatched,
-        exhaustion_postgres,
-        exhaustion_commits,
+        exhaustion_postgres: one.exhaustion,
+        exhaustion_commits: one.exhaustion_commits,
         exhaustion_calls: sizes.exhaustion_calls,
         floors,
         attempt_languages,
@@ -293,6 +280,47 @@ fn progress(message: &str) {
 }
 
 /// Drops and recreates the benchmark's database on `server`; returns its URL.
+/// What one workflow at a time measured: (b) on each journal and (d).
+struct OneWorkflow {
+    sequential_postgres: Vec<Throughput>,
+    sequential_sqlite: Vec<Throughput>,
+    exhaustion: stats::Summary,
+    exhaustion_commits: f64,
+}
+
+/// (b) and (d) on a runtime of one thread with journals opened on it, as
+/// `host run` runs one workflow (its writer task on the same thread).
+fn one_workflow(sizes: &Sizes, database_url: &str, sqlite_path: &Path, cache: &Path) -> anyhow::Result<OneWorkflow> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let (workflow, steps) = (Path::new(artifacts::BENCH_LOOP), Path::new(artifacts::NOOP));
+        let sqlite = Journal::open(&sqlite_path.display().to_string()).await?;
+        let postgres = Journal::open(database_url).await?;
+        let on_sqlite = Workflows::link(workflow, steps, &sqlite, cache).await?;
+        let on_postgres = Workflows::link(workflow, steps, &postgres, cache).await?;
+        let mut sequential_postgres = Vec::new();
+        let mut sequential_sqlite = Vec::new();
+        for _ in 0..sizes.sequential_runs {
+            sequential_postgres.push(on_postgres.concurrent(1, sizes.sequential_steps).await?);
+            sequential_sqlite.push(on_sqlite.concurrent(1, sizes.sequential_steps).await?);
+        }
+        progress("(d) the exhaustion path");
+        let mut exhaustion = Vec::new();
+        let mut exhaustion_commits = Vec::new();
+        for _ in 0..sizes.exhaustion_runs {
+            let (per_call, commits) = on_postgres.exhaust(sizes.exhaustion_calls).await?;
+            exhaustion.push(per_call);
+            exhaustion_commits.push(commits);
+        }
+        Ok(OneWorkflow {
+            sequential_postgres,
+            sequential_sqlite,
+            exhaustion: stats::summarize(exhaustion),
+            exhaustion_commits: stats::summarize(exhaustion_commits).median,
+        })
+    })
+}
+
 async fn fresh_database(server: &str) -> anyhow::Result<String> {
     let admin = format!("{server}/postgres");
     let mut connection = sqlx::PgConnection::connect(&admin).await.with_context(|| {

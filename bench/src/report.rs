@@ -185,7 +185,7 @@ impl Results {
         let own = self.floor_step.median;
         let _ = writeln!(
             out,
-            "| b | the step's own transaction with nothing around it: the statement group commit sends for one fast step (fence lock, call row, attempt row; the journal's tables, indexes and foreign keys), from a plain loop (median / p99 of {}) | {} per step | step transaction {} / {} = {:.2} single-row commits | {:.2}× its own transaction | | |",
+            "| b | the step's own transaction with nothing around it: the statement group commit sends for one fast step (fence lock, call row, attempt row; the journal's own tables and indexes), from a plain loop (median / p99 of {}) | {} per step | step transaction {} / {} = {:.2} single-row commits | {:.2}× its own transaction | | |",
             self.floor_step.samples,
             us(sequential.median),
             us(own),

@@ -293,7 +293,18 @@ fn main() -> ExitCode {
     if let Err(message) = &traces {
         tracing::warn!(source = "host", "{message}; running without traces");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One workflow's commands run on one thread: its steps run one after the
+    // other, and handing each journal write to a writer task on another
+    // thread and its reply back cost more than a second thread saves (a
+    // durable no-op step 15–30 % faster, BENCHMARKS.md). Commands that run
+    // many workflows (workers, `serve`, `recover`) use every core.
+    let one_workflow = matches!(cli.command, Command::Run(_) | Command::Resume { .. } | Command::Fork { .. });
+    let runtime = if one_workflow {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             output::error(&format!("cannot start the async runtime: {error}"));

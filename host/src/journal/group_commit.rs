@@ -321,7 +321,9 @@ impl Task {
         let plan = Plan::of(&writes.iter().collect::<Vec<_>>());
         let notice = self.notice_due();
         if let (Backend::Postgres(db), true) = (&self.backend, plan.inserts_only() && statement::persistent()) {
-            let owned = one_statement(&db.batch_pool(), &leases, &plan, notice).await?;
+            let mut writer = db.writer_connection().await?;
+            let owned = one_statement(&mut writer.connection, &leases, &plan, notice).await?;
+            writer.keep();
             return Ok(leases.keys().copied().filter(|lease| !owned.contains(lease)).collect());
         }
         with_conn!(&self.backend, |conn| {
@@ -458,15 +460,15 @@ impl Task {
 /// lock on the held workflow rows (it conflicts with a takeover's update
 /// without writing a row version per batch). Returns the leases still held.
 async fn one_statement<'w>(
-    pool: &sqlx::PgPool,
+    connection: &mut sqlx::PgConnection,
     leases: &BTreeMap<(&'w str, i64), &'w str>,
     plan: &Plan<'w>,
     notice: bool,
 ) -> Result<HashSet<(&'w str, i64)>, sqlx::Error> {
     if leases.len() == 1 {
-        one_workflow(pool, leases, plan, notice).await
+        one_workflow(connection, leases, plan, notice).await
     } else {
-        many_workflows(pool, leases, plan, notice).await
+        many_workflows(connection, leases, plan, notice).await
     }
 }
 
@@ -475,7 +477,7 @@ async fn one_statement<'w>(
 /// prepared once per connection and planned once, not parsed and planned
 /// again for each new size (the sizes of concurrent batches seldom repeat).
 async fn many_workflows<'w>(
-    pool: &sqlx::PgPool,
+    connection: &mut sqlx::PgConnection,
     leases: &BTreeMap<(&'w str, i64), &'w str>,
     plan: &Plan<'w>,
     notice: bool,
@@ -510,7 +512,7 @@ async fn many_workflows<'w>(
         .bind(ends().map(|end| end.and_then(|end| end.stdout.as_deref())).collect::<Vec<_>>())
         .bind(ends().map(|end| end.and_then(|end| end.stderr.as_deref())).collect::<Vec<_>>())
         .bind(notice)
-        .fetch_all(pool)
+        .fetch_all(connection)
         .await?;
     Ok(leases
         .keys()
@@ -553,7 +555,7 @@ static MANY_WORKFLOWS: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 /// this way than through arrays, and one workflow's batches come in few shapes
 /// (each shape is a statement prepared once per connection).
 async fn one_workflow<'w>(
-    pool: &sqlx::PgPool,
+    connection: &mut sqlx::PgConnection,
     leases: &BTreeMap<(&'w str, i64), &'w str>,
     plan: &Plan<'w>,
     notice: bool,
@@ -615,7 +617,7 @@ async fn one_workflow<'w>(
             .bind(end.and_then(|end| end.stdout.as_deref()))
             .bind(end.and_then(|end| end.stderr.as_deref()));
     }
-    let owned = query.fetch_all(pool).await?;
+    let owned = query.fetch_all(connection).await?;
     Ok(leases
         .keys()
         .copied()

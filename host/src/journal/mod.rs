@@ -821,6 +821,13 @@ impl Journal {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let deleted = statement::query(sqlx::AssertSqlSafe(delete.clone())).bind(id).execute(&mut *tx).await?;
                 let outcome = if deleted.rows_affected() == 1 {
+                    // No foreign keys cascade on PostgreSQL (the schema says why).
+                    for children in [
+                        "DELETE FROM step_attempts WHERE workflow_id = $1",
+                        "DELETE FROM step_calls WHERE workflow_id = $1",
+                    ] {
+                        statement::query(children).bind(id).execute(&mut *tx).await?;
+                    }
                     Deleted::Deleted
                 } else {
                     let status: Option<WorkflowStatus> =
@@ -840,21 +847,34 @@ impl Journal {
     /// Removes every workflow that finished before `before`, with all its
     /// rows, a bounded batch per transaction; returns how many.
     pub async fn prune_workflows(&self, before: Timestamp) -> Result<u64, JournalError> {
-        let delete = format!(
-            "DELETE FROM workflows WHERE id IN (SELECT id FROM workflows WHERE status IN ({}) AND finished_at < $1 \
-             ORDER BY finished_at LIMIT 500)",
+        // The same batch for each table (its attempts and calls first: no
+        // foreign keys cascade on PostgreSQL); `before` is in the past, so a
+        // workflow finishing meanwhile does not join it.
+        let batch = format!(
+            "SELECT id FROM workflows WHERE status IN ({}) AND finished_at < $1 ORDER BY finished_at, id LIMIT 500",
             final_statuses()
         );
+        let deletes: Vec<String> =
+            [("step_attempts", "workflow_id"), ("step_calls", "workflow_id"), ("workflows", "id")]
+                .iter()
+                .map(|(table, column)| format!("DELETE FROM {table} WHERE {column} IN ({batch})"))
+                .collect();
         let mut total = 0;
         loop {
             let deleted = self
                 .commit("prune of workflows", || {
                     with_conn!(&self.backend, |conn| {
-                        statement::query(sqlx::AssertSqlSafe(delete.clone()))
-                            .bind(before)
-                            .execute(conn)
-                            .await
-                            .map(|result| result.rows_affected())
+                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                        let mut workflows = 0;
+                        for delete in &deletes {
+                            workflows = statement::query(sqlx::AssertSqlSafe(delete.clone()))
+                                .bind(before)
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                        }
+                        tx.commit().await?;
+                        Ok(workflows)
                     })
                 })
                 .await?;

@@ -3,7 +3,7 @@
 //! hosts of a multi-host URL (only a server that accepts writes is used), and
 //! a clear, immediate error for every way a server can be unusable.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
@@ -23,8 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections per process, besides the group-commit writer's.
 const MAX_CONNECTIONS: u32 = 8;
 
-/// Connections of the group-commit writer (it commits one batch at a time).
-const BATCH_CONNECTIONS: u32 = 2;
+/// Connections of the group-commit writer: it commits one batch at a time.
+const BATCH_CONNECTIONS: u32 = 1;
 
 /// A PostgreSQL journal's connections: pools to the writable host, replaced
 /// on reconnect (after a restart or a failover).
@@ -44,6 +44,10 @@ struct Pools {
     /// ten) would re-plan it for every one-step batch — 0.5 ms, more than the
     /// statement itself.
     batches: PgPool,
+    /// The writer's connection between two batches, taken out of `batches`
+    /// for good: a pool pings every connection given back to it, a round
+    /// trip per batch (on a step's critical path, and a wake-up of the server).
+    kept: Arc<Mutex<Option<PgConnection>>>,
 }
 
 impl Pools {
@@ -51,7 +55,25 @@ impl Pools {
         Self {
             shared: pool(options.clone(), schema, pooler, MAX_CONNECTIONS, ""),
             batches: pool(options, schema, pooler, BATCH_CONNECTIONS, "; SET plan_cache_mode TO force_generic_plan"),
+            kept: Arc::default(),
         }
+    }
+}
+
+/// The group-commit writer's connection for one batch: [`WriterConnection::keep`]
+/// after a batch that succeeded; dropped (closed) after one that failed or
+/// was abandoned halfway, whose connection is in an unknown state.
+pub(crate) struct WriterConnection {
+    pub connection: PgConnection,
+    /// Where it is kept: the pools it came from (after a reconnect, newer
+    /// pools have their own, and this one goes with the old pools).
+    slot: Arc<Mutex<Option<PgConnection>>>,
+}
+
+impl WriterConnection {
+    /// Keeps the connection for the next batch.
+    pub fn keep(self) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.connection);
     }
 }
 
@@ -131,12 +153,22 @@ impl PgDb {
 
     /// The current pool (cheap to clone).
     pub fn pool(&self) -> PgPool {
-        self.pools.read().unwrap_or_else(std::sync::PoisonError::into_inner).shared.clone()
+        self.pools.read().unwrap_or_else(PoisonError::into_inner).shared.clone()
     }
 
-    /// The group-commit writer's current pool, whose connections reuse one generic plan per statement.
-    pub fn batch_pool(&self) -> PgPool {
-        self.pools.read().unwrap_or_else(std::sync::PoisonError::into_inner).batches.clone()
+    /// The group-commit writer's connection, which reuses one generic plan
+    /// per statement: the one kept from its last batch, else a new one.
+    pub async fn writer_connection(&self) -> Result<WriterConnection, sqlx::Error> {
+        let (batches, slot) = {
+            let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
+            (pools.batches.clone(), pools.kept.clone())
+        };
+        let kept = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let connection = match kept {
+            Some(connection) => connection,
+            None => batches.acquire().await?.detach(),
+        };
+        Ok(WriterConnection { connection, slot })
     }
 
     /// After a transient fault: a fresh pool, to the host that accepts writes
@@ -159,7 +191,7 @@ impl PgDb {
             }
         };
         let fresh = Pools::new(options, &self.target.schema, self.target.pooler);
-        let old = std::mem::replace(&mut *self.pools.write().unwrap_or_else(std::sync::PoisonError::into_inner), fresh);
+        let old = std::mem::replace(&mut *self.pools.write().unwrap_or_else(PoisonError::into_inner), fresh);
         tokio::spawn(async move {
             old.shared.close().await;
             old.batches.close().await;
