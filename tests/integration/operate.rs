@@ -115,12 +115,14 @@ async fn fork_delete_prune(journal: &str) {
     assert!(refused.refused().contains("is running, not finished"));
     let deleted = host(&scratch, journal, &["delete", "forked"]);
     assert_eq!((deleted.code, deleted.stdout.trim()), (Some(0), "deleted forked"));
-    assert!(rows(journal, "forked").await.workflow.is_none() && rows(journal, "forked").await.attempts.is_empty());
+    let gone = rows(journal, "forked").await;
+    assert!(gone.workflow.is_none() && gone.calls.is_empty() && gone.attempts.is_empty(), "every row of it goes");
     owner.kill();
     let pruned = host(&scratch, journal, &["prune", "--finished-before", "0s", "-o", "json"]);
     let value: serde_json::Value = serde_json::from_str(&pruned.stdout).expect("JSON");
     assert_eq!(value["deleted"], 1, "the original, the only finished one left");
-    assert!(rows(journal, "original").await.workflow.is_none());
+    let gone = rows(journal, "original").await;
+    assert!(gone.workflow.is_none() && gone.calls.is_empty() && gone.attempts.is_empty(), "every row of it goes");
     assert!(rows(journal, "busy").await.workflow.is_some(), "a running workflow is never pruned");
 }
 
