@@ -279,7 +279,6 @@ fn progress(message: &str) {
     eprintln!("== {message}");
 }
 
-/// Drops and recreates the benchmark's database on `server`; returns its URL.
 /// What one workflow at a time measured: (b) on each journal and (d).
 struct OneWorkflow {
     sequential_postgres: Vec<Throughput>,
@@ -321,6 +320,7 @@ fn one_workflow(sizes: &Sizes, database_url: &str, sqlite_path: &Path, cache: &P
     })
 }
 
+/// Drops and recreates the benchmark's database on `server`; returns its URL.
 async fn fresh_database(server: &str) -> anyhow::Result<String> {
     let admin = format!("{server}/postgres");
     let mut connection = sqlx::PgConnection::connect(&admin).await.with_context(|| {

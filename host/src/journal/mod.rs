@@ -380,6 +380,10 @@ pub struct Journal {
     workflow_commits: Arc<AtomicU64>,
 }
 
+/// A workflow's rows that no foreign key removes with it on PostgreSQL (the
+/// schema says why): deleting a workflow deletes them in its transaction.
+const WORKFLOW_ROWS: [&str; 2] = ["step_attempts", "step_calls"];
+
 impl Journal {
     /// Opens (creating if needed) the journal at `target`: a `postgres://`
     /// URL, a `sqlite:` URL or a file path.
@@ -821,12 +825,9 @@ impl Journal {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let deleted = statement::query(sqlx::AssertSqlSafe(delete.clone())).bind(id).execute(&mut *tx).await?;
                 let outcome = if deleted.rows_affected() == 1 {
-                    // No foreign keys cascade on PostgreSQL (the schema says why).
-                    for children in [
-                        "DELETE FROM step_attempts WHERE workflow_id = $1",
-                        "DELETE FROM step_calls WHERE workflow_id = $1",
-                    ] {
-                        statement::query(children).bind(id).execute(&mut *tx).await?;
+                    for table in WORKFLOW_ROWS {
+                        let delete = format!("DELETE FROM {table} WHERE workflow_id = $1");
+                        statement::query(sqlx::AssertSqlSafe(delete)).bind(id).execute(&mut *tx).await?;
                     }
                     Deleted::Deleted
                 } else {
@@ -847,18 +848,17 @@ impl Journal {
     /// Removes every workflow that finished before `before`, with all its
     /// rows, a bounded batch per transaction; returns how many.
     pub async fn prune_workflows(&self, before: Timestamp) -> Result<u64, JournalError> {
-        // The same batch for each table (its attempts and calls first: no
-        // foreign keys cascade on PostgreSQL); `before` is in the past, so a
-        // workflow finishing meanwhile does not join it.
+        // The same batch from each table, the workflows last; `before` is in
+        // the past, so a workflow finishing meanwhile does not join it.
         let batch = format!(
             "SELECT id FROM workflows WHERE status IN ({}) AND finished_at < $1 ORDER BY finished_at, id LIMIT 500",
             final_statuses()
         );
-        let deletes: Vec<String> =
-            [("step_attempts", "workflow_id"), ("step_calls", "workflow_id"), ("workflows", "id")]
-                .iter()
-                .map(|(table, column)| format!("DELETE FROM {table} WHERE {column} IN ({batch})"))
-                .collect();
+        let deletes: Vec<String> = WORKFLOW_ROWS
+            .iter()
+            .map(|table| format!("DELETE FROM {table} WHERE workflow_id IN ({batch})"))
+            .chain([format!("DELETE FROM workflows WHERE id IN ({batch})")])
+            .collect();
         let mut total = 0;
         loop {
             let deleted = self
