@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use sqlx::{Connection as _, Executor as _};
 
+use crate::cpu;
 use crate::stats::{Summary, summarize};
 use crate::workloads::micros;
 
@@ -92,8 +93,9 @@ async fn timed(commits: usize, mut insert: impl AsyncFnMut(i64) -> sqlx::Result<
 /// row and one attempt row per step) are written by a plain loop, one
 /// transaction per batch of `batch` steps, on one connection, into the
 /// journal's own tables and indexes — with no Wasm, no tasks, no waiting:
-/// what group commit of that batch size could reach at best.
-pub async fn batched(url: &str, workflows: usize, steps: u32, batch: usize) -> anyhow::Result<f64> {
+/// what group commit of that batch size could reach at best. Also returns
+/// the machine's CPU µs per step meanwhile (PostgreSQL's, mostly).
+pub async fn batched(url: &str, workflows: usize, steps: u32, batch: usize) -> anyhow::Result<(f64, f64)> {
     const SCHEMA: &str = "bench_floor";
     let mut connection = sqlx::PgConnection::connect(url).await?;
     connection.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))).await?;
@@ -102,6 +104,7 @@ pub async fn batched(url: &str, workflows: usize, steps: u32, batch: usize) -> a
     connection.execute(sqlx::AssertSqlSafe(format!("SET search_path TO {SCHEMA}"))).await?;
     let batch = batch.max(1);
     let ids: Vec<String> = (0..workflows).map(|n| format!("floor-{n}")).collect();
+    let machine_before = cpu::machine();
     let started = Instant::now();
     for chunk in ids.chunks(batch) {
         let mut insert = sqlx::QueryBuilder::new(
@@ -173,15 +176,26 @@ pub async fn batched(url: &str, workflows: usize, steps: u32, batch: usize) -> a
         .await?;
     }
     let rate = rows.len() as f64 / started.elapsed().as_secs_f64();
+    let machine = micros(cpu::machine().saturating_sub(machine_before)) / rows.len() as f64;
     connection.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {SCHEMA} CASCADE"))).await?;
-    Ok(rate)
+    Ok((rate, machine))
 }
 
-/// µs per durable step's own transaction with nothing around it: the
-/// statement group commit sends for one fast step (the fence's share lock on
-/// the workflow row, the call row, the attempt row, in the journal's own
-/// tables and indexes), from a plain loop on one connection.
-pub async fn step_transaction(url: &str, steps: usize) -> anyhow::Result<Summary> {
+/// The call a fenced transaction journals: one fast step, or one that failed every attempt.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnCall {
+    /// A step that succeeded at once: the call row and one `ok` attempt row.
+    Succeeded,
+    /// A step that failed all 3 attempts: the call row with its
+    /// `retries-exhausted` value and three `failed` attempt rows.
+    Exhausted,
+}
+
+/// µs per call's own transaction with nothing around it: the statement group
+/// commit sends for one call (the fence's share lock on the workflow row, the
+/// call row, its attempt rows, in the journal's own tables and indexes), from
+/// a plain loop on one connection.
+pub async fn own_transaction(url: &str, call: OwnCall, calls: usize) -> anyhow::Result<Summary> {
     const SCHEMA: &str = "bench_step_floor";
     let mut connection = sqlx::PgConnection::connect(url).await?;
     connection.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))).await?;
@@ -194,21 +208,48 @@ pub async fn step_transaction(url: &str, steps: usize) -> anyhow::Result<Summary
              'digest', 'sequential', '()', '[]', 'running', '{}', 'floor', 1, now(), now())",
         )
         .await?;
+    // $1 seq, $2 input, $3 its JSON, $4 output, $5 its JSON, $6 attempts, $7 call status,
+    // $8 attempt outcome, $9 failure kind, $10 failure message.
     let statement = "WITH fence AS (SELECT id FROM workflows WHERE status = 'running' \
          AND (id, lease_epoch) IN (('floor', 1)) FOR SHARE), \
          calls AS (INSERT INTO step_calls (workflow_id, seq, step, input, input_json, status, output, output_json, \
          attempts, max_attempts, started_at, finished_at) SELECT 'floor', $1, 'guests:bench/steps.noop', $2, $3, \
-         'succeeded', $4, $5, 1, 3, now(), now() WHERE 'floor' IN (SELECT id FROM fence)), \
-         attempts AS (INSERT INTO step_attempts (workflow_id, seq, attempt, executor, started_at, finished_at, outcome) \
-         SELECT 'floor', $1, 1, 'floor', now(), now(), 'ok' WHERE 'floor' IN (SELECT id FROM fence)) \
+         $7, $4, $5, $6, 3, now(), now() WHERE 'floor' IN (SELECT id FROM fence)), \
+         attempts AS (INSERT INTO step_attempts (workflow_id, seq, attempt, executor, started_at, finished_at, \
+         outcome, kind, message) SELECT 'floor', $1, attempt, 'floor', now(), now(), $8, $9, $10 \
+         FROM generate_series(1, $6) AS attempt WHERE 'floor' IN (SELECT id FROM fence)) \
          SELECT id FROM fence";
-    let summary = timed(steps, async |n| {
+    let summary = timed(calls, async |n| {
+        let (output, output_json, attempts, status, outcome, kind, message) = match call {
+            OwnCall::Succeeded => (n.to_string(), serde_json::json!(n), 1, "succeeded", "ok", None, None),
+            OwnCall::Exhausted => {
+                let message = format!("failed(\"call {n} fails on purpose\")");
+                let failures: Vec<String> = (1..=3)
+                    .map(|attempt| {
+                        format!("{{attempt: {attempt}, kind: returned-error, message: {message:?}, elapsed-ms: 0}}")
+                    })
+                    .collect();
+                let output = format!(
+                    "err(retries-exhausted({{step: \"guests:bench/steps.fail\", attempts: 3, failures: [{}]}}))",
+                    failures.join(", ")
+                );
+                let failure = serde_json::json!({"kind": "returned-error", "message": message, "elapsed-ms": 0});
+                let output_json = serde_json::json!({"err": {"tag": "retries-exhausted", "val": {
+                    "step": "guests:bench/steps.fail", "attempts": 3, "failures": [failure, failure, failure]}}});
+                (output, output_json, 3, "exhausted", "failed", Some("returned-error"), Some(message))
+            }
+        };
         sqlx::query(statement)
             .bind(n)
             .bind(format!("({n})"))
             .bind(serde_json::json!([n]))
-            .bind(n.to_string())
-            .bind(serde_json::json!(n))
+            .bind(output)
+            .bind(output_json)
+            .bind(attempts)
+            .bind(status)
+            .bind(outcome)
+            .bind(kind)
+            .bind(message)
             .execute(&mut connection)
             .await
             .map(drop)

@@ -6,6 +6,7 @@
 //! bench target calls [`run`]).
 
 mod chart;
+mod cpu;
 mod floor;
 mod peer;
 mod queues;
@@ -23,6 +24,7 @@ use sqlx::{Connection as _, Executor as _};
 use stepbox::journal::{Journal, JournalOptions};
 use stepbox_test_artifacts as artifacts;
 
+use crate::floor::OwnCall;
 use crate::queues::Queues;
 use crate::report::{BatchFloor, QueueResults, Results};
 use crate::startup::StartCase;
@@ -155,7 +157,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let floor_sqlite = floor::sqlite(&scratch.path().join("floor.db"), sizes.floor_commits).await?;
     let attempt_sqlite = bare.with_journal(&sqlite, sizes.journal_attempts).await?;
     let floor_postgres = floor::postgres(&database_url, sizes.floor_commits).await?;
-    let floor_step = floor::step_transaction(&database_url, sizes.floor_commits).await?;
+    let floor_step = floor::own_transaction(&database_url, OwnCall::Succeeded, sizes.floor_commits).await?;
+    let floor_exhausted = floor::own_transaction(&database_url, OwnCall::Exhausted, sizes.floor_commits).await?;
     let attempt_postgres = bare.with_journal(&postgres, sizes.journal_attempts).await?;
     progress("(e) attempts of a step that succeeds at once, journal off, per language");
     let mut attempt_languages = Vec::new();
@@ -186,9 +189,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if workflows >= 100 {
             // The same rows in the same batch sizes, by a plain loop: the floor group commit stands on.
             let batch = point.steps_per_batch();
-            let floor = floor::batched(&database_url, workflows, CURVE_STEPS, batch).await?;
-            progress(&format!("    floor, batches of {batch} steps: {floor:.0} steps/s"));
-            floors.push(BatchFloor { workflows, batch, steps_per_second: floor });
+            let (steps_per_second, machine_cpu_micros_per_step) =
+                floor::batched(&database_url, workflows, CURVE_STEPS, batch).await?;
+            progress(&format!("    floor, batches of {batch} steps: {steps_per_second:.0} steps/s"));
+            floors.push(BatchFloor { workflows, batch, steps_per_second, machine_cpu_micros_per_step });
         }
         curve.push(point);
     }
@@ -247,12 +251,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let results = Results {
         machine,
+        cores: cpu::cores(),
         quick: args.quick,
         attempt_bare,
         attempt_sqlite,
         attempt_postgres,
         floor_postgres,
         floor_step,
+        floor_exhausted,
         floor_sqlite,
         sequential_postgres: one.sequential_postgres,
         sequential_sqlite: one.sequential_sqlite,
@@ -260,6 +266,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         curve_unbatched,
         exhaustion_postgres: one.exhaustion,
         exhaustion_commits: one.exhaustion_commits,
+        exhaustion_cpu: one.exhaustion_cpu,
         exhaustion_calls: sizes.exhaustion_calls,
         floors,
         attempt_languages,
@@ -285,6 +292,7 @@ struct OneWorkflow {
     sequential_sqlite: Vec<Throughput>,
     exhaustion: stats::Summary,
     exhaustion_commits: f64,
+    exhaustion_cpu: f64,
 }
 
 /// (b) and (d) on a runtime of one thread with journals opened on it, as
@@ -306,16 +314,20 @@ fn one_workflow(sizes: &Sizes, database_url: &str, sqlite_path: &Path, cache: &P
         progress("(d) the exhaustion path");
         let mut exhaustion = Vec::new();
         let mut exhaustion_commits = Vec::new();
+        let mut exhaustion_cpu = Vec::new();
         for _ in 0..sizes.exhaustion_runs {
-            let (per_call, commits) = on_postgres.exhaust(sizes.exhaustion_calls).await?;
-            exhaustion.push(per_call);
-            exhaustion_commits.push(commits);
+            let run = on_postgres.exhaust(sizes.exhaustion_calls).await?;
+            exhaustion.push(run.micros_per_call);
+            exhaustion_commits.push(run.commits_per_call);
+            exhaustion_cpu.push(run.cpu_micros_per_call);
         }
         Ok(OneWorkflow {
             sequential_postgres,
             sequential_sqlite,
             exhaustion: stats::summarize(exhaustion),
             exhaustion_commits: stats::summarize(exhaustion_commits).median,
+            // A mean, not a median: `/proc` counts CPU in 10 ms ticks, coarse for one run.
+            exhaustion_cpu: exhaustion_cpu.iter().sum::<f64>() / exhaustion_cpu.len().max(1) as f64,
         })
     })
 }

@@ -13,6 +13,8 @@ use crate::workloads::Throughput;
 /// Everything one benchmark run measured.
 pub struct Results {
     pub machine: String,
+    /// Cores the benchmark could use (shared with PostgreSQL).
+    pub cores: usize,
     pub quick: bool,
     /// (a) µs per attempt: sandbox only, then with the journal on SQLite and PostgreSQL.
     pub attempt_bare: Summary,
@@ -20,8 +22,10 @@ pub struct Results {
     pub attempt_postgres: Summary,
     /// µs per single-row commit.
     pub floor_postgres: Summary,
-    /// µs per sequential step's own transaction, sent by a plain loop (`floor::step_transaction`).
+    /// µs per sequential step's own transaction, sent by a plain loop (`floor::own_transaction`).
     pub floor_step: Summary,
+    /// µs per exhausted call's own transaction, sent by a plain loop.
+    pub floor_exhausted: Summary,
     pub floor_sqlite: Summary,
     /// (b) runs of one workflow of sequential steps.
     pub sequential_postgres: Vec<Throughput>,
@@ -33,6 +37,8 @@ pub struct Results {
     pub exhaustion_postgres: Summary,
     /// (d) write transactions per exhausted call (median over runs).
     pub exhaustion_commits: f64,
+    /// (d) CPU µs of this process per exhausted call (mean over runs).
+    pub exhaustion_cpu: f64,
     pub exhaustion_calls: u32,
     /// (c) the same rows written by a plain loop of batches, per curve point of 100 workflows and more.
     pub floors: Vec<BatchFloor>,
@@ -50,6 +56,8 @@ pub struct BatchFloor {
     /// Steps per batch: what group commit reached at this point.
     pub batch: usize,
     pub steps_per_second: f64,
+    /// CPU µs per step the whole machine used meanwhile.
+    pub machine_cpu_micros_per_step: f64,
 }
 
 /// Workers and queues (issue 14).
@@ -89,6 +97,18 @@ fn met(ok: bool) -> &'static str {
     if ok { "**met**" } else { "not met" }
 }
 
+/// Whether a target in commits is met, and when not, whether `floor` (a
+/// part of the path measured alone, in commits) already exceeds it.
+fn met_within(value: f64, target: f64, floor: f64, part: &str) -> String {
+    if value <= target {
+        met(true).into()
+    } else if floor > target {
+        format!("not met: out of reach on this machine ({part} alone is {floor:.2} commits)")
+    } else {
+        met(false).into()
+    }
+}
+
 fn us(value: f64) -> String {
     if value >= 10_000.0 {
         format!("{:.1} ms", value / 1000.0)
@@ -110,6 +130,35 @@ fn rate(value: f64) -> String {
         grouped.push(digit);
     }
     grouped
+}
+
+/// The (c) row that says whether the floor's target fits the machine's CPU:
+/// 70 % of the floor on `cores` cores leaves a budget of CPU per step for
+/// everything (the host and the database), against what this run spent.
+fn cpu_budget(floor: &BatchFloor, point: &Throughput, cores: usize) -> String {
+    let capacity = cores as f64 * 1e6;
+    let budget = capacity / (TARGET_FLOOR_SHARE * floor.steps_per_second);
+    let busy = point.steps_per_second() * point.machine_cpu_micros_per_step / capacity;
+    let host = point.cpu_micros_per_step;
+    let rows = floor.machine_cpu_micros_per_step;
+    let verdict = if host > budget {
+        "out of reach on this machine: the host process alone needs more CPU per step than the budget"
+    } else if host + rows > budget {
+        "out of reach on this machine: the host's CPU plus what the same rows cost the database in the floor exceed the budget"
+    } else {
+        "within the budget: the gap is not the CPU"
+    };
+    format!(
+        "| c | CPU at {} workflows: the whole machine's CPU per step (this process, PostgreSQL, the rest) and how busy its {cores} cores were; 70 % of the floor leaves a budget of {} of CPU per step on {cores} cores | {} per step (host {}), cores {:.0} % busy | floor: {} per step (the rows, mostly PostgreSQL) | host + floor's rows {} against the budget {} | | {verdict} |",
+        floor.workflows,
+        us(budget),
+        us(point.machine_cpu_micros_per_step),
+        us(host),
+        busy * 100.0,
+        us(rows),
+        us(host + rows),
+        us(budget),
+    )
 }
 
 /// Median µs per step over runs, and the slowest run.
@@ -168,7 +217,12 @@ impl Results {
             us(sequential.median),
             rate(1e6 / sequential.median),
             us(self.floor_postgres.median),
-            met(in_commits <= TARGET_COMMITS_PER_STEP)
+            met_within(
+                in_commits,
+                TARGET_COMMITS_PER_STEP,
+                self.floor_step.median / self.floor_postgres.median,
+                "the step's own transaction"
+            )
         );
         let in_statement =
             crate::stats::summarize(self.sequential_postgres.iter().map(|run| run.commit_micros_per_step).collect())
@@ -192,6 +246,15 @@ impl Results {
             us(self.floor_step.p99),
             own / self.floor_postgres.median,
             sequential.median / own
+        );
+        let cpu = self.sequential_postgres.iter().map(|run| run.cpu_micros_per_step).sum::<f64>()
+            / self.sequential_postgres.len().max(1) as f64;
+        let _ = writeln!(
+            out,
+            "| b | this process's CPU per sequential step (all threads, mean of the runs): the attempt, the workflow, encoding, the writer, the socket; on one thread it runs between one commit and the next | {} | single-row commit {} | {:.2} commits | | |",
+            us(cpu),
+            us(self.floor_postgres.median),
+            cpu / self.floor_postgres.median
         );
         if let Some(peer) = peer {
             let ratio = peer.sequential_step_us / sequential.median;
@@ -251,6 +314,7 @@ impl Results {
                 share * 100.0,
                 met(share >= TARGET_FLOOR_SHARE)
             );
+            let _ = writeln!(out, "{}", cpu_budget(floor, point, self.cores));
         }
         let exhaustion = self.exhaustion_postgres;
         let exhaustion_in_commits = exhaustion.median / self.floor_postgres.median;
@@ -260,7 +324,23 @@ impl Results {
             self.exhaustion_commits,
             us(exhaustion.median),
             us(self.floor_postgres.median),
-            met(exhaustion_in_commits <= TARGET_EXHAUSTION_COMMITS)
+            met_within(
+                exhaustion_in_commits,
+                TARGET_EXHAUSTION_COMMITS,
+                (self.floor_exhausted.median + 3.0 * self.attempt_bare.median) / self.floor_postgres.median,
+                "the call's own transaction with three bare attempts"
+            )
+        );
+        let own = self.floor_exhausted;
+        let _ = writeln!(
+            out,
+            "| d | where an exhausted call's time goes: its own transaction with nothing around it (fence lock, the call row with its retries-exhausted value, 3 failed attempt rows), from a plain loop (median of {}) / this process's CPU per call (3 attempts, the workflow, encoding, the writer, the socket; mean of the runs) | {} / {} | single-row commit {} | {:.2} / {:.2} commits | | |",
+            own.samples,
+            us(own.median),
+            us(self.exhaustion_cpu),
+            us(self.floor_postgres.median),
+            own.median / self.floor_postgres.median,
+            self.exhaustion_cpu / self.floor_postgres.median
         );
         let rust = self.attempt_languages.iter().find(|(language, _)| *language == "Rust").map(|(_, s)| s.median);
         for (language, summary) in &self.attempt_languages {

@@ -18,6 +18,7 @@ use stepbox::run::{DEFAULT_LEASE, Executor, RunRequest, RunSpec, Runner, to_json
 use stepbox::wasm::{self, AttemptLimits, ComponentLoader, Grants, Interrupt, Sandbox, StepIdentity};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
+use crate::cpu;
 use crate::stats::{Summary, summarize};
 
 const STEPS_INTERFACE: &str = "guests:bench/steps";
@@ -164,6 +165,8 @@ pub struct Throughput {
     pub commit_micros_per_step: f64,
     /// CPU µs per step this process used (user + system, all threads).
     pub cpu_micros_per_step: f64,
+    /// CPU µs per step the whole machine used (this process, PostgreSQL, the rest).
+    pub machine_cpu_micros_per_step: f64,
 }
 
 impl Throughput {
@@ -207,7 +210,8 @@ impl Workflows {
     /// `workflows` workflows of `steps` sequential no-op steps each, all at once.
     pub async fn concurrent(&self, workflows: usize, steps: u32) -> anyhow::Result<Throughput> {
         let before = self.sequential.journal().commit_count();
-        let cpu_before = process_cpu();
+        let cpu_before = cpu::process();
+        let machine_before = cpu::machine();
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workflows {
@@ -222,7 +226,8 @@ impl Workflows {
             }
         }
         let elapsed = started.elapsed();
-        let cpu = process_cpu().saturating_sub(cpu_before);
+        let cpu = cpu::process().saturating_sub(cpu_before);
+        let machine = cpu::machine().saturating_sub(machine_before);
         let total = workflows * steps as usize;
         let after = self.sequential.journal().commit_count();
         let commits = commits(before, after);
@@ -236,33 +241,39 @@ impl Workflows {
             batches,
             commit_micros_per_step: micros(commit_time) / total as f64,
             cpu_micros_per_step: micros(cpu) / total as f64,
+            machine_cpu_micros_per_step: micros(machine) / total as f64,
         })
     }
 
-    /// One workflow calling a step that fails all 3 attempts, `calls` times;
-    /// µs per exhausted call (the workflow's time over its calls) and write
-    /// transactions per call.
-    pub async fn exhaust(&self, calls: u32) -> anyhow::Result<(f64, f64)> {
+    /// One workflow calling a step that fails all 3 attempts, `calls` times.
+    pub async fn exhaust(&self, calls: u32) -> anyhow::Result<Exhaustion> {
         let before = self.exhaust.journal().commit_count();
+        let cpu_before = cpu::process();
         let started = Instant::now();
         let outcome = self.exhaust.run(RunRequest { id: None, arguments: vec![calls.to_string()] }).await?;
         let elapsed = started.elapsed();
+        let cpu = cpu::process().saturating_sub(cpu_before);
         if outcome.output != (3 * u64::from(calls)).to_string() {
             bail!("the exhaustion workflow returned {} instead of {}", outcome.output, 3 * calls);
         }
         let commits = commits(before, self.exhaust.journal().commit_count());
-        Ok((micros(elapsed) / f64::from(calls), commits as f64 / f64::from(calls)))
+        Ok(Exhaustion {
+            micros_per_call: micros(elapsed) / f64::from(calls),
+            commits_per_call: commits as f64 / f64::from(calls),
+            cpu_micros_per_call: micros(cpu) / f64::from(calls),
+        })
     }
 }
 
-/// CPU time this process has used so far (user + system), from `/proc/self/stat`.
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks: u64 = [11, 12].iter().filter_map(|&index| fields.get(index)?.parse::<u64>().ok()).sum();
-    // The kernel's USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
+/// One run of the exhaustion workflow, per exhausted call.
+#[derive(Debug, Clone, Copy)]
+pub struct Exhaustion {
+    /// The workflow's time over its calls.
+    pub micros_per_call: f64,
+    /// Write transactions.
+    pub commits_per_call: f64,
+    /// CPU this process used (user + system, all threads; in 10 ms ticks, so average over runs).
+    pub cpu_micros_per_call: f64,
 }
 
 /// Write transactions between two counts.
