@@ -1,9 +1,11 @@
 //! The physical floor a durable step stands on: one single-row INSERT
 //! committed on its own, measured on the same database in the same run.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::{Connection as _, Executor as _};
+use stepbox::journal::{AttemptOutcome, CallStatus, FailureKind};
+use stepbox::run::{AttemptFailure, exhausted, to_json, to_wave};
 
 use crate::cpu;
 use crate::stats::{Summary, summarize};
@@ -221,22 +223,24 @@ pub async fn own_transaction(url: &str, call: OwnCall, calls: usize) -> anyhow::
          SELECT id FROM fence";
     let summary = timed(calls, async |n| {
         let (output, output_json, attempts, status, outcome, kind, message) = match call {
-            OwnCall::Succeeded => (n.to_string(), serde_json::json!(n), 1, "succeeded", "ok", None, None),
+            OwnCall::Succeeded => {
+                (n.to_string(), serde_json::json!(n), 1, CallStatus::Succeeded, AttemptOutcome::Ok, None, None)
+            }
             OwnCall::Exhausted => {
+                // The value the runtime hands the workflow, as it journals it.
                 let message = format!("failed(\"call {n} fails on purpose\")");
-                let failures: Vec<String> = (1..=3)
-                    .map(|attempt| {
-                        format!("{{attempt: {attempt}, kind: returned-error, message: {message:?}, elapsed-ms: 0}}")
+                let failures: Vec<AttemptFailure> = (1..=3)
+                    .map(|attempt| AttemptFailure {
+                        attempt,
+                        kind: FailureKind::ReturnedError,
+                        message: message.clone(),
+                        elapsed: Duration::ZERO,
                     })
                     .collect();
-                let output = format!(
-                    "err(retries-exhausted({{step: \"guests:bench/steps.fail\", attempts: 3, failures: [{}]}}))",
-                    failures.join(", ")
-                );
-                let failure = serde_json::json!({"kind": "returned-error", "message": message, "elapsed-ms": 0});
-                let output_json = serde_json::json!({"err": {"tag": "retries-exhausted", "val": {
-                    "step": "guests:bench/steps.fail", "attempts": 3, "failures": [failure, failure, failure]}}});
-                (output, output_json, 3, "exhausted", "failed", Some("returned-error"), Some(message))
+                let value = exhausted("guests:bench/steps.fail", &failures);
+                let (output, output_json) = (to_wave(&value), to_json(&value));
+                let kind = Some(FailureKind::ReturnedError.as_column());
+                (output, output_json, 3, CallStatus::Exhausted, AttemptOutcome::Failed, kind, Some(message))
             }
         };
         sqlx::query(statement)
@@ -246,8 +250,8 @@ pub async fn own_transaction(url: &str, call: OwnCall, calls: usize) -> anyhow::
             .bind(output)
             .bind(output_json)
             .bind(attempts)
-            .bind(status)
-            .bind(outcome)
+            .bind(status.as_column())
+            .bind(outcome.as_column())
             .bind(kind)
             .bind(message)
             .execute(&mut connection)

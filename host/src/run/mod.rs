@@ -34,4 +34,4 @@ pub use runner::{
     workflow_name,
 };
 pub use step_name::StepName;
-pub use values::{ArgumentError, AttemptFailure, Returned, parse_arguments, to_json, to_wave};
+pub use values::{ArgumentError, AttemptFailure, Returned, exhausted, parse_arguments, to_json, to_wave};
