@@ -681,13 +681,15 @@ impl Journal {
     }
 
     /// A worker's heartbeat: it lives and runs `running` workflows (`stopped`: it stopped cleanly).
+    /// A stopped worker's row no longer changes, so a heartbeat still in flight at the stop
+    /// cannot undo it.
     pub async fn worker_seen(&self, id: &str, running: i32, stopped: bool) -> Result<(), JournalError> {
         let now = Timestamp::now();
         self.commit("heartbeat of a worker", || {
             with_conn!(&self.backend, |conn| {
                 statement::query(
                     "UPDATE workers SET last_seen_at = $1, running = $2, \
-                     stopped_at = CASE WHEN $3 THEN $1 ELSE NULL END WHERE id = $4",
+                     stopped_at = CASE WHEN $3 THEN $1 END WHERE id = $4 AND stopped_at IS NULL",
                 )
                 .bind(now)
                 .bind(running)

@@ -211,6 +211,8 @@ impl Worker {
             }
         }
         heartbeat.abort();
+        // Ended (cancelled at its next await) before the row says stopped.
+        let _ = heartbeat.await;
         journal.worker_seen(self.id(), 0, true).await.ok();
         tracing::info!(
             source = "host",
