@@ -100,8 +100,7 @@ impl BareStep {
             options: json!({}),
             created_at: Timestamp::now(),
         };
-        let until = Timestamp::now().plus(Duration::from_secs(86_400));
-        let Some(lease) = journal.create_workflow(&workflow, &executor, until).await? else {
+        let Some(lease) = journal.create_workflow(&workflow, &executor, Duration::from_secs(86_400)).await? else {
             bail!("workflow {id} already exists");
         };
         let mut samples = Vec::with_capacity(attempts);

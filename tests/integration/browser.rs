@@ -107,10 +107,10 @@ async fn the_dashboard_follows_a_workflow_live_cancels_it_and_escapes_messages()
     let base = format!("http://{}", server.address);
     // Chromium first: it takes seconds to start, and the backoff below must still be running.
     let browser = Browser::start().await;
-    // Item 3 fails its first attempt and waits 8 s before its second.
+    // Item 3 fails its first attempt and waits 30 s before its second (the cancel below ends it sooner).
     let mut run = Child::spawn(
         scratch.path(),
-        &["run", artifacts::PIPELINE, "12", "300", "--id", "live-1", "--interval", "8s", "--journal", &journal],
+        &["run", artifacts::PIPELINE, "12", "300", "--id", "live-1", "--interval", "30s", "--journal", &journal],
     );
     assert!(eventually(Duration::from_secs(30), || async { !rows(&journal, "live-1").await.calls.is_empty() }).await);
 

@@ -190,7 +190,7 @@ fn leases_and_limits_must_be_workable() {
     let scratch = Scratch::new();
     let run = scratch.run(&[artifacts::PROVISION, "--lease", "1ms"]);
     assert_eq!(run.code, Some(2));
-    assert!(run.stderr.contains("the lease must be between 100ms and 24h"), "{}", run.stderr);
+    assert!(run.stderr.contains("the lease must be between 1s and 24h"), "{}", run.stderr);
     let error = refused(&scratch, &[artifacts::PROVISION, "--timeout", "0s"]);
     assert_mentions(&error, &["limits no attempt can run under", "below 10ms"]);
 }
@@ -201,7 +201,8 @@ fn refused_quickly(scratch: &Scratch, args: &[&str]) -> String {
     let run = crate::support::host_command(scratch.path(), args);
     let elapsed = started.elapsed();
     let error = run.refused().to_string();
-    assert!(elapsed < std::time::Duration::from_secs(1), "refused after {elapsed:?}: {error}");
+    // Well under the 5 s connect and busy timeouts and the 60 s outage budget, with room for a loaded host.
+    assert!(elapsed < std::time::Duration::from_secs(4), "refused after {elapsed:?}: {error}");
     error
 }
 

@@ -12,23 +12,16 @@ use crate::support::cluster::Cluster;
 use crate::support::proxy::Proxy;
 use crate::support::{Child, PostgresDb, Scratch, artifacts, eventually, rows};
 
-/// Starts `pipeline.wasm ITEMS MS` as workflow `id` on `journal`.
+/// Starts `pipeline.wasm ITEMS MS` as workflow `id` on `journal`, under a
+/// lease longer than any outage here: what rides through an outage shorter
+/// than the lease is what these tests check (`leases.rs` has the longer ones).
 fn pipeline(scratch: &Scratch, journal: &str, id: &str, items: u32, millis: u32, extra: &[&str]) -> Child {
     let (items, millis) = (items.to_string(), millis.to_string());
-    let mut args = vec![
-        "run",
-        artifacts::PIPELINE,
-        &items,
-        &millis,
-        "--id",
-        id,
-        "--journal",
-        journal,
-        "--interval",
-        "200ms",
-        "--lease",
-        "2s",
-    ];
+    let mut args =
+        vec!["run", artifacts::PIPELINE, &items, &millis, "--id", id, "--journal", journal, "--interval", "200ms"];
+    if !extra.contains(&"--lease") {
+        args.extend(["--lease", "30s"]);
+    }
     args.extend(extra);
     Child::spawn(scratch.path(), &args)
 }
@@ -301,7 +294,8 @@ async fn a_disk_full_past_the_budget_stops_clearly_and_resumes_later_on_sqlite()
     let disk = SmallDisk::mount("8M");
     let journal = disk.journal();
     let scratch = Scratch::new();
-    let mut child = pipeline(&scratch, &journal, "full", 10, 150, &["--db-outage", "2s"]);
+    // The outage budget (2 s) runs out before the lease's local deadline (4.5 s of 5 s).
+    let mut child = pipeline(&scratch, &journal, "full", 10, 150, &["--db-outage", "2s", "--lease", "5s"]);
     assert!(eventually(Duration::from_secs(30), || async { done_calls(&journal, "full").await >= 2 }).await);
     let filler = disk.fill();
     let code = child.wait_for_exit(Duration::from_secs(30));
@@ -310,7 +304,7 @@ async fn a_disk_full_past_the_budget_stops_clearly_and_resumes_later_on_sqlite()
     assert!(stderr.contains("the disk is full") && stderr.contains("host resume full"), "{stderr}");
     std::fs::remove_file(filler).unwrap();
     assert_eq!(integrity(&journal).await, "ok");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    crate::support::until_lease_lapsed(&journal, "full").await;
     let resumed = crate::support::host_command(scratch.path(), &["resume", "full", "--journal", &journal]);
     assert_eq!(resumed.success(), "110");
 }

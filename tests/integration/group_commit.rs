@@ -54,9 +54,11 @@ async fn a_fast_steps_start_and_finish_share_one_transaction(target: &str) {
     let unbatched = Journal::open_with(target, options).await.expect("opens");
     let steps = 40;
     assert_eq!(sequential(&unbatched, steps).await, 2 * u64::from(steps), "one transaction per write");
-    // One per step, plus a few for a step slower than the lazy window on a loaded machine.
+    // One per step, plus one for each step slower than the 5 ms lazy window on a loaded machine
+    // (preemption of a few ms is common there): never near the two per step of no batching.
     let batches = sequential(&batched, steps).await;
-    assert!(batches >= u64::from(steps) && batches <= u64::from(steps) + 8, "{batches} transactions for {steps} steps");
+    let most = u64::from(steps) + u64::from(steps) / 2;
+    assert!(batches >= u64::from(steps) && batches <= most, "{batches} transactions for {steps} steps");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,12 +128,11 @@ fn workflow(id: &str) -> NewWorkflow {
 async fn a_taken_over_workflow_is_refused_within_a_shared_batch(target: &str) {
     let journal = Journal::open(target).await.expect("opens");
     let me = "me:1:aaaa";
-    let in_a_minute = Timestamp::now().plus(Duration::from_secs(60));
-    let kept = journal.create_workflow(&workflow("kept"), me, in_a_minute).await.expect("creates").expect("new");
+    let a_minute = Duration::from_secs(60);
+    let kept = journal.create_workflow(&workflow("kept"), me, a_minute).await.expect("creates").expect("new");
     // Its lease already lapsed, and another executor takes it.
-    let expired = Timestamp::now().minus(Duration::from_millis(1));
-    let lost = journal.create_workflow(&workflow("lost"), me, expired).await.expect("creates").expect("new");
-    let claim = journal.claim_workflow("lost", "them:2:bbbb", in_a_minute).await.expect("claims");
+    let lost = journal.create_workflow(&workflow("lost"), me, Duration::ZERO).await.expect("creates").expect("new");
+    let claim = journal.claim_workflow("lost", "them:2:bbbb", a_minute).await.expect("claims");
     assert!(matches!(claim, Claim::Claimed(ref lease) if lease.epoch == 2), "{claim:?}");
     let input_json = json!([1]);
     let call = NewStepCall { step: "s:t/steps.f", input: "(1)", input_json: &input_json, max_attempts: 3 };

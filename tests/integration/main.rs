@@ -9,6 +9,8 @@ mod durability;
 mod errors;
 mod faults;
 mod group_commit;
+mod journal;
+mod leases;
 mod operate;
 mod polyglot;
 mod postgres;

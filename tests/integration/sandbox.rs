@@ -213,11 +213,11 @@ async fn sockets_are_denied() {
     assert!(listener.accept().is_err(), "no connection reached the listener");
 }
 
-fn spec(workflow: &Path, steps: &[&str], invoke: &str) -> RunSpec {
+fn spec(workflow: &Path, steps: &[&str], invoke: &str, timeout: std::time::Duration) -> RunSpec {
     let mut cli = SettingsLayer { origin: "test".into(), ..Default::default() };
     cli.all.retry.interval = Some(std::time::Duration::from_millis(1));
     cli.all.retry.max_attempts = Some(2);
-    cli.all.limits.timeout = Some(std::time::Duration::from_millis(300));
+    cli.all.limits.timeout = Some(timeout);
     RunSpec {
         workflow: workflow.to_path_buf(),
         steps: steps.iter().map(Into::into).collect(),
@@ -232,8 +232,18 @@ fn spec(workflow: &Path, steps: &[&str], invoke: &str) -> RunSpec {
 async fn a_second_workflow_in_the_same_process_finishes_normally() {
     let scratch = Scratch::new();
     let journal = Journal::open(&scratch.journal()).await.expect("opens");
-    let hostile = runner(&journal, &spec(Path::new(artifacts::HOSTILE_CALLER), &[artifacts::HOSTILE], "spin"));
-    let normal = runner(&journal, &spec(Path::new(artifacts::RETRY_DEMO), &[artifacts::FLAKY], "retry-then-succeed"));
+    let short = std::time::Duration::from_millis(300);
+    let hostile = runner(&journal, &spec(Path::new(artifacts::HOSTILE_CALLER), &[artifacts::HOSTILE], "spin", short));
+    // The normal workflow's attempts get 5 s: a loaded host must not time them out.
+    let normal = runner(
+        &journal,
+        &spec(
+            Path::new(artifacts::RETRY_DEMO),
+            &[artifacts::FLAKY],
+            "retry-then-succeed",
+            std::time::Duration::from_secs(5),
+        ),
+    );
     let hostile_run = hostile.run(RunRequest { id: Some("h".into()), arguments: vec![] });
     let normal_run = normal.run(RunRequest { id: Some("n".into()), arguments: vec!["1".into()] });
     let (hostile_outcome, normal_outcome) = tokio::join!(hostile_run, normal_run);

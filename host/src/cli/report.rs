@@ -70,7 +70,7 @@ pub fn worker_list(workers: &[WorkerRecord], now: Timestamp) -> String {
     for worker in workers {
         rows.add_row(vec![
             worker.id.clone(),
-            worker.state(now).to_string(),
+            worker.state.to_string(),
             worker.queue_names(),
             worker.running.to_string(),
             worker.concurrency.to_string(),

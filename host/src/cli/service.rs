@@ -165,15 +165,20 @@ pub async fn submit(args: SubmitArgs, journal: &str, format: Format) -> u8 {
         priority: args.priority,
         partition_key: args.partition.clone(),
         dedup_key: args.dedup.clone(),
-        start_at: args.at.or_else(|| args.delay.map(|delay| Timestamp::now().plus(delay))),
+        start_at: args.at,
+        delay: args.delay,
         timeout: args.workflow_timeout,
     };
     match client.submit(&submittable, &request).await {
         Ok(receipt) => {
             if receipt.deduplicated {
-                tracing::info!(
+                let unused = match &args.id {
+                    Some(id) if *id != receipt.id => format!(" (the --id {id} was not used)"),
+                    _ => String::new(),
+                };
+                tracing::warn!(
                     source = "host",
-                    "Workflow {} of queue {} holds the dedup key already; nothing was submitted",
+                    "Workflow {} of queue {} holds the dedup key already; nothing was submitted{unused}",
                     receipt.id,
                     args.queue
                 );

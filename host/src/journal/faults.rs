@@ -47,9 +47,10 @@ pub fn classify(error: &sqlx::Error) -> Fault {
 fn is_transient_code(code: &str) -> bool {
     // PostgreSQL: connection exceptions, admin/crash shutdown, cannot connect now,
     // serialization failure, deadlock, read-only transaction (a standby after a
-    // failover), too many connections.
+    // failover), too many connections, a lock not granted within `lock_timeout`
+    // (its holder stalled), a session ended idle in a transaction.
     code.starts_with("08")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "25006" | "53300")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "25006" | "53300" | "55P03" | "25P03")
         // SQLite (extended codes keep the primary code in the low byte): BUSY, LOCKED,
         // IOERR, FULL (the disk may be freed), READONLY (the file may be made writable again).
         || code.parse::<i64>().is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13 | 8))
@@ -71,19 +72,29 @@ pub fn symptom(error: &sqlx::Error) -> String {
     }
 }
 
+/// How long one statement of a PostgreSQL journal may go unanswered before
+/// its connection counts as lost: a network partition drops packets without
+/// a reset or an error, and the kernel would wait out its own TCP timeouts
+/// (minutes) before saying so. No statement of the journal takes this long
+/// on a healthy server; one that does is sent again on a fresh connection.
+pub const DEFAULT_STATEMENT_WAIT: Duration = Duration::from_secs(10);
+
 /// The outage state shared by every operation on one journal: one log line
 /// when an outage starts, one when the journal answers again, and one budget.
 #[derive(Clone)]
 pub struct Weather {
     location: Arc<str>,
     budget: Duration,
+    /// How long one try may go unanswered (`None`: as long as the budget).
+    answer_within: Option<Duration>,
     outage: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Weather {
-    /// Outage tracking for the journal at `location`, retrying for up to `budget`.
-    pub fn new(location: &str, budget: Duration) -> Self {
-        Self { location: location.into(), budget, outage: Arc::default() }
+    /// Outage tracking for the journal at `location`, retrying for up to
+    /// `budget`, each try abandoned (as a lost connection) after `answer_within`.
+    pub fn new(location: &str, budget: Duration, answer_within: Option<Duration>) -> Self {
+        Self { location: location.into(), budget, answer_within, outage: Arc::default() }
     }
 
     /// The outage budget.
@@ -121,7 +132,14 @@ impl Weather {
         let mut pause = Duration::from_millis(50);
         let started = Instant::now();
         loop {
-            match operation().await {
+            // No try outlives the budget, nor waits past `answer_within` for an answer.
+            let left = budget.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+            let limit = self.answer_within.map_or(left, |within| within.min(left));
+            let answer = match tokio::time::timeout(limit, operation()).await {
+                Ok(answer) => answer,
+                Err(_) => Err(unanswered(limit)),
+            };
+            match answer {
                 Ok(value) => {
                     self.clear();
                     return Ok(value);
@@ -184,6 +202,16 @@ impl Weather {
     }
 }
 
+/// The error of a try that got no answer within `limit`: a lost connection
+/// (transient), whose statement is sent again on a fresh one.
+fn unanswered(limit: Duration) -> sqlx::Error {
+    let limit = Duration::from_millis(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {}", humantime::format_duration(limit)),
+    ))
+}
+
 /// An operation that did not succeed: its last error, and how long the outage
 /// had lasted when it gave up (`None` for a permanent error).
 #[derive(Debug)]
@@ -198,7 +226,10 @@ mod tests {
 
     #[test]
     fn sqlstates_and_sqlite_codes_are_classified() {
-        for code in ["08006", "08001", "57P01", "57P02", "57P03", "40001", "40P01", "25006", "5", "517", "13", "8"] {
+        for code in [
+            "08006", "08001", "57P01", "57P02", "57P03", "40001", "40P01", "25006", "55P03", "25P03", "5", "517", "13",
+            "8",
+        ] {
             assert!(is_transient_code(code), "{code}");
         }
         for code in ["23505", "42601", "28P01", "3D000", "42P01", "11", "19", "1"] {
@@ -211,7 +242,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_until_the_budget_then_gives_up() {
-        let weather = Weather::new("test", Duration::from_secs(5));
+        let weather = Weather::new("test", Duration::from_secs(5), None);
         let tries = std::cell::Cell::new(0);
         let result: Result<(), Outage> = weather
             .retry(
@@ -239,6 +270,25 @@ mod tests {
             .await;
         assert_eq!(result.unwrap(), 7);
         assert!(!weather.in_outage());
+        // A try that gets no answer is abandoned and tried again, like a lost connection.
+        let weather = Weather::new("test", Duration::from_secs(5), Some(Duration::from_millis(100)));
+        let tries = std::cell::Cell::new(0);
+        let answered = weather
+            .retry(
+                || {
+                    tries.set(tries.get() + 1);
+                    let (hang, count) = (tries.get() < 3, tries.get());
+                    async move {
+                        if hang {
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, sqlx::Error>(count)
+                    }
+                },
+                || async {},
+            )
+            .await;
+        assert_eq!(answered.unwrap(), 3);
         let permanent: Result<(), Outage> =
             weather.retry(|| async { Err(sqlx::Error::RowNotFound) }, || async {}).await;
         assert!(permanent.unwrap_err().lasted.is_none());

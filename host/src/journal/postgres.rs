@@ -20,6 +20,30 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// How long opening one connection may take before the host counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a statement waits for a lock before it fails (and is retried, or,
+/// for a claim, claims nothing this time): a lock held longer belongs to a
+/// session that stalled, and nobody may wait on it.
+const LOCK_TIMEOUT: &str = "2s";
+
+/// How long the server lets a session sit idle inside a transaction before
+/// it ends it: a process frozen (or cut off) in the middle of a transaction
+/// loses its locks, so the reaper can take its workflows over, and its late
+/// statements fail. The journal's transactions never pause between
+/// statements on a healthy host.
+const IDLE_IN_TRANSACTION: &str = "5s";
+
+/// What the server is told of every session of the journal (but through a
+/// pooler, where each transaction sets the first two itself): the stall
+/// guards above, and TCP keepalives so that the server notices a client cut
+/// off by a partition within seconds and ends its session (and its locks).
+fn session_guards() -> String {
+    format!(
+        "SET lock_timeout TO '{LOCK_TIMEOUT}'; SET idle_in_transaction_session_timeout TO '{IDLE_IN_TRANSACTION}'; \
+         SET tcp_keepalives_idle TO 5; SET tcp_keepalives_interval TO 2; SET tcp_keepalives_count TO 3; \
+         SET tcp_user_timeout TO 10000"
+    )
+}
+
 /// Connections per process, besides the group-commit writer's.
 const MAX_CONNECTIONS: u32 = 8;
 
@@ -147,8 +171,12 @@ impl PgDb {
     /// Points the current transaction at the journal's schema (through a
     /// pooler, where a session's `search_path` does not last).
     pub async fn enter_schema(&self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-        let set = format!("SET LOCAL search_path TO {}", self.target.schema);
-        statement::query(sqlx::AssertSqlSafe(set)).execute(connection).await.map(drop)
+        // One round trip: the schema, and the stall guards of [`session_guards`] for this transaction.
+        let set = format!(
+            "SELECT set_config('search_path', $1, true), set_config('lock_timeout', '{LOCK_TIMEOUT}', true), \
+             set_config('idle_in_transaction_session_timeout', '{IDLE_IN_TRANSACTION}', true)"
+        );
+        statement::query(sqlx::AssertSqlSafe(set)).bind(&self.target.schema).execute(connection).await.map(drop)
     }
 
     /// The current pool (cheap to clone).
@@ -206,7 +234,7 @@ fn pool(options: PgConnectOptions, schema: &str, pooler: bool, size: u32, also: 
     let setup = if pooler {
         "SET client_min_messages TO warning".to_string()
     } else {
-        format!("SET search_path TO {schema}; SET client_min_messages TO warning{also}")
+        format!("SET search_path TO {schema}; SET client_min_messages TO warning; {}{also}", session_guards())
     };
     PgPoolOptions::new()
         .max_connections(size)

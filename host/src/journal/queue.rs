@@ -1,202 +1,30 @@
 //! The journal as a queue for workers on any number of machines: submit
-//! (components stored once per digest, a dedup key per queue), claim with
-//! `FOR UPDATE SKIP LOCKED` in (priority, run_at, id) order within the
-//! queue's limits, park a workflow until a retry far away, reap the
+//! (a dedup key per queue), claim with `FOR UPDATE SKIP LOCKED` in
+//! (priority, run_at, id) order within the queue's limits, park a workflow
+//! until a retry far away, give up on one that cannot run, reap the
 //! workflows of workers that died (dead after too many crashes without
-//! progress), the workers' own rows, and wake-ups through LISTEN/NOTIFY.
+//! progress), and requeue one by hand.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use sqlx::Connection as _;
 
-use super::records::WorkflowRecord;
+use super::leases::{held, lapsed, live, millis};
+use super::notify::notify;
 use super::{
-    Backend, Journal, JournalError, Lease, NewWorkflow, Timestamp, WorkflowStatus, statement, with_conn,
-    workflow_columns,
+    Backend, Claimed, Journal, JournalError, Lease, NewSubmission, QueueLimits, QueueRecord, Reaped, Requeued,
+    Submitted, Timestamp, WorkflowRecord, WorkflowStatus, statement, with_conn, workflow_columns,
 };
 
 /// The queue a workflow is submitted to when none is named.
 pub const DEFAULT_QUEUE: &str = "default";
 
-/// The NOTIFY channel (per schema) the journal announces work on:
-/// `submit:QUEUE`, `release:QUEUE`, `cancel:ID`, `finish:ID`.
-pub const EVENTS: &str = "events";
-
-/// The NOTIFY channel (per schema) that says attempts were journaled, at
-/// most a few times a second per process (what dashboards follow).
-pub const PROGRESS: &str = "progress";
-
-/// A workflow handed to the queue.
-#[derive(Debug, Clone)]
-pub struct NewSubmission {
-    pub workflow: NewWorkflow,
-    pub queue: String,
-    /// Lower runs first.
-    pub priority: i32,
-    pub partition_key: Option<String>,
-    pub dedup_key: Option<String>,
-    /// When it may start.
-    pub run_at: Timestamp,
-    /// When it times out if not finished.
-    pub deadline_at: Option<Timestamp>,
-}
-
-/// What `submit_workflow` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Submitted {
-    /// A new workflow with the id asked for.
-    New,
-    /// A live workflow of the queue has the dedup key already: its id.
-    Deduplicated(String),
-    /// The id belongs to another workflow.
-    IdTaken,
-}
-
-/// A queued workflow a worker now owns.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub lease: Lease,
-    pub workflow: WorkflowRecord,
-}
-
-/// What one reaper pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reaped {
-    /// Back in their queue (their worker's lease lapsed).
-    pub requeued: Vec<String>,
-    /// Given up: their leases lapsed too often without progress.
-    pub dead: Vec<String>,
-    /// Waiting in their queue past their deadline: ended `timed-out`.
-    pub timed_out: Vec<String>,
-}
-
-/// What `requeue_workflow` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Requeued {
-    /// Back in this queue, to be claimed by a worker.
-    Enqueued { queue: String },
-    /// No such workflow.
-    Unknown,
-    /// A live process holds its lease: it is running now.
-    Live { executor: String },
-    /// It is in a queue already (enqueued or delayed), or it ended.
-    Not(WorkflowStatus),
-}
-
-/// A queue's limits, holding across every worker.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct QueueLimits {
-    pub name: String,
-    /// Most workflows of the queue running at once.
-    pub concurrency: Option<i32>,
-    /// Most workflows of one partition key running at once.
-    pub partition_concurrency: Option<i32>,
-    /// Most starts per `rate_period_ms`.
-    pub rate_limit: Option<i32>,
-    pub rate_period_ms: Option<i64>,
-}
-
-/// A queue as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct QueueRecord {
-    #[sqlx(flatten)]
-    #[serde(flatten)]
-    pub limits: QueueLimits,
-    /// Enqueued and due.
-    pub ready: i64,
-    /// Waiting for a time (delayed start, a retry far away).
-    pub delayed: i64,
-    pub running: i64,
-    /// Started within the last rate period (or minute).
-    pub recent_starts: i64,
-}
-
-/// A worker process, for its row.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerInfo {
-    pub id: String,
-    pub host: String,
-    pub pid: i32,
-    pub queues: Vec<String>,
-    pub concurrency: i32,
-}
-
-/// A worker's row.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
-pub struct WorkerRecord {
-    pub id: String,
-    pub host: String,
-    pub pid: i32,
-    pub queues: serde_json::Value,
-    pub concurrency: i32,
-    pub running: i32,
-    pub started_at: Timestamp,
-    pub last_seen_at: Timestamp,
-    pub stopped_at: Option<Timestamp>,
-}
-
-impl WorkerRecord {
-    /// `live`, `stopped`, or `lost`: its row is renewed every third of its
-    /// lease, so a minute of silence means it is gone.
-    pub fn state(&self, now: Timestamp) -> &'static str {
-        match self.stopped_at {
-            Some(_) => "stopped",
-            None if now.since(self.last_seen_at) > Duration::from_secs(60) => "lost",
-            None => "live",
-        }
-    }
-
-    /// Its queues, comma-separated.
-    pub fn queue_names(&self) -> String {
-        self.queues.as_array().map_or_else(String::new, |queues| {
-            queues.iter().filter_map(|queue| queue.as_str()).collect::<Vec<_>>().join(",")
-        })
-    }
-}
+/// PostgreSQL's SQLSTATE for a lock not granted within `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// The SQL list of live statuses (one live workflow per dedup key).
 const LIVE: &str = "'enqueued', 'delayed', 'running'";
-
-/// Announces `payload` to listeners (PostgreSQL; nothing on SQLite, whose workers poll).
-pub(super) async fn notify<C>(connection: &mut C, payload: &str) -> Result<(), sqlx::Error>
-where
-    C: NotifyTarget + ?Sized,
-{
-    connection.notify(payload).await
-}
-
-/// Tells listeners, when the transaction commits, that attempts were journaled.
-pub(super) async fn notify_progress(connection: &mut impl NotifyTarget) -> Result<(), sqlx::Error> {
-    connection.notify_on(PROGRESS, "").await
-}
-
-/// A connection NOTIFY can be sent on.
-pub(super) trait NotifyTarget {
-    async fn notify_on(&mut self, channel: &str, payload: &str) -> Result<(), sqlx::Error>;
-
-    async fn notify(&mut self, payload: &str) -> Result<(), sqlx::Error> {
-        self.notify_on(EVENTS, payload).await
-    }
-}
-
-impl NotifyTarget for sqlx::PgConnection {
-    async fn notify_on(&mut self, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
-        statement::query("SELECT pg_notify(current_schema() || '_' || $1, $2)")
-            .bind(channel)
-            .bind(payload)
-            .execute(self)
-            .await
-            .map(drop)
-    }
-}
-
-impl NotifyTarget for sqlx::SqliteConnection {
-    async fn notify_on(&mut self, _: &str, _: &str) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-}
 
 /// Progress of a workflow: its finished step calls, as an SQL expression on `workflows`.
 const CALLS_DONE: &str =
@@ -282,27 +110,83 @@ impl Journal {
         .await
     }
 
-    /// Claims up to `limit` workflows of `queue` that are due, for `executor`,
-    /// within the queue's limits (which hold across workers: claims of a
-    /// limited queue serialize on its row). Each claim bumps the lease epoch.
+    /// Claims up to `limit` workflows of `queue` that are due, for `executor`
+    /// and `lease` from now, within the queue's limits (which hold across
+    /// workers: claims of a limited queue serialize on its row). Each claim
+    /// bumps the lease epoch. On PostgreSQL the claim is one statement (the
+    /// `claim_workflows` function of the schema): no lock other workers need
+    /// is held across a round trip to this process, so a worker that stalls
+    /// in the middle of its claim delays nobody; a claim that waited past
+    /// `lock_timeout` for the queue's row claims nothing this time.
     pub async fn claim_workflows(
         &self,
         queue: &str,
         executor: &str,
         limit: u32,
-        lease_until: Timestamp,
+        lease: Duration,
     ) -> Result<Vec<Claimed>, JournalError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let postgres = matches!(self.backend, Backend::Postgres(_));
-        let (lock_queue, skip_locked) = if postgres { (" FOR UPDATE", " FOR UPDATE SKIP LOCKED") } else { ("", "") };
+        let granted_at = Instant::now();
+        let claimed = match &self.backend {
+            Backend::Postgres(_) => self.claim_in_one_statement(queue, executor, limit, lease).await?,
+            Backend::Sqlite(_) => self.claim_in_a_transaction(queue, executor, limit, lease).await?,
+        };
+        Ok(claimed
+            .into_iter()
+            .map(|workflow| Claimed { lease: held(&workflow.id, executor, workflow.lease_epoch, granted_at), workflow })
+            .collect())
+    }
+
+    /// The claim on PostgreSQL: the schema's `claim_workflows` function.
+    async fn claim_in_one_statement(
+        &self,
+        queue: &str,
+        executor: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<WorkflowRecord>, JournalError> {
+        let sql = concat!("SELECT ", workflow_columns!(), " FROM claim_workflows($1, $2, $3, $4)");
+        self.commit("claim of queued workflows", || {
+            with_conn!(&self.backend, |conn| {
+                let claimed = statement::query_as(sql)
+                    .bind(queue)
+                    .bind(executor)
+                    .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+                    .bind(millis(lease))
+                    .fetch_all(conn)
+                    .await;
+                match claimed {
+                    // The queue's row was held past `lock_timeout` (by a stalled session): next time.
+                    Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+                        Ok(Vec::new())
+                    }
+                    other => other,
+                }
+            })
+        })
+        .await
+    }
+
+    /// The claim on SQLite, whose write lock (taken first) serializes claimers.
+    async fn claim_in_a_transaction(
+        &self,
+        queue: &str,
+        executor: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<WorkflowRecord>, JournalError> {
+        let (lock_queue, skip_locked) = (self.backend.for_update(), self.backend.skip_locked());
+        let lease_until = self.backend.now_plus("$2");
         let claimed: Vec<WorkflowRecord> = self
             .commit("claim of queued workflows", || {
                 with_conn!(&self.backend, |conn| {
                     // SQLite: take the write lock first, so two claimers never interleave.
-                    let mut tx =
-                        if postgres { conn.begin().await? } else { conn.begin_with("BEGIN IMMEDIATE").await? };
+                    let mut tx = match self.backend.begin_write() {
+                        Some(begin) => conn.begin_with(begin).await?,
+                        None => conn.begin().await?,
+                    };
                     let limits: Option<QueueLimits> = statement::query_as(sqlx::AssertSqlSafe(format!(
                         "SELECT name, concurrency, partition_concurrency, rate_limit, rate_period_ms FROM queues \
                          WHERE name = $1{lock_queue}"
@@ -396,12 +280,12 @@ impl Journal {
                     let ids = (0..chosen.len()).map(|n| format!("${}", n + 4)).collect::<Vec<_>>().join(", ");
                     let mut update = statement::query_as(sqlx::AssertSqlSafe(format!(
                         "UPDATE workflows SET status = 'running', executor = $1, lease_epoch = lease_epoch + 1, \
-                         lease_expires_at = $2, started_at = COALESCE(started_at, $3), updated_at = $3, \
+                         lease_expires_at = {lease_until}, started_at = COALESCE(started_at, $3), updated_at = $3, \
                          progress_at_claim = {CALLS_DONE} WHERE id IN ({ids}) RETURNING {}",
                         workflow_columns!()
                     )))
                     .bind(executor)
-                    .bind(lease_until)
+                    .bind(millis(lease))
                     .bind(started);
                     for id in &chosen {
                         update = update.bind(id);
@@ -412,35 +296,27 @@ impl Journal {
                 })
             })
             .await?;
-        Ok(claimed
-            .into_iter()
-            .map(|workflow| Claimed {
-                lease: Lease {
-                    workflow_id: workflow.id.clone(),
-                    executor: executor.to_string(),
-                    epoch: workflow.lease_epoch,
-                },
-                workflow,
-            })
-            .collect())
+        Ok(claimed)
     }
 
     /// Parks a queued workflow until `until` (a retry far away): it leaves its
     /// worker's slot, and any worker claims it again then.
     pub async fn park_workflow(&self, lease: &Lease, until: Timestamp) -> Result<bool, JournalError> {
         let now = Timestamp::now();
+        let sql = format!(
+            "UPDATE workflows SET status = 'delayed', run_at = $1, lease_expires_at = NULL, updated_at = $2 \
+             WHERE id = $3 AND lease_epoch = $4 AND status = 'running' AND queue IS NOT NULL AND {}",
+            live(&self.backend)
+        );
         self.commit("park of a workflow", || {
             with_conn!(&self.backend, |conn| {
-                let result = statement::query(
-                    "UPDATE workflows SET status = 'delayed', run_at = $1, lease_expires_at = NULL, updated_at = $2 \
-                     WHERE id = $3 AND lease_epoch = $4 AND status = 'running' AND queue IS NOT NULL",
-                )
-                .bind(until)
-                .bind(now)
-                .bind(&lease.workflow_id)
-                .bind(lease.epoch)
-                .execute(conn)
-                .await?;
+                let result = statement::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(until)
+                    .bind(now)
+                    .bind(&lease.workflow_id)
+                    .bind(lease.epoch)
+                    .execute(conn)
+                    .await?;
                 Ok(result.rows_affected() == 1)
             })
         })
@@ -452,18 +328,22 @@ impl Journal {
     /// another claim took it since `lease` (a release keeps the epoch).
     pub async fn bury(&self, lease: &Lease, reason: &str) -> Result<bool, JournalError> {
         let now = Timestamp::now();
+        // Running: only under a live lease. Enqueued: handed back by a release, which keeps the epoch.
+        let sql = format!(
+            "UPDATE workflows SET status = 'dead', error = $1, finished_at = $2, updated_at = $2, \
+             lease_expires_at = NULL WHERE id = $3 AND lease_epoch = $4 \
+             AND ((status = 'running' AND {}) OR status = 'enqueued')",
+            live(&self.backend)
+        );
         self.commit("give-up of a workflow", || {
             with_conn!(&self.backend, |conn| {
-                let result = statement::query(
-                    "UPDATE workflows SET status = 'dead', error = $1, finished_at = $2, updated_at = $2, \
-                     lease_expires_at = NULL WHERE id = $3 AND lease_epoch = $4 AND status IN ('running', 'enqueued')",
-                )
-                .bind(reason)
-                .bind(now)
-                .bind(&lease.workflow_id)
-                .bind(lease.epoch)
-                .execute(conn)
-                .await?;
+                let result = statement::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(reason)
+                    .bind(now)
+                    .bind(&lease.workflow_id)
+                    .bind(lease.epoch)
+                    .execute(conn)
+                    .await?;
                 Ok(result.rows_affected() == 1)
             })
         })
@@ -477,7 +357,7 @@ impl Journal {
     /// without progress. Each reap bumps the epoch: the old owner is fenced.
     pub async fn reap_workflows(&self, crash_loop_cap: i32) -> Result<Reaped, JournalError> {
         let now = Timestamp::now();
-        let skip_locked = if matches!(self.backend, Backend::Postgres(_)) { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let skip_locked = self.backend.skip_locked();
         let sql = format!(
             "UPDATE workflows SET \
              claims = CASE WHEN {CALLS_DONE} > progress_at_claim THEN 1 ELSE claims + 1 END, \
@@ -488,27 +368,51 @@ impl Journal {
              finished_at = CASE WHEN {CALLS_DONE} <= progress_at_claim AND claims + 1 >= $1 THEN $2 ELSE NULL END, \
              lease_epoch = lease_epoch + 1, lease_expires_at = NULL, updated_at = $2 \
              WHERE id IN (SELECT id FROM workflows WHERE status = 'running' AND queue IS NOT NULL \
-             AND lease_expires_at < $2 ORDER BY lease_expires_at LIMIT 100{skip_locked}) RETURNING id, status"
+             AND lease_expires_at <= {now} ORDER BY lease_expires_at LIMIT 100{skip_locked}) \
+             RETURNING id, status, executor, lease_epoch",
+            now = self.backend.now()
         );
         let expire = format!(
             "UPDATE workflows SET status = 'timed-out', error = 'its deadline passed before a worker started it', \
              finished_at = $1, updated_at = $1, lease_epoch = lease_epoch + 1 \
              WHERE id IN (SELECT id FROM workflows WHERE status IN ('enqueued', 'delayed') AND deadline_at < $1 \
-             ORDER BY deadline_at LIMIT 100{skip_locked}) RETURNING id, status"
+             ORDER BY deadline_at LIMIT 100{skip_locked}) RETURNING id, status, executor, lease_epoch"
         );
-        let reaped: Vec<(String, WorkflowStatus)> = self
+        let reaped: Vec<(String, WorkflowStatus, Option<String>, i64)> = self
             .commit("reap of lapsed leases", || {
                 with_conn!(&self.backend, |conn| {
                     let mut tx = conn.begin().await?;
-                    let mut reaped: Vec<(String, WorkflowStatus)> =
+                    let mut reaped: Vec<(String, WorkflowStatus, Option<String>, i64)> =
                         statement::query_as(sqlx::AssertSqlSafe(sql.clone()))
                             .bind(crash_loop_cap)
                             .bind(now)
                             .fetch_all(&mut *tx)
                             .await?;
-                    let expired: Vec<(String, WorkflowStatus)> =
+                    let lapsed = reaped.len();
+                    let expired: Vec<(String, WorkflowStatus, Option<String>, i64)> =
                         statement::query_as(sqlx::AssertSqlSafe(expire.clone())).bind(now).fetch_all(&mut *tx).await?;
                     reaped.extend(expired);
+                    // What happened to each is one of its events (`host show`, the dashboard).
+                    for (index, (id, status, executor, epoch)) in reaped.iter().enumerate() {
+                        let (kind, detail) = if index < lapsed {
+                            let kind = if *status == WorkflowStatus::Dead { "dead" } else { "reclaimed" };
+                            (kind, serde_json::json!({ "from": executor, "epoch": epoch, "why": "its lease lapsed" }))
+                        } else {
+                            (
+                                "timed-out",
+                                serde_json::json!({ "why": "its deadline passed before a worker started it" }),
+                            )
+                        };
+                        statement::query(
+                            "INSERT INTO workflow_events (workflow_id, at, kind, detail) VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(id)
+                        .bind(now)
+                        .bind(kind)
+                        .bind(detail)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     if !reaped.is_empty() {
                         notify(&mut *tx, "release:*").await?;
                     }
@@ -518,7 +422,7 @@ impl Journal {
             })
             .await?;
         let mut outcome = Reaped::default();
-        for (id, status) in reaped {
+        for (id, status, _, _) in reaped {
             match status {
                 WorkflowStatus::Dead => outcome.dead.push(id),
                 WorkflowStatus::TimedOut => outcome.timed_out.push(id),
@@ -534,16 +438,17 @@ impl Journal {
     /// its journal; the old owner, if it comes back, is fenced.
     pub async fn requeue_workflow(&self, id: &str, queue: Option<&str>) -> Result<Requeued, JournalError> {
         let now = Timestamp::now();
+        let sql = format!(
+            "UPDATE workflows SET status = 'enqueued', queue = COALESCE($3, queue, $4), claims = 0, \
+             error = NULL, finished_at = NULL, run_at = $1, lease_epoch = lease_epoch + 1, \
+             lease_expires_at = NULL, updated_at = $1 WHERE id = $2 AND (status = 'dead' \
+             OR (status = 'running' AND {})) RETURNING queue",
+            lapsed(&self.backend)
+        );
         self.commit("requeue of a workflow", || {
             with_conn!(&self.backend, |conn| {
                 let mut tx = conn.begin().await?;
-                let queued: Option<String> = statement::query_scalar(
-                    "UPDATE workflows SET status = 'enqueued', queue = COALESCE($3, queue, $4), claims = 0, \
-                     error = NULL, finished_at = NULL, run_at = $1, lease_epoch = lease_epoch + 1, \
-                     lease_expires_at = NULL, updated_at = $1 WHERE id = $2 AND (status = 'dead' \
-                     OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1))) \
-                     RETURNING queue",
-                )
+                let queued: Option<String> = statement::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(now)
                 .bind(id)
                 .bind(queue)
@@ -654,111 +559,5 @@ impl Journal {
             })
         })
         .await
-    }
-
-    /// Records a worker that started.
-    pub async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), JournalError> {
-        let now = Timestamp::now();
-        let queues = serde_json::json!(worker.queues);
-        self.commit("register of a worker", || {
-            with_conn!(&self.backend, |conn| {
-                statement::query(
-                    "INSERT INTO workers (id, host, pid, queues, concurrency, running, started_at, last_seen_at) \
-                     VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&worker.id)
-                .bind(&worker.host)
-                .bind(worker.pid)
-                .bind(&queues)
-                .bind(worker.concurrency)
-                .bind(now)
-                .execute(conn)
-                .await
-                .map(drop)
-            })
-        })
-        .await
-    }
-
-    /// A worker's heartbeat: it lives and runs `running` workflows (`stopped`: it stopped cleanly).
-    /// A stopped worker's row no longer changes, so a heartbeat still in flight at the stop
-    /// cannot undo it.
-    pub async fn worker_seen(&self, id: &str, running: i32, stopped: bool) -> Result<(), JournalError> {
-        let now = Timestamp::now();
-        self.commit("heartbeat of a worker", || {
-            with_conn!(&self.backend, |conn| {
-                statement::query(
-                    "UPDATE workers SET last_seen_at = $1, running = $2, \
-                     stopped_at = CASE WHEN $3 THEN $1 END WHERE id = $4 AND stopped_at IS NULL",
-                )
-                .bind(now)
-                .bind(running)
-                .bind(stopped)
-                .bind(id)
-                .execute(conn)
-                .await
-                .map(drop)
-            })
-        })
-        .await
-    }
-
-    /// The workers, the live ones first.
-    pub async fn workers(&self) -> Result<Vec<WorkerRecord>, JournalError> {
-        self.run("read of workers", || {
-            with_conn!(&self.backend, |conn| {
-                statement::query_as(
-                    "SELECT id, host, pid, queues, concurrency, running, started_at, last_seen_at, stopped_at \
-                     FROM workers ORDER BY stopped_at IS NOT NULL, last_seen_at DESC LIMIT 200",
-                )
-                .fetch_all(conn)
-                .await
-            })
-        })
-        .await
-    }
-
-    /// Listens for the journal's events on a connection of its own (PostgreSQL
-    /// only; `None` on SQLite or through a pooler, where workers poll).
-    pub async fn listen(&self) -> Result<Option<Listener>, JournalError> {
-        self.listen_to(&[EVENTS]).await
-    }
-
-    /// As [`Journal::listen`], to several channels ([`EVENTS`], [`PROGRESS`]).
-    pub async fn listen_to(&self, channels: &[&str]) -> Result<Option<Listener>, JournalError> {
-        let Backend::Postgres(db) = &self.backend else { return Ok(None) };
-        if db.pooler() {
-            return Ok(None);
-        }
-        let channels: Vec<String> = channels.iter().map(|channel| format!("{}_{channel}", db.schema())).collect();
-        let failed = |source| JournalError::Failed { location: self.location.to_string(), what: "listen", source };
-        let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool()).await.map_err(failed)?;
-        listener.listen_all(channels.iter().map(String::as_str)).await.map_err(failed)?;
-        Ok(Some(Listener { inner: listener, channels }))
-    }
-
-    /// Announces `payload` on the events channel (PostgreSQL; nothing on SQLite).
-    pub async fn announce(&self, payload: &str) -> Result<(), JournalError> {
-        self.run("notify", || with_conn!(&self.backend, |conn| notify(&mut *conn, payload).await)).await
-    }
-}
-
-/// A connection listening for the journal's events.
-pub struct Listener {
-    inner: sqlx::postgres::PgListener,
-    channels: Vec<String>,
-}
-
-impl Listener {
-    /// The next event's payload (`submit:QUEUE`, `cancel:ID`, …); `None` when
-    /// the connection was lost (notifications may have been missed: poll).
-    pub async fn next(&mut self) -> Option<String> {
-        match self.inner.try_recv().await {
-            Ok(Some(notification)) if self.channels.iter().any(|channel| channel == notification.channel()) => {
-                Some(notification.payload().to_string())
-            }
-            Ok(Some(_)) => Some(String::new()),
-            Ok(None) | Err(_) => None,
-        }
     }
 }

@@ -140,6 +140,19 @@ impl WorkflowStatus {
 }
 
 column_enum! {
+    /// Whether a worker process is alive, as its row says.
+    pub enum WorkerState {
+        /// Its heartbeat is younger than its lease.
+        Live = "live",
+        /// It stopped cleanly.
+        Stopped = "stopped",
+        /// Silent for longer than its lease: killed, frozen or cut off (its
+        /// workflows' leases have lapsed, and other workers take them over).
+        Lost = "lost",
+    }
+}
+
+column_enum! {
     /// How a step call stands.
     pub enum CallStatus {
         /// Its attempts are not over.
@@ -228,29 +241,52 @@ mod tests {
         assert_eq!(cases, ours);
     }
 
-    /// The CHECK constraints of both schemas list exactly the words of the enums.
-    #[test]
-    fn schema_checks_list_the_vocabulary() {
-        fn check(schema: &str, table: &str, column: &str) -> Vec<String> {
-            let table = schema.split(&format!("CREATE TABLE {table} (")).nth(1).expect("the table exists");
-            let list = table.split(&format!("CHECK ({column} IN (")).nth(1).expect("the check exists");
-            let list = list.split_once(')').expect("the list ends").0;
-            list.split(',').map(|word| word.trim().trim_matches('\'').to_string()).collect()
+    /// The `CHECK (column IN (...))` lists of each backend's migrations, the
+    /// last one of each table's column winning, by `table.column`.
+    fn checked_lists(backend: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+        let mut files: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|entry| entry.unwrap().path()).collect();
+        files.sort();
+        let mut lists = std::collections::BTreeMap::new();
+        for file in files {
+            let mut table = String::new();
+            for line in std::fs::read_to_string(&file).unwrap().lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let [create_or_alter, first, name, ..] = words.as_slice()
+                    && ["CREATE", "ALTER"].contains(create_or_alter)
+                    && first.eq_ignore_ascii_case("TABLE")
+                {
+                    table = name.trim_matches('(').to_string();
+                }
+                let Some((before, after)) = line.split_once(" IN (") else { continue };
+                let Some(column) = before.rsplit("CHECK (").next().filter(|_| before.contains("CHECK (")) else {
+                    continue;
+                };
+                let values = after.split(')').next().unwrap();
+                let words = values.split(',').map(|word| word.trim().trim_matches('\'').to_string()).collect();
+                lists.insert(format!("{table}.{}", column.trim()), words);
+            }
         }
-        fn words<T: Copy>(all: &[T], column: fn(T) -> &'static str) -> Vec<String> {
+        lists
+    }
+
+    /// A status, outcome or kind the code knows is one the database accepts, and no other.
+    #[test]
+    fn the_migrations_check_exactly_the_vocabulary() {
+        fn columns<T: Copy>(all: &[T], column: fn(T) -> &'static str) -> Vec<String> {
             all.iter().map(|case| column(*case).to_string()).collect()
         }
-        for schema in [
-            include_str!("../../migrations/sqlite/0001_journal.sql"),
-            include_str!("../../migrations/postgres/0001_journal.sql"),
-        ] {
-            assert_eq!(check(schema, "workflows", "status"), words(WorkflowStatus::ALL, WorkflowStatus::as_column));
-            assert_eq!(check(schema, "step_calls", "status"), words(CallStatus::ALL, CallStatus::as_column));
-            assert_eq!(
-                check(schema, "step_attempts", "outcome"),
-                words(AttemptOutcome::ALL, AttemptOutcome::as_column)
-            );
-            assert_eq!(check(schema, "step_attempts", "kind"), words(FailureKind::ALL, FailureKind::as_column));
+        for backend in ["postgres", "sqlite"] {
+            let lists = checked_lists(backend);
+            let expected = [
+                ("workflows.status", columns(WorkflowStatus::ALL, WorkflowStatus::as_column)),
+                ("step_calls.status", columns(CallStatus::ALL, CallStatus::as_column)),
+                ("step_attempts.outcome", columns(AttemptOutcome::ALL, AttemptOutcome::as_column)),
+                ("step_attempts.kind", columns(FailureKind::ALL, FailureKind::as_column)),
+            ];
+            for (column, words) in expected {
+                assert_eq!(lists.get(column), Some(&words), "{backend}: {column}");
+            }
         }
     }
 }

@@ -123,6 +123,8 @@ pub enum PrepareError {
     NotStored { digest: String },
     #[error("workflow {id} recorded no settings for step `{step}` (its components changed too much to resume)")]
     NoSettings { id: String, step: String },
+    #[error("compiling a component of workflow {id} stopped: {message}")]
+    Compile { id: String, message: String },
 }
 
 /// Components loaded and planned, with each step's settings: everything
@@ -225,7 +227,7 @@ impl Prepared {
             let what = if index == 0 { "workflow" } else { "step" };
             let bytes = match journal.component(&reference.digest).await? {
                 Some((_, bytes)) => bytes,
-                None => std::fs::read(&reference.path).map_err(|source| PrepareError::Missing {
+                None => tokio::fs::read(&reference.path).await.map_err(|source| PrepareError::Missing {
                     id: id.into(),
                     what,
                     path: reference.path.clone(),
@@ -244,7 +246,12 @@ impl Prepared {
                 changed.push(ChangedComponent { path, recorded, found: found.clone() });
                 reference.digest = found;
             }
-            components.push(loader.load_bytes(&reference.path, &bytes)?);
+            // Compiling takes seconds for a Python or JavaScript component: off the async threads.
+            let (compiler, path) = (loader.clone(), reference.path.clone());
+            let loaded = tokio::task::spawn_blocking(move || compiler.load_bytes(&path, &bytes))
+                .await
+                .map_err(|error| PrepareError::Compile { id: id.into(), message: error.to_string() })??;
+            components.push(loaded);
         }
         let engine = loader.engine().clone();
         let plan = linking::plan(&engine, &components, Some(&deployment.entry))?;

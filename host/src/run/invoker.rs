@@ -269,7 +269,7 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
                     if let Some(due_at) = progress.due_at.take() {
                         if self.park_after.is_some_and(|threshold| due_at.since(clock.now()) > threshold) {
                             // The failed attempt (with its retry time) is durable before the slot is given up.
-                            settle_all(lazy).await?;
+                            self.settled(settle_all(lazy)).await?;
                             return Err(InvokeError::Parked(due_at));
                         }
                         self.wait_until(due_at, attempt, std::mem::take(&mut resumed_wait)).await;
@@ -416,7 +416,11 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
             stderr: end.stderr,
         };
         let call_end = CallEnd { status, output: Some(wave.clone()), output_json: Some(values::to_json(&value)) };
-        settle(self.invoker.journal.finish_attempt(self.call_ref, attempt, attempt_end, Some(call_end)), lazy).await?;
+        self.settled(settle(
+            self.invoker.journal.finish_attempt(self.call_ref, attempt, attempt_end, Some(call_end)),
+            lazy,
+        ))
+        .await?;
         if status == CallStatus::Rejected {
             tracing::warn!(source = "host", "Step {} returned a permanent error, not retried: {wave}", self.short());
         } else {
@@ -453,7 +457,8 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
                 },
             ),
         };
-        settle(self.invoker.journal.finish_attempt(self.call_ref, attempt, end, Some(call_end)), lazy).await?;
+        self.settled(settle(self.invoker.journal.finish_attempt(self.call_ref, attempt, end, Some(call_end)), lazy))
+            .await?;
         let (kind, message) =
             last.map_or((FailureKind::Interrupted, String::new()), |(_, failure, _)| (failure.kind, failure.message));
         tracing::error!(
@@ -479,21 +484,18 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
         let journal = &self.invoker.journal;
         match reason {
             // Nothing more may be written.
-            StopReason::LeaseLost | StopReason::JournalLost => {}
+            StopReason::LeaseLost | StopReason::LeaseExpired => {}
             StopReason::Cancelled | StopReason::Deadline => {
                 let call_end = CallEnd { status: CallStatus::Cancelled, output: None, output_json: None };
-                settle(
-                    journal.finish_attempt(self.call_ref, attempt, end.failed(&failure, None), Some(call_end)),
-                    lazy,
-                )
-                .await?;
+                let write = journal.finish_attempt(self.call_ref, attempt, end.failed(&failure, None), Some(call_end));
+                self.settled(settle(write, lazy)).await?;
             }
             StopReason::Shutdown => {
                 // It counts as an interrupted attempt; a resume retries after the policy's delay.
                 let delay = self.policy.delay_after(attempt, 0.0);
                 let due_at = delay.map(|delay| end.finished.unwrap_or_else(|| self.invoker.clock.now()).plus(delay));
                 let write = journal.finish_attempt(self.call_ref, attempt, end.failed(&failure, due_at), None);
-                settle(write, lazy).await?;
+                self.settled(settle(write, lazy)).await?;
             }
         }
         Err(InvokeError::Stopped(reason))
@@ -502,11 +504,27 @@ impl<A: Attempts, C: Clock> Call<'_, A, C> {
     /// The workflow must stop between two attempts (none runs): settles what
     /// was written and, for a cancel or deadline, closes the call as cancelled.
     async fn stopped_between_attempts(&self, reason: StopReason, lazy: Vec<PendingWrite>) -> Result<Val, InvokeError> {
-        settle_all(lazy).await?;
+        if reason.lease_gone() {
+            // Nothing more is this process's to write, or to wait for.
+            return Err(InvokeError::Stopped(reason));
+        }
+        self.settled(settle_all(lazy)).await?;
         if matches!(reason, StopReason::Cancelled | StopReason::Deadline) {
             self.invoker.journal.cancel_call(self.call_ref).await?;
         }
         Err(InvokeError::Stopped(reason))
+    }
+
+    /// Waits until `writes` are durable, unless the workflow's lease is gone
+    /// meanwhile: then nothing is this process's to wait for any more, and
+    /// the workflow stops (in an outage, at its lease's local deadline, not
+    /// at the end of the outage budget).
+    async fn settled(&self, writes: impl Future<Output = Result<(), JournalError>>) -> Result<(), InvokeError> {
+        tokio::select! {
+            biased;
+            reason = self.interrupt.lease_gone() => Err(InvokeError::Stopped(reason)),
+            settled = writes => settled.map_err(InvokeError::from),
+        }
     }
 
     /// Waits until `due_at` (the backoff before `attempt`), or until the workflow must stop; says so
@@ -732,11 +750,7 @@ mod tests {
             options: json!({}),
             created_at: Timestamp::now(),
         };
-        let lease = journal
-            .create_workflow(&workflow, "e", Timestamp::now().plus(Duration::from_secs(3600)))
-            .await
-            .unwrap()
-            .unwrap();
+        let lease = journal.create_workflow(&workflow, "e", Duration::from_secs(3600)).await.unwrap().unwrap();
         let clock = Arc::new(SimClock::at(Timestamp::from_millis(START)));
         let script = Arc::new(Script {
             clock: clock.clone(),

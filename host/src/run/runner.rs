@@ -85,8 +85,14 @@ pub enum RunError {
     Interrupted { id: String, source: Box<InvokeError> },
     #[error("workflow {id} stopped{why}; resume it with `host resume {id}`")]
     Stopped { id: String, why: &'static str },
-    #[error("workflow {id} stopped: this process lost its lease to another executor; nothing more was written")]
-    LeaseLost { id: String },
+    #[error("workflow {id} stopped here: another executor took its lease over; nothing more was written. {now}")]
+    LeaseLost { id: String, now: String },
+    #[error(
+        "workflow {id} stopped here: this process could not renew its lease within {} (the journal did not \
+         answer), so it stopped the workflow before the lease could lapse and wrote nothing more for it. {now}",
+        humantime::format_duration(*validity)
+    )]
+    LeaseExpired { id: String, validity: Duration, now: String },
     #[error("workflow {id} failed: {message}")]
     WorkflowFailed { id: String, message: String },
     #[error("workflow {id} {status}: {message}")]
@@ -103,7 +109,10 @@ impl RunError {
 
     /// True when the workflow stopped but can be resumed.
     pub fn is_resumable(&self) -> bool {
-        matches!(self, Self::Interrupted { .. } | Self::Stopped { .. } | Self::LeaseLost { .. })
+        matches!(
+            self,
+            Self::Interrupted { .. } | Self::Stopped { .. } | Self::LeaseLost { .. } | Self::LeaseExpired { .. }
+        )
     }
 }
 
@@ -183,7 +192,7 @@ impl Runner {
         let workflow = new_workflow(id, &self.deployment, &values, &request.arguments);
         let journal = &self.journal;
         let (lease, seed, fresh) =
-            match journal.create_workflow(&workflow, self.executor.id(), self.executor.lease_until()).await? {
+            match journal.create_workflow(&workflow, self.executor.id(), self.executor.lease()).await? {
                 Some(lease) => {
                     tracing::info!(
                         source = "host",
@@ -250,7 +259,7 @@ impl Runner {
     /// Claims a running workflow this process found in the journal.
     async fn take_over(&self, existing: &WorkflowRecord) -> Result<Lease, RunError> {
         let id = &existing.id;
-        match self.journal.claim_workflow(id, self.executor.id(), self.executor.lease_until()).await? {
+        match self.journal.claim_workflow(id, self.executor.id(), self.executor.lease()).await? {
             Claim::Claimed(lease) => Ok(lease),
             Claim::Owned { executor } => Err(RunError::Owned { id: id.clone(), executor }),
             Claim::NotRunning(status) => Err(RunError::Queued {
@@ -264,8 +273,41 @@ impl Runner {
         }
     }
 
-    /// Calls the workflow `lease` holds and records how it ended.
+    /// Calls the workflow `lease` holds and records how it ended. A workflow
+    /// stopped because its lease could not be renewed in time (an outage, a
+    /// partition, this process frozen) is taken back once the journal answers,
+    /// if nobody else took it meanwhile, and continues here from its journal.
     async fn execute(
+        &self,
+        lease: Lease,
+        seed: &ReplaySeed,
+        arguments: Vec<Val>,
+        fresh: bool,
+        deadline: Option<Timestamp>,
+        park_after: Option<Duration>,
+    ) -> Result<(String, Json), RunError> {
+        let (mut lease, mut fresh) = (lease, fresh);
+        loop {
+            match self.execute_once(lease.clone(), seed, arguments.clone(), fresh, deadline, park_after).await {
+                Err(RunError::LeaseExpired { id, validity, .. }) => {
+                    tracing::error!(
+                        source = "host",
+                        "Workflow {id}: its lease could not be renewed within {} (the journal did not answer); \
+                         stopped here before the lease can lapse, nothing more is written for it",
+                        humantime::format_duration(validity)
+                    );
+                    match self.take_back(&lease).await {
+                        Ok(taken_back) => (lease, fresh) = (taken_back, false),
+                        Err(now) => return Err(RunError::LeaseExpired { id, validity, now }),
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One turn of [`Runner::execute`], under one lease.
+    async fn execute_once(
         &self,
         lease: Lease,
         seed: &ReplaySeed,
@@ -311,8 +353,16 @@ impl Runner {
                 drop(holding);
                 return match self.journal.park_workflow(&lease, until).await? {
                     true => Err(RunError::Parked { id, until }),
-                    false => Err(RunError::LeaseLost { id }),
+                    false => Err(self.lease_lost(&lease).await),
                 };
+            }
+            // A write refused by the fence: the lease is gone, whatever the interrupt says yet.
+            Err(Failure::Invoke(InvokeError::Journal(JournalError::NotOwner { .. }))) => {
+                let reason = interrupt.reason().filter(|reason| reason.lease_gone()).unwrap_or(StopReason::LeaseLost);
+                return self.stopped(&lease, reason).await;
+            }
+            Err(Failure::Invoke(_)) if interrupt.reason().is_some_and(StopReason::lease_gone) => {
+                return self.stopped(&lease, interrupt.reason().unwrap_or(StopReason::LeaseExpired)).await;
             }
             Err(Failure::Invoke(source)) => {
                 // The journal failed or replay diverged: the workflow is not failed,
@@ -333,7 +383,8 @@ impl Runner {
         drop(holding);
         match self.journal.finish_workflow(&lease, &finish).await {
             Ok(true) => outcome,
-            Ok(false) => Err(RunError::LeaseLost { id }),
+            Ok(false) if interrupt.lease_lapsed() => self.stopped(&lease, StopReason::LeaseExpired).await,
+            Ok(false) => Err(self.lease_lost(&lease).await),
             Err(error) => Err(RunError::Interrupted { id, source: Box::new(InvokeError::Journal(error)) }),
         }
     }
@@ -378,14 +429,15 @@ impl Runner {
         let (status, message) = match reason {
             StopReason::Cancelled => (WorkflowStatus::Cancelled, "cancelled on request"),
             StopReason::Deadline => (WorkflowStatus::TimedOut, "its deadline passed"),
-            StopReason::LeaseLost => return Err(RunError::LeaseLost { id }),
-            StopReason::Shutdown | StopReason::JournalLost => {
-                let released = self.journal.release(lease).await.unwrap_or(false);
-                let why = match (reason, released) {
-                    (StopReason::Shutdown, true) => " on a signal (its lease is released)",
-                    (StopReason::Shutdown, false) => " on a signal",
-                    (_, true) => ": the journal was unreachable for too long",
-                    _ => ": the journal was unreachable for too long (its lease lapses on its own)",
+            StopReason::LeaseLost => return Err(self.lease_lost(lease).await),
+            // Where it stands is said (or it is taken back) by `execute`, once the journal answers.
+            StopReason::LeaseExpired => {
+                return Err(RunError::LeaseExpired { id, validity: self.executor.validity(), now: String::new() });
+            }
+            StopReason::Shutdown => {
+                let why = match self.journal.release(lease).await.unwrap_or(false) {
+                    true => " on a signal (its lease is released)",
+                    false => " on a signal",
                 };
                 return Err(RunError::Stopped { id, why });
             }
@@ -393,8 +445,86 @@ impl Runner {
         let finish = Finish { status, output: None, output_json: None, error: Some(message.to_string()) };
         match self.journal.finish_workflow(lease, &finish).await? {
             true => Err(RunError::Ended { id, status, message: message.to_string() }),
-            false => Err(RunError::LeaseLost { id }),
+            false => Err(self.lease_lost(lease).await),
         }
+    }
+
+    /// The workflow `lease` held was taken over: says by whom, and where it stands now.
+    async fn lease_lost(&self, lease: &Lease) -> RunError {
+        let now = match self.read_back(lease).await {
+            Ok(row) => whereabouts(&row, lease),
+            Err(now) => now,
+        };
+        RunError::LeaseLost { id: lease.workflow_id.clone(), now }
+    }
+
+    /// After this process let `lease` lapse: once the journal answers, takes
+    /// the workflow back under a new epoch if nobody else took it meanwhile
+    /// (nothing queued under the old epoch ever lands), else says where it
+    /// stands now: who took it over, how it ended, when it can be resumed.
+    async fn take_back(&self, lease: &Lease) -> Result<Lease, String> {
+        let row = self.read_back(lease).await?;
+        let ours = row.lease_epoch == lease.epoch && row.executor.as_deref() == Some(lease.executor.as_str());
+        if ours && row.status == WorkflowStatus::Running {
+            match self.journal.take_back(lease, self.executor.lease()).await {
+                Ok(Some(taken_back)) => {
+                    tracing::info!(
+                        source = "host",
+                        "Workflow {}: the journal answers again and nobody took it over; it continues here from \
+                         its journal",
+                        lease.workflow_id
+                    );
+                    return Ok(taken_back);
+                }
+                Ok(None) => return Err(whereabouts(&self.read_back(lease).await?, lease)),
+                Err(error) => return Err(format!("Taking it back failed ({error}). {}", whereabouts(&row, lease))),
+            }
+        }
+        Err(whereabouts(&row, lease))
+    }
+
+    /// The workflow's row once the journal answers (its reads ride through an
+    /// outage for the journal's budget), unless this process stops first;
+    /// else what to tell about it.
+    async fn read_back(&self, lease: &Lease) -> Result<WorkflowRecord, String> {
+        let read = tokio::select! {
+            read = self.journal.workflow(&lease.workflow_id) => read,
+            () = self.executor.closing() => {
+                return Err("This process is stopping; `host show` tells where the workflow stands.".into());
+            }
+        };
+        match read {
+            Ok(Some(row)) => Ok(row),
+            Ok(None) => Err("It is no longer in the journal.".into()),
+            Err(error) => Err(format!(
+                "The journal is still unreachable ({error}); once it answers, whoever takes the workflow's lease \
+                 continues it."
+            )),
+        }
+    }
+}
+
+/// Where a workflow this process had to stop stands now, from its row: who
+/// took it over, how it ended, or when it can be resumed.
+fn whereabouts(row: &WorkflowRecord, lease: &Lease) -> String {
+    let id = &lease.workflow_id;
+    let owner = row.executor.clone().unwrap_or_default();
+    let ours = row.lease_epoch == lease.epoch && owner == lease.executor;
+    match row.status {
+        status if status.is_final() && ours => format!("It has since ended {status}."),
+        status if status.is_final() => format!("It was taken over by {owner}, and has since ended {status}."),
+        WorkflowStatus::Running if owner == lease.executor && !ours => {
+            "This process has since taken it up again under a new lease.".into()
+        }
+        WorkflowStatus::Running if !ours => format!("It was taken over by {owner}, which runs it now."),
+        WorkflowStatus::Running => {
+            let lapses = row.lease_expires_at.map_or_else(|| "now".to_string(), |at| format!("at {at}"));
+            match row.queue {
+                Some(_) => format!("Its lease lapses {lapses}; a worker takes it over then."),
+                None => format!("Its lease lapses {lapses}; then `host resume {id}` continues it."),
+            }
+        }
+        status => format!("It was handed back to its queue ({status}); a worker takes it from there."),
     }
 }
 

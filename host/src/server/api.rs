@@ -353,11 +353,11 @@ impl SubmitBody {
             invoke: self.invoke.clone(),
             settings,
         };
-        let start_at = match (&self.delay, &self.start_at) {
+        let (start_at, delay) = match (&self.delay, &self.start_at) {
             (Some(_), Some(_)) => return Err(bad_request("give delay or start_at, not both")),
-            (Some(delay), None) => Some(Timestamp::now().plus(parse_duration(delay).map_err(bad_request)?)),
-            (None, Some(at)) => Some(Timestamp::parse_rfc3339(at).map_err(bad_request)?),
-            (None, None) => None,
+            (Some(delay), None) => (None, Some(parse_duration(delay).map_err(bad_request)?)),
+            (None, Some(at)) => (Some(Timestamp::parse_rfc3339(at).map_err(bad_request)?), None),
+            (None, None) => (None, None),
         };
         let timeout = self.timeout.as_deref().map(parse_duration).transpose().map_err(bad_request)?;
         let request = SubmitRequest {
@@ -368,6 +368,7 @@ impl SubmitBody {
             partition_key: self.partition_key.clone(),
             dedup_key: self.dedup_key.clone(),
             start_at,
+            delay,
             timeout,
         };
         Ok((spec, request))

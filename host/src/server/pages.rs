@@ -367,7 +367,7 @@ async fn workers(State(state): State<Shared>, query: Result<Query<PageQuery>, Qu
                 @for worker in &workers {
                     tr {
                         td.mono { (worker.id) }
-                        td { span class=(format!("status {}", worker.state(now))) { (worker.state(now)) } }
+                        td { span class=(format!("status {}", worker.state)) { (worker.state) } }
                         td { (worker.queue_names()) }
                         td { (worker.running) }
                         td { (worker.concurrency) }

@@ -1,10 +1,14 @@
 //! Stopping a running guest from outside: a cancel request, a shutdown
 //! signal, a lost lease or a deadline sets the reason once; the guest's epoch
 //! callback sees it within one tick and traps, and host-side waits see it at
-//! once.
+//! once. A held lease also sets a local deadline: past it the workflow must
+//! stop as if told to, and whoever looks (the epoch callback, every call
+//! between the guest and the host, every wait) finds it stopped — also right
+//! after the process wakes from a `SIGSTOP` or a paused VM, before any timer fires.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -20,12 +24,14 @@ pub enum StopReason {
     Shutdown,
     /// Another executor owns the workflow now: nothing more may be written.
     LeaseLost,
-    /// The journal stayed unreachable past its outage budget.
-    JournalLost,
+    /// This process could not renew the workflow's lease before its own
+    /// deadline for it: it stops before the lease can lapse (so no other
+    /// process ever runs the workflow at the same time) and writes nothing more.
+    LeaseExpired,
 }
 
 impl StopReason {
-    const ALL: [Self; 5] = [Self::Cancelled, Self::Deadline, Self::Shutdown, Self::LeaseLost, Self::JournalLost];
+    const ALL: [Self; 5] = [Self::Cancelled, Self::Deadline, Self::Shutdown, Self::LeaseLost, Self::LeaseExpired];
 
     fn code(self) -> u8 {
         match self {
@@ -33,9 +39,23 @@ impl StopReason {
             Self::Deadline => 2,
             Self::Shutdown => 3,
             Self::LeaseLost => 4,
-            Self::JournalLost => 5,
+            Self::LeaseExpired => 5,
         }
     }
+
+    /// Whether the workflow is no longer this process's to write: nothing
+    /// more may be journaled for it, not even how its attempt ended.
+    pub fn lease_gone(self) -> bool {
+        matches!(self, Self::LeaseLost | Self::LeaseExpired)
+    }
+}
+
+/// The origin of the deadlines kept as integers: nanoseconds after it, plus
+/// one (zero means none).
+static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn ticks(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*ORIGIN).as_nanos()).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// A workflow's stop flag, shared by everything that runs for it.
@@ -45,9 +65,31 @@ pub struct Interrupt {
     /// Set when the process drains: the running attempt may finish, no other starts.
     drain: Arc<AtomicBool>,
     notify: Arc<Notify>,
+    /// The local deadline of the lease it runs under ([`ticks`]; 0: none).
+    valid_until: Arc<AtomicU64>,
 }
 
 impl Interrupt {
+    /// Sets the local deadline of the workflow's lease: past `deadline` it
+    /// stops ([`StopReason::LeaseExpired`]). A renewal moves it later, never earlier.
+    pub fn hold_until(&self, deadline: Instant) {
+        self.valid_until.fetch_max(ticks(deadline), Ordering::AcqRel);
+    }
+
+    /// The lease's local deadline, if one is set.
+    pub fn lease_deadline(&self) -> Option<Instant> {
+        match self.valid_until.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(*ORIGIN + std::time::Duration::from_nanos(at - 1)),
+        }
+    }
+
+    /// Whether the lease's local deadline has passed (the workflow must stop now).
+    pub fn lease_lapsed(&self) -> bool {
+        let deadline = self.valid_until.load(Ordering::Acquire);
+        deadline != 0 && ticks(Instant::now()) >= deadline
+    }
+
     /// Asks the workflow to stop; the first reason given is the one that counts.
     pub fn stop(&self, reason: StopReason) {
         if self.reason.compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
@@ -55,20 +97,49 @@ impl Interrupt {
         }
     }
 
-    /// Why the workflow must stop, if it must.
+    /// Why the workflow must stop, if it must (its lease's local deadline
+    /// counts as soon as it passes, whether or not a timer has fired yet).
     pub fn reason(&self) -> Option<StopReason> {
+        if self.reason.load(Ordering::Acquire) == 0 && self.lease_lapsed() {
+            self.stop(StopReason::LeaseExpired);
+        }
         let code = self.reason.load(Ordering::Acquire);
         StopReason::ALL.into_iter().find(|reason| reason.code() == code)
     }
 
-    /// Completes once a stop is asked for.
+    /// Completes once a stop is asked for, or the lease's local deadline passes.
     pub async fn stopped(&self) -> StopReason {
         loop {
             let notified = self.notify.notified();
             if let Some(reason) = self.reason() {
                 return reason;
             }
-            notified.await;
+            self.wait(notified).await;
+        }
+    }
+
+    /// Completes once the workflow is no longer this process's to write
+    /// ([`StopReason::lease_gone`]): what a wait for a journal write gives way to.
+    pub async fn lease_gone(&self) -> StopReason {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(reason) = self.reason().filter(|reason| reason.lease_gone()) {
+                return reason;
+            }
+            self.wait(notified).await;
+        }
+    }
+
+    /// Waits for `notified`, or the lease's local deadline, whichever comes first.
+    async fn wait(&self, notified: tokio::sync::futures::Notified<'_>) {
+        match self.lease_deadline() {
+            Some(deadline) => {
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep_until(deadline.into()) => {}
+                }
+            }
+            None => notified.await,
         }
     }
 
@@ -92,7 +163,7 @@ impl Interrupt {
             if let Some(reason) = self.refusal() {
                 return reason;
             }
-            notified.await;
+            self.wait(notified).await;
         }
     }
 }
@@ -114,6 +185,32 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), StopReason::Cancelled);
         assert_eq!(interrupt.reason(), Some(StopReason::Cancelled));
         assert_eq!(Interrupt::default().reason(), None);
+    }
+
+    #[tokio::test]
+    async fn past_its_lease_deadline_a_workflow_stops_whoever_looks_first() {
+        let interrupt = Interrupt::default();
+        assert_eq!(interrupt.reason(), None, "no lease, no deadline");
+        interrupt.hold_until(Instant::now() + std::time::Duration::from_millis(50));
+        assert_eq!(interrupt.reason(), None);
+        // A renewal moves the deadline later, never earlier.
+        interrupt.hold_until(Instant::now() + std::time::Duration::from_millis(150));
+        interrupt.hold_until(Instant::now());
+        assert!(!interrupt.lease_lapsed());
+        let started = Instant::now();
+        // Nobody rings: the wait ends at the deadline by itself.
+        assert_eq!(interrupt.stopped().await, StopReason::LeaseExpired);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100), "{:?}", started.elapsed());
+        assert!(interrupt.lease_lapsed());
+        assert_eq!(interrupt.lease_gone().await, StopReason::LeaseExpired);
+        // Once stopped, the reason stays, and a later stop does not replace it.
+        interrupt.stop(StopReason::Cancelled);
+        assert_eq!(interrupt.reason(), Some(StopReason::LeaseExpired));
+
+        // Checked without any timer: a deadline in the past is seen at once.
+        let interrupt = Interrupt::default();
+        interrupt.hold_until(Instant::now());
+        assert_eq!(interrupt.reason(), Some(StopReason::LeaseExpired));
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{ComponentExportIndex, Instance, InstancePre, ResourceTable, Val};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime::{CallHook, Engine, ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -236,6 +236,7 @@ impl Sandbox {
         let state = GuestState::new(builder.build(), HttpGrant::default(), limiter, (stdout, stderr), log, identity);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        stop_at_host_calls(&mut store, interrupt.clone());
         store.epoch_deadline_callback(move |_| {
             Ok(if interrupt.reason().is_some() { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
@@ -275,6 +276,7 @@ impl Sandbox {
             .saturating_mul(size_of::<Val>())
             .max(MIN_HOSTCALL_FUEL);
         store.set_hostcall_fuel(fuel);
+        stop_at_host_calls(&mut store, interrupt.clone());
         // Every tick, a running guest yields to the async runtime (so a busy
         // step never starves other workflows or the lease heartbeat on its
         // thread) and is interrupted once its time is up or it must stop.
@@ -324,9 +326,11 @@ impl Sandbox {
             results.pop().ok_or_else(|| wasmtime::format_err!("the step function returned no value"))
         };
         // The epoch deadline stops guest code; these also stop waits in host calls.
+        // The stop first: woken at once (after a stop of the process), the attempt ends before the guest goes on.
         let outcome = tokio::select! {
-            outcome = tokio::time::timeout(limits.timeout, call) => outcome.map_err(|_| None),
+            biased;
             reason = interrupt.stopped() => Err(Some(reason)),
+            outcome = tokio::time::timeout(limits.timeout, call) => outcome.map_err(|_| None),
         };
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
@@ -344,6 +348,22 @@ impl Sandbox {
         }
         AttemptReport { result, stdout: state.stdout.text(), stderr: state.stderr.text(), log_note }
     }
+}
+
+/// Traps the guest at its next call into the host, and as any host call
+/// returns, once the workflow's lease is gone or past its local deadline:
+/// no side effect (a file written, a request sent, a step started) happens
+/// after this process may have lost the workflow, even in the moment between
+/// waking from a stop and the next epoch tick.
+fn stop_at_host_calls(store: &mut Store<GuestState>, interrupt: Interrupt) {
+    store.call_hook(move |_, hook| match hook {
+        CallHook::CallingHost | CallHook::ReturningFromHost
+            if interrupt.reason().is_some_and(StopReason::lease_gone) =>
+        {
+            Err(Trap::Interrupt.into())
+        }
+        _ => Ok(()),
+    });
 }
 
 /// Instantiates `pre`, waiting while the engine's instance pool is full: a
@@ -395,7 +415,10 @@ fn stopped(reason: StopReason, detail: String) -> CallFailure {
         StopReason::LeaseLost => {
             (FailureKind::Interrupted, "this process lost the workflow's lease during the attempt")
         }
-        StopReason::JournalLost => (FailureKind::Interrupted, "the journal stayed unreachable during the attempt"),
+        StopReason::LeaseExpired => (
+            FailureKind::Interrupted,
+            "this process could not renew the workflow's lease in time and stopped the attempt before it could lapse",
+        ),
     };
     let message = if detail.is_empty() { message.to_string() } else { format!("{message}\n{detail}") };
     CallFailure { kind, message }

@@ -42,8 +42,11 @@ pub struct SubmitRequest {
     pub partition_key: Option<String>,
     /// At most one live workflow per (queue, key): a second submit returns the first's id.
     pub dedup_key: Option<String>,
-    /// When it may start (now if `None`).
+    /// When it may start (now if `None`, and no `delay`).
     pub start_at: Option<Timestamp>,
+    /// How long after its submission it may start: counted from the instant
+    /// recorded as its creation (`created_at`), so the two agree to the millisecond.
+    pub delay: Option<Duration>,
     /// How long it may take from submission before it ends `timed-out`.
     pub timeout: Option<Duration>,
 }
@@ -157,7 +160,7 @@ impl Client {
             priority: request.priority,
             partition_key: request.partition_key.clone(),
             dedup_key: request.dedup_key.clone(),
-            run_at: request.start_at.unwrap_or(now),
+            run_at: request.start_at.or_else(|| request.delay.map(|delay| now.plus(delay))).unwrap_or(now),
             deadline_at: request.timeout.map(|timeout| now.plus(timeout)),
         };
         match self.journal.submit_workflow(&submission).await? {

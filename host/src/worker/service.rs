@@ -121,6 +121,7 @@ impl Worker {
             pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
             queues: options.queues.clone(),
             concurrency: i32::try_from(options.concurrency).unwrap_or(i32::MAX),
+            lease: self.executor.lease(),
         };
         journal.register_worker(&info).await?;
         let work = Arc::new(Notify::new());
@@ -156,7 +157,9 @@ impl Worker {
                 self.reap().await;
                 next_reap = Instant::now() + jittered(reap_every);
             }
-            let (claimed_all, outage) = self.claim(&slots, &mut turns).await;
+            // Cut off (its leases lapsed for want of an answer): nothing is claimed until the journal answers.
+            let (claimed_all, outage) =
+                if self.executor.cut_off() { (false, true) } else { self.claim(&slots, &mut turns).await };
             let wait = if claimed_all && slots.available_permits() > 0 {
                 Duration::ZERO
             } else if outage {
@@ -175,6 +178,7 @@ impl Worker {
                 () = &mut shutdown => break,
                 () = work.notified() => {}
                 () = tokio::time::sleep(wait) => {}
+                () = self.executor.reachable(), if self.executor.cut_off() => {}
                 Some(turn) = turns.join_next(), if !turns.is_empty() => count(&mut report, turn),
             }
             while let Some(turn) = turns.try_join_next() {
@@ -237,17 +241,16 @@ impl Worker {
             }
             let limit = u32::try_from(free).unwrap_or(u32::MAX);
             let began = Instant::now();
-            let claimed =
-                match self.journal().claim_workflows(queue, self.id(), limit, self.executor.lease_until()).await {
-                    Ok(claimed) => {
-                        crate::telemetry::claim(began.elapsed(), claimed.len());
-                        claimed
-                    }
-                    Err(error) => {
-                        tracing::warn!(source = "host", "cannot claim from queue {queue}: {error}");
-                        return (false, true);
-                    }
-                };
+            let claimed = match self.journal().claim_workflows(queue, self.id(), limit, self.executor.lease()).await {
+                Ok(claimed) => {
+                    crate::telemetry::claim(began.elapsed(), claimed.len());
+                    claimed
+                }
+                Err(error) => {
+                    tracing::warn!(source = "host", "cannot claim from queue {queue}: {error}");
+                    return (false, true);
+                }
+            };
             filled = claimed.len() == free;
             for workflow in claimed {
                 let Ok(permit) = slots.clone().try_acquire_owned() else { break };
@@ -310,9 +313,10 @@ async fn run_one(
             Turn::Finished
         }
         Err(RunError::Stopped { .. }) => Turn::HandedBack,
-        Err(error @ RunError::LeaseLost { .. }) => {
+        // One line, once the journal answers: who has the workflow now.
+        Err(error @ (RunError::LeaseLost { .. } | RunError::LeaseExpired { .. })) => {
             crate::telemetry::lease_lost();
-            tracing::error!(source = "host", "{error}");
+            tracing::warn!(source = "host", "{error}");
             Turn::Other
         }
         Err(error) => give_up_or_release(journal, &claimed, error).await,
@@ -333,14 +337,28 @@ async fn give_up_or_release(journal: &Journal, claimed: &Claimed, error: RunErro
         _ => false,
     };
     if outage {
-        tracing::warn!(source = "host", "{error}; it goes back to its queue");
-        journal.release(&claimed.lease).await.ok();
-        return Turn::HandedBack;
+        // Said only of what happened: a release fenced out (its lease lapsed or was taken) is not a hand-back.
+        return match journal.release(&claimed.lease).await {
+            Ok(true) => {
+                tracing::warn!(source = "host", "{error}; it goes back to its queue");
+                Turn::HandedBack
+            }
+            _ => {
+                tracing::warn!(source = "host", "{error}; its lease lapses and another worker takes it over");
+                Turn::Other
+            }
+        };
     }
-    tracing::error!(source = "host", "Workflow {id} cannot run here: {error}. It is marked dead");
     // Fenced by the claim's epoch (a release keeps it): a worker that claimed it since is left alone.
-    if let Err(error) = journal.bury(&claimed.lease, &format!("cannot run: {error}")).await {
-        tracing::warn!(source = "host", "cannot mark workflow {id} dead: {error}");
+    match journal.bury(&claimed.lease, &format!("cannot run: {error}")).await {
+        Ok(true) => tracing::error!(source = "host", "Workflow {id} cannot run here: {error}. It is marked dead"),
+        Ok(false) => tracing::warn!(
+            source = "host",
+            "Workflow {id} could not run here ({error}); it is no longer this worker's, so it is left as it is"
+        ),
+        Err(bury) => {
+            tracing::warn!(source = "host", "Workflow {id} cannot run here: {error}; marking it dead failed: {bury}")
+        }
     }
     Turn::Other
 }

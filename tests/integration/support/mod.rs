@@ -10,6 +10,7 @@ use stepbox::journal::{Journal, Target};
 pub use stepbox_test_artifacts as artifacts;
 
 pub mod cluster;
+pub mod partition;
 pub mod pgbouncer;
 pub mod proxy;
 
@@ -441,4 +442,32 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     false
+}
+
+/// Waits (up to 10 s) until workflow `id`'s lease has lapsed or been
+/// released, by the database's own clock — what decides whether another
+/// process may take the workflow over — instead of sleeping a guess.
+pub async fn until_lease_lapsed(target: &str, id: &str) {
+    let lapsed = eventually(std::time::Duration::from_secs(10), || async {
+        let sql =
+            "SELECT count(*) FROM workflows WHERE id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= NOW)";
+        let count: i64 = match Target::parse(target).expect("a journal location") {
+            Target::Sqlite(sqlite) => {
+                let url = format!("sqlite://{}?mode=ro", sqlite.path.display());
+                let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("journal opens");
+                let sql = sql.replace("NOW", "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&mut connection).await.expect("lease")
+            }
+            Target::Postgres(postgres) => {
+                let mut connection = primary(&postgres).await;
+                let sql = sql
+                    .replace("NOW", "statement_timestamp()")
+                    .replace("FROM workflows", &format!("FROM {}.workflows", postgres.schema));
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&mut connection).await.expect("lease")
+            }
+        };
+        count == 1
+    })
+    .await;
+    assert!(lapsed, "the lease of workflow {id} never lapsed");
 }

@@ -114,6 +114,25 @@ impl Guest for Hostile {
         Ok(ms)
     }
 
+    fn logged_nap(dir: String, tag: String, ms: u64) -> Result<u64, StepError> {
+        use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+        let nonce = wasi::random::random::get_random_u64();
+        let path = format!("{dir}/{tag}.{nonce:016x}");
+        let mut file = std::fs::File::create(&path).map_err(|error| denied(&format!("create {path}"), error))?;
+        let mut line = |what: &str| {
+            let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis());
+            writeln!(file, "{what} {at}").and_then(|()| file.flush())
+        };
+        line("start").map_err(|error| denied(&path, error))?;
+        let end = Instant::now() + Duration::from_millis(ms);
+        while let Some(left) = end.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) {
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+            line("tick").map_err(|error| denied(&path, error))?;
+        }
+        line("end").map_err(|error| denied(&path, error))?;
+        Ok(ms)
+    }
+
     fn connect(address: String) -> Result<String, StepError> {
         match std::net::TcpStream::connect(&address) {
             Ok(stream) => Ok(format!("connected to {:?}", stream.peer_addr())),

@@ -33,6 +33,15 @@ impl Guest for Chain {
     fn sleepy(ms: u64) -> Result<u64, String> {
         hostile::steps::nap(ms).map_err(|error| format!("{error:?}"))
     }
+
+    fn logged(tag: String, dir: String, calls: u32, ms: u64) -> Result<u64, String> {
+        let mut total = 0;
+        for call in 1..=calls {
+            total += hostile::steps::logged_nap(&dir, &format!("{tag}-{call}"), ms)
+                .map_err(|error| format!("logged-nap call {call} returned {error:?}"))?;
+        }
+        Ok(total)
+    }
 }
 
 export!(Chain);

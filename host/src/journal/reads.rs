@@ -1,0 +1,150 @@
+//! Reading the journal: a workflow, its calls, attempts and events, lists
+//! with filters and keyset pagination, and the workflows nobody runs.
+
+use super::{
+    AttemptRecord, EventRecord, Journal, JournalError, StepCallRecord, WorkflowFilter, WorkflowHistory, WorkflowRecord,
+    attempt_columns, call_columns, statement, with_conn, workflow_columns,
+};
+
+impl Journal {
+    /// The workflow `id`, if it was ever started.
+    pub async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, JournalError> {
+        self.run("read of a workflow", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_as(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(conn)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// The workflow `id` with its calls, attempts and events.
+    pub async fn history(&self, id: &str) -> Result<Option<WorkflowHistory>, JournalError> {
+        let Some(workflow) = self.workflow(id).await? else { return Ok(None) };
+        let calls = self.step_calls(id).await?;
+        let attempts = self.attempts(id).await?;
+        let events = self.events(id).await?;
+        Ok(Some(WorkflowHistory::new(workflow, calls, attempts, events)))
+    }
+
+    /// The step calls of a workflow, in call order.
+    pub async fn step_calls(&self, workflow_id: &str) -> Result<Vec<StepCallRecord>, JournalError> {
+        self.run("read of step calls", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_as(concat!(
+                    "SELECT ",
+                    call_columns!(),
+                    " FROM step_calls WHERE workflow_id = $1 ORDER BY seq"
+                ))
+                .bind(workflow_id)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
+    }
+
+    /// Every attempt of a workflow, by call and attempt number.
+    pub async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, JournalError> {
+        self.run("read of attempts", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_as(concat!(
+                    "SELECT ",
+                    attempt_columns!(),
+                    " FROM step_attempts WHERE workflow_id = $1 ORDER BY seq, attempt"
+                ))
+                .bind(workflow_id)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
+    }
+
+    /// The attempts of step call `seq`, in order.
+    pub async fn call_attempts(&self, workflow_id: &str, seq: i64) -> Result<Vec<AttemptRecord>, JournalError> {
+        self.run("read of attempts", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_as(concat!(
+                    "SELECT ",
+                    attempt_columns!(),
+                    " FROM step_attempts WHERE workflow_id = $1 AND seq = $2 ORDER BY attempt"
+                ))
+                .bind(workflow_id)
+                .bind(seq)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
+    }
+
+    /// A workflow's events, oldest first.
+    pub async fn events(&self, workflow_id: &str) -> Result<Vec<EventRecord>, JournalError> {
+        self.run("read of events", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_as(
+                    "SELECT at, kind, detail, executor FROM workflow_events WHERE workflow_id = $1 ORDER BY id",
+                )
+                .bind(workflow_id)
+                .fetch_all(conn)
+                .await
+            })
+        })
+        .await
+    }
+
+    /// Workflows matching `filter`, newest first.
+    pub async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<WorkflowRecord>, JournalError> {
+        self.run("list of workflows", || {
+            with_conn!(&self.backend, |conn| {
+                let mut query =
+                    sqlx::QueryBuilder::new(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE true"));
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(status);
+                }
+                if let Some(name) = &filter.name {
+                    query.push(" AND name = ").push_bind(name);
+                }
+                if let Some(queue) = &filter.queue {
+                    query.push(" AND queue = ").push_bind(queue);
+                }
+                if let Some(prefix) = &filter.id_prefix {
+                    query.push(" AND substr(id, 1, ").push_bind(i64::try_from(prefix.len()).unwrap_or(0));
+                    query.push(") = ").push_bind(prefix);
+                }
+                if let Some(after) = filter.created_after {
+                    query.push(" AND created_at >= ").push_bind(after);
+                }
+                if let Some(before) = filter.created_before {
+                    query.push(" AND created_at < ").push_bind(before);
+                }
+                if let Some((created_at, id)) = &filter.after {
+                    // A row comparison, so the (created_at DESC, id DESC) index serves deep pages too.
+                    query.push(" AND (created_at, id) < (").push_bind(*created_at);
+                    query.push(", ").push_bind(id);
+                    query.push(")");
+                }
+                query.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(filter.limit));
+                query.build_query_as().persistent(statement::persistent()).fetch_all(conn).await
+            })
+        })
+        .await
+    }
+
+    /// Running workflows nobody holds a live lease on: interrupted, free to resume.
+    pub async fn interrupted_workflows(&self) -> Result<Vec<String>, JournalError> {
+        let sql = format!(
+            "SELECT id FROM workflows WHERE status = 'running' AND queue IS NULL AND {} ORDER BY created_at, id",
+            super::leases::lapsed(&self.backend)
+        );
+        self.run("read of interrupted workflows", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_scalar(sqlx::AssertSqlSafe(sql.clone())).fetch_all(conn).await
+            })
+        })
+        .await
+    }
+}

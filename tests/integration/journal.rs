@@ -1,0 +1,214 @@
+//! The journal's behaviour, one suite run against SQLite and PostgreSQL alike
+//! (each case is an `async fn(target)` and `on_both!` makes a test per
+//! backend): leases renewed exactly as held, fences by (workflow, epoch),
+//! reclaims recorded, and what only PostgreSQL's row locks make possible.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::Connection as _;
+use stepbox::journal::{
+    AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, Claim, Journal, JournalError, Lease, NewStepCall,
+    NewSubmission, NewWorkflow, Renewal, Timestamp,
+};
+
+use crate::support::PostgresDb;
+
+/// A test per backend for `case(target)`: `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both {
+    ($case:ident) => {
+        mod $case {
+            #[tokio::test]
+            async fn sqlite() {
+                let scratch = crate::support::Scratch::new();
+                super::$case(&scratch.journal()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let db = crate::support::PostgresDb::create().await;
+                super::$case(&db.url).await;
+            }
+        }
+    };
+}
+
+fn workflow(id: &str) -> NewWorkflow {
+    NewWorkflow {
+        id: id.into(),
+        name: "w".into(),
+        component: "w.wasm".into(),
+        component_digest: "d".into(),
+        entry: "run".into(),
+        input: "()".into(),
+        input_json: json!([]),
+        options: json!({}),
+        created_at: Timestamp::now(),
+    }
+}
+
+const A_MINUTE: Duration = Duration::from_secs(60);
+
+/// When a workflow's lease expires, as the database keeps it.
+async fn expiry(journal: &Journal, id: &str) -> Option<Timestamp> {
+    journal.workflow(id).await.expect("reads").expect("exists").lease_expires_at
+}
+
+/// A renewal renews exactly the (workflow, epoch) pairs it is given, and
+/// never a lease that has lapsed: a workflow whose release failed is not
+/// kept alive by its old owner's heartbeat.
+async fn renewals_renew_exactly_what_is_held(target: &str) {
+    let journal = Journal::open(target).await.expect("opens");
+    let me = "me:1:aaaa";
+    let held = journal.create_workflow(&workflow("held"), me, A_MINUTE).await.expect("creates").expect("new");
+    journal.create_workflow(&workflow("forgotten"), me, A_MINUTE).await.expect("creates").expect("new");
+    let lapsed = journal.create_workflow(&workflow("lapsed"), me, Duration::ZERO).await.expect("creates").expect("new");
+    let before = expiry(&journal, "forgotten").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let wrong_epoch = Lease { epoch: 7, ..held.clone() };
+    let (renewals, _) =
+        journal.renew_leases(me, &[held.clone(), lapsed, wrong_epoch], A_MINUTE, A_MINUTE).await.expect("renews");
+    assert_eq!(renewals, [Renewal::Held { cancel: false }, Renewal::Lost, Renewal::Lost]);
+    assert_eq!(expiry(&journal, "forgotten").await, before, "a lease not held is not renewed");
+    assert!(expiry(&journal, "held").await > before, "the held lease is");
+}
+on_both!(renewals_renew_exactly_what_is_held);
+
+/// Writes queued under an older lease of a workflow (this process claimed it
+/// again since) never land, even in one batch with the newer lease's writes.
+async fn a_write_under_an_older_epoch_never_lands_beside_the_newer_ones(target: &str) {
+    let journal = Journal::open(target).await.expect("opens");
+    let me = "me:1:aaaa";
+    let old = journal.create_workflow(&workflow("w"), me, Duration::ZERO).await.expect("creates").expect("new");
+    let Claim::Claimed(new) = journal.claim_workflow("w", me, A_MINUTE).await.expect("claims") else {
+        panic!("claimed again")
+    };
+    assert_eq!((old.epoch, new.epoch), (1, 2));
+    let input_json = json!([1]);
+    let call = NewStepCall { step: "s:t/steps.f", input: "(1)", input_json: &input_json, max_attempts: 3 };
+    let end = || AttemptEnd {
+        outcome: AttemptOutcome::Ok,
+        kind: None,
+        message: None,
+        retry_at: None,
+        finished_at: Some(Timestamp::now()),
+        stdout: None,
+        stderr: None,
+    };
+    let call_end = || CallEnd { status: CallStatus::Succeeded, output: Some("ok(1)".into()), output_json: None };
+    // Queued back to back, before the writer runs (this test's runtime has one thread): one batch.
+    let writes = [(&old, 1), (&new, 2)].map(|(lease, seq)| {
+        let call_ref = CallRef { lease, seq };
+        let start = journal.start_attempt(call_ref, 1, Timestamp::now(), Some(&call));
+        let finish = journal.finish_attempt(call_ref, 1, end(), Some(call_end()));
+        (start, finish)
+    });
+    let [(old_start, old_finish), (new_start, new_finish)] = writes;
+    assert!(matches!(old_finish.durable().await, Err(JournalError::NotOwner { .. })));
+    assert!(matches!(old_start.durable().await, Err(JournalError::NotOwner { .. })));
+    new_start.durable().await.expect("the new lease's start lands");
+    new_finish.durable().await.expect("the new lease's finish lands");
+    let seqs: Vec<i64> = journal.step_calls("w").await.expect("calls").iter().map(|call| call.seq).collect();
+    assert_eq!(seqs, [2], "only the newer lease's call is in the journal");
+    assert_eq!(journal.attempts("w").await.expect("attempts").len(), 1);
+}
+on_both!(a_write_under_an_older_epoch_never_lands_beside_the_newer_ones);
+
+/// A lapsed lease that the reaper puts back in its queue is a `reclaimed`
+/// event naming the owner it was taken from.
+async fn reclaims_are_recorded_as_events(target: &str) {
+    let journal = Journal::open(target).await.expect("opens");
+    let submission = NewSubmission {
+        workflow: workflow("q"),
+        queue: "default".into(),
+        priority: 0,
+        partition_key: None,
+        dedup_key: None,
+        run_at: Timestamp::now(),
+        deadline_at: None,
+    };
+    journal.submit_workflow(&submission).await.expect("submits");
+    let claimed = journal.claim_workflows("default", "gone:1:aaaa", 10, Duration::ZERO).await.expect("claims");
+    assert_eq!(claimed.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let reaped = journal.reap_workflows(5).await.expect("reaps");
+    assert_eq!(reaped.requeued, ["q"]);
+    let events = journal.events("q").await.expect("events");
+    let reclaimed: Vec<_> = events.iter().filter(|event| event.kind == "reclaimed").collect();
+    assert_eq!(reclaimed.len(), 1, "{events:?}");
+    assert_eq!(reclaimed[0].detail["from"], "gone:1:aaaa");
+}
+on_both!(reclaims_are_recorded_as_events);
+
+/// A workflow taken back by the owner that let its lease lapse gets a new
+/// epoch (the old one's writes are fenced out); one taken over by another
+/// owner meanwhile is not taken back.
+async fn a_lapsed_lease_is_taken_back_only_if_nobody_took_it(target: &str) {
+    let journal = Journal::open(target).await.expect("opens");
+    let me = "me:1:aaaa";
+    let lapsed = journal.create_workflow(&workflow("back"), me, Duration::ZERO).await.expect("creates").expect("new");
+    let back = journal.take_back(&lapsed, A_MINUTE).await.expect("takes back").expect("still ours");
+    assert_eq!(back.epoch, lapsed.epoch + 1);
+    let events: Vec<String> =
+        journal.events("back").await.expect("events").into_iter().map(|event| event.kind).collect();
+    assert_eq!(events, ["taken-back"]);
+
+    let lapsed = journal.create_workflow(&workflow("gone"), me, Duration::ZERO).await.expect("creates").expect("new");
+    let claim = journal.claim_workflow("gone", "them:2:bbbb", A_MINUTE).await.expect("claims");
+    assert!(matches!(claim, Claim::Claimed(_)), "{claim:?}");
+    assert_eq!(journal.take_back(&lapsed, A_MINUTE).await.expect("answers"), None);
+    let events: Vec<String> =
+        journal.events("gone").await.expect("events").into_iter().map(|event| event.kind).collect();
+    assert_eq!(events, ["taken-over"], "a claim of a lapsed lease says whose it was");
+}
+on_both!(a_lapsed_lease_is_taken_back_only_if_nobody_took_it);
+
+/// `prune` takes the workflow rows first and skips one that changed since it
+/// was picked: a dead workflow requeued while the prune waits on its row
+/// keeps its history (PostgreSQL: SQLite's write lock serializes the two).
+#[tokio::test]
+async fn a_prune_skips_a_dead_workflow_requeued_meanwhile_and_keeps_its_history() {
+    let db = PostgresDb::create().await;
+    let journal = Journal::open(&db.url).await.expect("opens");
+    let lease = journal.create_workflow(&workflow("dead"), "me:1:aaaa", A_MINUTE).await.expect("creates").expect("new");
+    let input_json = json!([1]);
+    let call = NewStepCall { step: "s:t/steps.f", input: "(1)", input_json: &input_json, max_attempts: 3 };
+    let call_ref = CallRef { lease: &lease, seq: 1 };
+    journal.start_attempt(call_ref, 1, Timestamp::now(), Some(&call)).durable().await.expect("written");
+    assert!(journal.bury(&lease, "for the test").await.expect("buried"));
+    // Another session requeues it, and holds on before committing.
+    let mut requeue = sqlx::PgConnection::connect(&db.url).await.expect("connects");
+    sqlx::raw_sql(
+        "SET search_path TO stepbox; BEGIN; UPDATE workflows SET status = 'enqueued', queue = 'default', \
+         finished_at = NULL WHERE id = 'dead'",
+    )
+    .execute(&mut requeue)
+    .await
+    .expect("requeue under way");
+    let pruning = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.prune_workflows(Timestamp::now().plus(Duration::from_secs(60))).await }
+    });
+    // The prune waits on the workflow's row; then the requeue commits.
+    let mut watch = sqlx::PgConnection::connect(&db.url).await.expect("connects");
+    let mut waited = false;
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM workflows%'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(waited, "the prune never waited on the workflow's row");
+    sqlx::raw_sql("COMMIT").execute(&mut requeue).await.expect("requeued");
+    let pruned = pruning.await.expect("the prune task").expect("prunes");
+    assert_eq!(pruned, 0, "the requeued workflow is not pruned");
+    assert_eq!(journal.step_calls("dead").await.expect("calls").len(), 1, "its history is whole");
+    assert_eq!(journal.attempts("dead").await.expect("attempts").len(), 1);
+}
