@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::json;
+use stepbox::config::{AttemptLimits, Grants};
 use stepbox::config::{RetryPolicy, SettingsLayer};
 use stepbox::journal::{
     AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, CommitCount, Finish, Journal, NewStepCall, NewWorkflow,
     Timestamp, WorkflowStatus,
 };
 use stepbox::run::{DEFAULT_LEASE, Executor, RunRequest, RunSpec, Runner, to_json, to_wave};
-use stepbox::wasm::{self, AttemptLimits, ComponentLoader, Grants, Interrupt, Sandbox, StepIdentity};
+use stepbox::wasm::{self, ComponentLoader, Interrupt, Sandbox, StepIdentity};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use crate::cpu;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use stepbox::config::RetryPolicy;
-use stepbox::wasm::{self, AttemptLimits, ComponentLoader, Grants, Interrupt, Sandbox, StepIdentity};
+use stepbox::config::{AttemptLimits, Grants};
+use stepbox::wasm::{self, ComponentLoader, Interrupt, Sandbox, StepIdentity};
 use wasmtime::component::Val;
 
 const ATTEMPTS: usize = 2000;

@@ -18,8 +18,15 @@
 //! - [`server`]: `host serve`, the HTTP API and the dashboard over a journal;
 //! - [`telemetry`]: metrics and OpenTelemetry traces of the work.
 
+mod disposition;
+mod embed;
+
+pub use disposition::Disposition;
+pub use embed::{OpenError, Options, Stepbox};
+
 pub mod config;
 pub mod journal;
+pub mod operate;
 pub mod run;
 pub mod server;
 pub mod telemetry;

@@ -293,10 +293,11 @@ async fn changed_components_and_diverging_replays_are_refused_and_leave_the_jour
     .await;
     let edited = rows(&journal, "nd").await;
     let resumed = host_command(scratch.path(), &["resume", "nd", "--journal", &journal]);
+    // The component or the journal no longer matches: bad input (2), resumable once fixed.
     assert_eq!(
         resumed.code,
-        Some(4),
-        "stopped, resumable once the journal or the component is fixed: {}",
+        Some(2),
+        "refused as bad input, resumable once the journal or the component is fixed: {}",
         resumed.stderr
     );
     assert!(

@@ -264,7 +264,7 @@ async fn a_partitioned_worker_stops_before_another_takes_over(lease_secs: u64) {
     let listed = host_command(setup.scratch.path(), &["workers", "-o", "json", "--journal", &setup.db.url]);
     let workers: serde_json::Value = serde_json::from_str(&listed.stdout).expect("workers JSON");
     for id in [&a_id, &b_id] {
-        let worker = workers.as_array().unwrap().iter().find(|worker| worker["id"] == **id).expect("listed");
+        let worker = workers["workers"].as_array().unwrap().iter().find(|worker| worker["id"] == **id).expect("listed");
         assert_eq!(worker["state"], "live", "{workers}");
     }
     a.kill();
@@ -607,7 +607,7 @@ async fn a_killed_worker_is_lost_once_its_lease_has_passed() {
     let id = executor_of(&mut sql, &worker).await;
     let state = |json: &str| -> String {
         let workers: serde_json::Value = serde_json::from_str(json).expect("workers JSON");
-        let worker = workers.as_array().unwrap().iter().find(|worker| worker["id"] == id.as_str()).cloned();
+        let worker = workers["workers"].as_array().unwrap().iter().find(|worker| worker["id"] == id.as_str()).cloned();
         worker.map(|worker| worker["state"].as_str().unwrap_or_default().to_string()).unwrap_or_default()
     };
     let listed = host_command(setup.scratch.path(), &["workers", "-o", "json", "--journal", &setup.db.url]);

@@ -6,6 +6,7 @@ mod support;
 mod browser;
 mod cache;
 mod durability;
+mod embed;
 mod errors;
 mod faults;
 mod group_commit;

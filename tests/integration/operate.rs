@@ -217,7 +217,8 @@ async fn wait_follow_and_override(journal: &str) {
 
     let listed = host(&scratch, journal, &["list", "-o", "json"]);
     let value: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
-    let ids: Vec<&str> = value.as_array().expect("an array").iter().filter_map(|w| w["id"].as_str()).collect();
+    let ids: Vec<&str> =
+        value["workflows"].as_array().expect("an array").iter().filter_map(|w| w["id"].as_str()).collect();
     assert_eq!(ids, ["overridden", "waited"], "newest first");
 }
 

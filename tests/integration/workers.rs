@@ -194,7 +194,8 @@ async fn exact_attempts(service: &Service) -> usize {
 /// is SIGKILLed mid-run, worker B SIGSTOPped well past its lease and continued.
 async fn kill_and_stall(mode: Wakeups, count: u32) {
     let service = Service::new(mode).await;
-    let (client, chain_workflow) = service.chain("20ms").await;
+    // Retries wait 200 ms, so a call between its failed attempt and its retry is easy to catch.
+    let (client, chain_workflow) = service.chain("200ms").await;
     let mut ids = BTreeMap::new();
     for tag in 0..count {
         let id = submit(&client, &chain_workflow, submit_args(&chain(tag, 3, 1, 150))).await;
@@ -205,20 +206,23 @@ async fn kill_and_stall(mode: Wakeups, count: u32) {
     let mut b = service.worker(&lease);
     let mut c = service.worker(&lease);
     let mut sql = service.sql().await;
-    // Once A and B are busy: kill A, stall B for four leases.
+    // Once A and B are busy, each with a call waiting to retry: kill A, stall B for four leases.
     let (a_pattern, b_pattern) = (format!("%{}%", by(&a)), format!("%{}%", by(&b)));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (a_started, b_started): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE executor LIKE $1), count(*) FILTER (WHERE executor LIKE $2) \
-             FROM step_attempts",
+        let (a_started, b_started, a_retrying, b_retrying): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE executor LIKE $1), count(*) FILTER (WHERE executor LIKE $2), \
+             count(*) FILTER (WHERE executor LIKE $1 AND retrying), count(*) FILTER (WHERE executor LIKE $2 AND retrying) \
+             FROM (SELECT executor, outcome = 'failed' AND NOT EXISTS (SELECT 1 FROM step_attempts o \
+             WHERE o.workflow_id = s.workflow_id AND o.seq = s.seq AND o.attempt > s.attempt) AS retrying \
+             FROM step_attempts s) AS attempts",
         )
         .bind(&a_pattern)
         .bind(&b_pattern)
         .fetch_one(&mut sql)
         .await
         .expect("count");
-        if a_started >= 20 && b_started >= 20 {
+        if a_started >= 20 && b_started >= 20 && a_retrying > 0 && b_retrying > 0 {
             break;
         }
         assert!(Instant::now() < deadline, "workers A and B never got busy:\n{}\n{}", a.stderr(), b.stderr());
@@ -406,7 +410,8 @@ async fn order_rate_dedup_delay(mode: Wakeups) {
     let delayed = submit_cli(&["--delay", "2s", "80", "1", "0", "0"]);
     let listed = host_command(dir, &["queue", "list", "-o", "json", "--journal", url]);
     let queues: serde_json::Value = serde_json::from_str(&listed.stdout).expect("queue list JSON");
-    let default = queues.as_array().unwrap().iter().find(|queue| queue["name"] == "default").expect("default queue");
+    let default =
+        queues["queues"].as_array().unwrap().iter().find(|queue| queue["name"] == "default").expect("default queue");
     assert_eq!((default["ready"].as_i64(), default["delayed"].as_i64()), (Some(1), Some(1)), "{queues}");
 
     let mut worker = service.worker(&["--queue", "serial", "--queue", "rated", "--queue", "default"]);

@@ -6,10 +6,11 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::json;
 use stepbox::config::parse_size;
-use stepbox::journal::{Deleted, Journal, Timestamp};
+use stepbox::journal::Journal;
+use stepbox::operate::{self, Deletion};
 use stepbox::wasm::{DEFAULT_CACHE_MAX, default_cache_dir, prune};
 
-use crate::exit;
+use crate::exit::{self, fail};
 use crate::output::{self, Format};
 
 /// `host cache …`.
@@ -26,69 +27,50 @@ pub enum CacheCommand {
     },
 }
 
-async fn open(journal: &str) -> Option<Journal> {
-    match Journal::open_existing(journal).await {
-        Ok(journal) => Some(journal),
-        Err(error) => {
-            output::error(&error.to_string());
-            None
-        }
-    }
-}
-
 /// `host delete ID…`: each workflow and its rows in one transaction; running ones refused.
 pub async fn delete(ids: &[String], journal: &str, format: Format) -> u8 {
-    let Some(journal) = open(journal).await else { return exit::USAGE };
+    let journal = match Journal::open_existing(journal).await {
+        Ok(journal) => journal,
+        Err(error) => return fail(&error),
+    };
     let mut code = 0;
     let mut deleted = Vec::new();
     for id in ids {
-        match journal.delete_workflow(id).await {
-            Ok(Deleted::Deleted) => {
+        match operate::delete(&journal, id).await {
+            Ok(()) => {
                 deleted.push(id.clone());
                 if format == Format::Text {
                     output::line(&format!("deleted {id}"));
                 }
             }
-            Ok(Deleted::NotFinished(status)) => {
-                output::error(&format!(
-                    "workflow {id} is {status}, not finished: cancel it first (`host cancel {id}`) or let it end"
-                ));
-                code = exit::USAGE;
-            }
-            Ok(Deleted::Unknown) => {
-                output::error(&format!("no workflow {id} in the journal {}", journal.location()));
-                code = exit::USAGE;
-            }
-            Err(error) => {
-                output::error(&error.to_string());
-                code = exit::RESUMABLE;
-            }
+            Err(error) => code = code.max(fail(&error)),
         }
     }
     if format == Format::Json {
-        output::json(&json!({ "deleted": deleted }));
+        output::json(&Deletion { deleted });
     }
     code
 }
 
 /// `host prune --finished-before DURATION`.
 pub async fn prune_journal(finished_before: Duration, journal: &str, format: Format) -> u8 {
-    let Some(journal) = open(journal).await else { return exit::USAGE };
-    match journal.prune_workflows(Timestamp::now().minus(finished_before)).await {
-        Ok(count) => {
+    let journal = match Journal::open_existing(journal).await {
+        Ok(journal) => journal,
+        Err(error) => return fail(&error),
+    };
+    match operate::prune(&journal, finished_before).await {
+        Ok(pruned) => {
             match format {
-                Format::Json => output::json(&json!({ "deleted": count })),
+                Format::Json => output::json(&pruned),
                 Format::Text => output::line(&format!(
-                    "deleted {count} workflow(s) finished more than {} ago",
+                    "deleted {} workflow(s) finished more than {} ago",
+                    pruned.deleted,
                     humantime::format_duration(finished_before)
                 )),
             }
             0
         }
-        Err(error) => {
-            output::error(&error.to_string());
-            exit::RESUMABLE
-        }
+        Err(error) => fail(&error),
     }
 }
 

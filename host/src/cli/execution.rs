@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::json;
+use stepbox::Disposition;
 use stepbox::config::SettingsLayer;
 use stepbox::journal::{Journal, JournalError, JournalOptions};
 use stepbox::run::{self, Executor, Prepared, ResumeOptions, RunError, RunOutcome, RunRequest, RunSpec, Runner};
 use stepbox::wasm::{self, ComponentLoader, StopReason};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::exit::{self, fail, refuse};
 use crate::output::{self, Format};
-use crate::{ExecArgs, PolicyArgs, RunArgs, exit};
+use crate::{ExecArgs, PolicyArgs, RunArgs};
 
 /// What `host run` and `host submit` run: the components, the entry and the policy flags.
 pub fn spec(
@@ -42,18 +44,18 @@ pub async fn run(args: RunArgs, journal: &str, format: Format) -> u8 {
     // Components, links and settings are checked before the journal is touched.
     let prepared = match Prepared::from_spec(&spec, &loader) {
         Ok(prepared) => prepared,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     if let Err(error) = prepared.check_arguments(&args.args) {
-        return refuse(&error.to_string());
+        return fail(&error);
     }
     let executor = match executor(journal, &args.exec).await {
         Ok(executor) => executor,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     let runner = match Runner::new(prepared, executor.clone()) {
         Ok(runner) => runner,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     let signals = Signals::watch(executor.clone());
     // A cancel from another process stops the running attempt at once (PostgreSQL).
@@ -79,7 +81,7 @@ pub async fn resume(
     let Some(loader) = loader(exec) else { return exit::USAGE };
     let executor = match executor(journal, exec).await {
         Ok(executor) => executor,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     let signals = Signals::watch(executor.clone());
     // A cancel from another process stops the running attempt at once (PostgreSQL).
@@ -101,21 +103,20 @@ pub async fn fork(
 ) -> u8 {
     let executor = match executor(journal, exec).await {
         Ok(executor) => executor,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
-    let forked = match run::fork(executor.journal(), id, from_step, new_id, None).await {
-        Ok(forked) => forked,
-        Err(error) => return refuse(&error.to_string()),
+    let receipt = match stepbox::operate::fork(executor.journal(), id, from_step, new_id, None).await {
+        Ok(receipt) => receipt,
+        Err(error) => return fail(&error),
     };
-    let queued =
-        executor.journal().workflow(&forked).await.ok().flatten().is_some_and(|workflow| workflow.queue.is_some());
-    if no_run || queued {
+    if no_run || receipt.queue.is_some() {
         match format {
-            Format::Json => output::json(&json!({ "id": forked, "forked_from": id, "from_step": from_step })),
-            Format::Text => output::line(&forked),
+            Format::Json => output::json(&receipt),
+            Format::Text => output::line(&receipt.id),
         }
         return 0;
     }
+    let forked = receipt.id;
     let Some(loader) = loader(exec) else { return exit::USAGE };
     let signals = Signals::watch(executor.clone());
     // A cancel from another process stops the running attempt at once (PostgreSQL).
@@ -129,7 +130,7 @@ pub async fn recover(crash_loop_cap: i32, exec: &ExecArgs, journal: &str, format
     let Some(loader) = loader(exec) else { return exit::USAGE };
     let executor = match executor(journal, exec).await {
         Ok(executor) => executor,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     let signals = Signals::watch(executor.clone());
     // A cancel from another process stops the running attempt at once (PostgreSQL).
@@ -147,11 +148,11 @@ pub async fn recover(crash_loop_cap: i32, exec: &ExecArgs, journal: &str, format
                 tracing::warn!(source = "host", "Workflow {id} timed out before a worker started it");
             }
         }
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     }
     let results = match run::recover(&loader, executor).await {
         Ok(results) => results,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     if results.is_empty() {
         tracing::info!(source = "host", "No interrupted workflow to recover");
@@ -199,11 +200,6 @@ pub async fn executor(journal: &str, exec: &ExecArgs) -> Result<Arc<Executor>, J
     Ok(Executor::start(journal, exec.lease()))
 }
 
-fn refuse(message: &str) -> u8 {
-    output::error(message);
-    exit::USAGE
-}
-
 /// Prints a run's output or its error; the exit code says which kind.
 fn report(result: Result<RunOutcome, RunError>, signals: &Signals, quiet: bool, format: Format, journal: &str) -> u8 {
     match result {
@@ -226,7 +222,7 @@ fn report(result: Result<RunOutcome, RunError>, signals: &Signals, quiet: bool, 
         }
         Err(error) => {
             output::error(&error.to_string());
-            if error.is_resumable() && journal != stepbox::journal::DEFAULT_JOURNAL {
+            if error.disposition() == Disposition::Stopped && journal != stepbox::journal::DEFAULT_JOURNAL {
                 let _ = std::io::Write::write_all(
                     &mut std::io::stderr(),
                     format!("(pass the same --journal {} to host resume)\n", stepbox::journal::redact(journal))
@@ -247,17 +243,12 @@ fn outcome_json(outcome: &RunOutcome) -> serde_json::Value {
     })
 }
 
+/// The exit code of a run's error: its disposition's, or the signal's that stopped it.
 fn exit_code(error: &RunError, signals: &Signals) -> u8 {
-    if error.is_resumable() {
-        match signals.received() {
-            Some(2) => exit::SIGINT,
-            Some(_) => exit::SIGTERM,
-            None => exit::RESUMABLE,
-        }
-    } else if error.is_workflow_failure() {
-        exit::FAILED
-    } else {
-        exit::USAGE
+    match (error.disposition(), signals.received()) {
+        (Disposition::Stopped, Some(2)) => exit::SIGINT,
+        (Disposition::Stopped, Some(_)) => exit::SIGTERM,
+        (disposition, _) => exit::code(disposition),
     }
 }
 

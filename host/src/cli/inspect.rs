@@ -3,19 +3,19 @@
 //! journal or change its schema.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
 use stepbox::config::parse_duration;
-use stepbox::journal::{
-    CancelOutcome, Journal, Timestamp, WorkflowFilter, WorkflowHistory, WorkflowRecord, WorkflowStatus,
-};
+use stepbox::journal::{Journal, Timestamp, WorkflowFilter, WorkflowHistory, WorkflowStatus};
+use stepbox::operate::{self, CancelKind, OperateError, WorkflowResult};
 
+use crate::exit::{self, fail};
 use crate::output::{self, Format};
-use crate::{exit, report};
+use crate::report;
 
-/// How often `--follow` and `--wait` look at the journal.
+/// How often `--follow` looks at the journal.
 const POLL: Duration = Duration::from_millis(200);
 
 /// Which workflows `host list` shows.
@@ -42,19 +42,16 @@ pub struct ListArgs {
 }
 
 /// Opens the journal for reading; prints why not.
-async fn open(journal: &str) -> Option<Journal> {
-    match Journal::open_existing(journal).await {
-        Ok(journal) => Some(journal),
-        Err(error) => {
-            output::error(&error.to_string());
-            None
-        }
-    }
+async fn open(journal: &str) -> Result<Journal, u8> {
+    Journal::open_existing(journal).await.map_err(|error| fail(&error))
 }
 
 /// `host list`.
 pub async fn list(args: &ListArgs, journal: &str, format: Format) -> u8 {
-    let Some(journal) = open(journal).await else { return exit::USAGE };
+    let journal = match open(journal).await {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
     let filter = WorkflowFilter {
         status: args.status,
         name: args.name.clone(),
@@ -64,39 +61,29 @@ pub async fn list(args: &ListArgs, journal: &str, format: Format) -> u8 {
         limit: args.limit,
         ..WorkflowFilter::default()
     };
-    match journal.list_workflows(&filter).await {
-        Ok(workflows) => {
+    match operate::list(&journal, &filter).await {
+        Ok(page) => {
             match format {
-                Format::Json => output::json(&workflows),
-                Format::Text => output::print(&report::workflow_list(&workflows)),
+                Format::Json => output::json(&page),
+                Format::Text => output::print(&report::workflow_list(&page.workflows)),
             }
             0
         }
-        Err(error) => {
-            output::error(&error.to_string());
-            exit::USAGE
-        }
+        Err(error) => fail(&error),
     }
 }
 
 /// Reads a workflow's whole history; `Err(code)` with the error printed.
 async fn history(journal: &Journal, id: &str) -> Result<WorkflowHistory, u8> {
-    match journal.history(id).await {
-        Ok(Some(history)) => Ok(history),
-        Ok(None) => {
-            output::error(&format!("no workflow {id} in the journal {}", journal.location()));
-            Err(exit::USAGE)
-        }
-        Err(error) => {
-            output::error(&error.to_string());
-            Err(exit::RESUMABLE)
-        }
-    }
+    operate::show(journal, id).await.map_err(|error| fail(&error))
 }
 
 /// `host show`, and with `--follow`, every attempt as it happens until the workflow ends.
 pub async fn show(id: &str, follow: bool, journal: &str, format: Format) -> u8 {
-    let Some(journal) = open(journal).await else { return exit::USAGE };
+    let journal = match open(journal).await {
+        Ok(journal) => journal,
+        Err(code) => return code,
+    };
     let mut shown = match history(&journal, id).await {
         Ok(history) => history,
         Err(code) => return code,
@@ -149,53 +136,33 @@ pub async fn show(id: &str, follow: bool, journal: &str, format: Format) -> u8 {
 
 /// `host result`: the bare value of a finished workflow; `--wait` blocks until it finishes.
 pub async fn result(id: &str, wait: Option<Duration>, journal: &str, format: Format) -> u8 {
-    let Some(journal) = open(journal).await else { return exit::USAGE };
-    let started = Instant::now();
-    let workflow = loop {
-        let workflow = match journal.workflow(id).await {
-            Ok(Some(workflow)) => workflow,
-            Ok(None) => {
-                output::error(&format!("no workflow {id} in the journal {}", journal.location()));
-                return exit::USAGE;
-            }
-            Err(error) => {
-                output::error(&error.to_string());
-                return exit::RESUMABLE;
-            }
-        };
-        let waited_enough = match wait {
-            None => true,
-            Some(limit) => !limit.is_zero() && started.elapsed() >= limit,
-        };
-        if workflow.status.is_final() || waited_enough {
-            break workflow;
-        }
-        tokio::time::sleep(POLL).await;
+    let journal = match open(journal).await {
+        Ok(journal) => journal,
+        Err(code) => return code,
     };
-    print_result(&workflow, format)
+    // `--wait` with no duration waits for as long as it takes.
+    let wait = wait.map_or(Duration::ZERO, |wait| if wait.is_zero() { Duration::MAX } else { wait });
+    match operate::result(&journal, id, wait).await {
+        Ok(document) => print_result(&document, format),
+        Err(error) => fail(&error),
+    }
 }
 
-fn print_result(workflow: &WorkflowRecord, format: Format) -> u8 {
-    let id = &workflow.id;
-    let code = match workflow.status {
+fn print_result(document: &WorkflowResult, format: Format) -> u8 {
+    let id = &document.id;
+    let code = match document.status {
         WorkflowStatus::Succeeded => 0,
         status if status.is_final() => exit::FAILED,
         _ => exit::NOT_FINISHED,
     };
     if format == Format::Json {
-        output::json(&json!({
-            "id": id,
-            "status": workflow.status,
-            "output": workflow.output_json,
-            "output_wave": workflow.output,
-            "error": workflow.error,
-        }));
+        output::json(document);
         return code;
     }
-    match workflow.status {
-        WorkflowStatus::Succeeded => output::line(workflow.output.as_deref().unwrap_or_default()),
+    match document.status {
+        WorkflowStatus::Succeeded => output::line(document.output_wave.as_deref().unwrap_or_default()),
         status if status.is_final() => {
-            output::error(&format!("workflow {id} {status}: {}", workflow.error.as_deref().unwrap_or_default()));
+            output::error(&format!("workflow {id} {status}: {}", document.error.as_deref().unwrap_or_default()));
         }
         WorkflowStatus::Running => output::error(&format!(
             "workflow {id} has not finished; `host result {id} --wait` waits for it, and `host resume {id}` \
@@ -208,49 +175,32 @@ fn print_result(workflow: &WorkflowRecord, format: Format) -> u8 {
 
 /// `host cancel`.
 pub async fn cancel(id: &str, wait: Option<Duration>, journal: &str, format: Format) -> u8 {
-    let Some(journal) = open(journal).await else { return exit::USAGE };
-    let outcome = match journal.request_cancel(id).await {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            output::error(&error.to_string());
-            return exit::RESUMABLE;
-        }
+    let journal = match open(journal).await {
+        Ok(journal) => journal,
+        Err(code) => return code,
     };
-    let message = match &outcome {
-        CancelOutcome::Unknown => {
-            output::error(&format!("no workflow {id} in the journal {}", journal.location()));
-            return exit::USAGE;
-        }
-        CancelOutcome::Finished(status) => {
-            output::error(&format!("workflow {id} already ended: {status}; there is nothing to cancel"));
+    let receipt = match operate::cancel(&journal, id, wait.unwrap_or(Duration::ZERO)).await {
+        Ok(receipt) => receipt,
+        // Nothing to cancel: the workflow ended badly or well, as `host result` would say.
+        Err(error @ OperateError::Ended { .. }) => {
+            output::error(&error.to_string());
             return exit::FAILED;
         }
-        CancelOutcome::Cancelled => format!("workflow {id} cancelled"),
-        CancelOutcome::Requested { executor } => {
-            format!("workflow {id}: cancel requested from {executor}, which runs it")
-        }
+        Err(error) => return fail(&error),
     };
-    let mut status = if outcome == CancelOutcome::Cancelled { Some(WorkflowStatus::Cancelled) } else { None };
-    if let (Some(limit), None) = (wait, status) {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            match journal.workflow(id).await {
-                Ok(Some(workflow)) if workflow.status.is_final() => {
-                    status = Some(workflow.status);
-                    break;
-                }
-                _ => tokio::time::sleep(POLL).await,
-            }
-        }
-    }
     match format {
-        Format::Json => output::json(&json!({"id": id, "requested": true, "status": status})),
+        Format::Json => output::json(&receipt),
         Format::Text => {
-            output::line(&message);
-            if let Some(status) = status.filter(|_| outcome != CancelOutcome::Cancelled) {
+            match (&receipt.cancel, &receipt.executor) {
+                (CancelKind::Requested, Some(executor)) => {
+                    output::line(&format!("workflow {id}: cancel requested from {executor}, which runs it"));
+                }
+                _ => output::line(&format!("workflow {id} cancelled")),
+            }
+            if let Some(status) = receipt.status.filter(|_| receipt.cancel == CancelKind::Requested) {
                 output::line(&format!("workflow {id} ended: {status}"));
             }
         }
     }
-    if wait.is_some() && status.is_none() { exit::NOT_FINISHED } else { 0 }
+    if wait.is_some() && receipt.status.is_none() { exit::NOT_FINISHED } else { 0 }
 }

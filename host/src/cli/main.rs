@@ -1,11 +1,13 @@
 //! The `host` command line: runs workflows (`run`, `resume`, `recover`) and
 //! reads and operates the journal (`list`, `show`, `result`, `cancel`, ...).
-//! Exit codes: 0 done; 1 the workflow failed, was cancelled or timed out;
-//! 2 bad input; 3 not finished; 4 stopped, resumable; 130/143 stopped by
-//! SIGINT/SIGTERM, resumable.
+//! Exit codes (`exit`): 0 done; 1 the workflow failed, was cancelled or
+//! timed out; 2 bad input; 3 not finished; 4 try again (the journal was
+//! unreachable) or resume (the workflow stopped); 70 a bug; 130/143 stopped
+//! by SIGINT/SIGTERM, resumable.
 
 mod admin;
 mod execution;
+mod exit;
 mod inspect;
 mod logging;
 mod output;
@@ -262,22 +264,6 @@ fn parse_lease(text: &str) -> Result<Duration, String> {
 /// Reads a workflow status as the journal spells it.
 fn parse_status(text: &str) -> Result<WorkflowStatus, String> {
     text.parse()
-}
-
-/// The exit codes, one meaning each.
-mod exit {
-    /// The workflow ended badly: trapped, cancelled, timed out, dead.
-    pub const FAILED: u8 = 1;
-    /// Bad input: files, components, arguments, manifest, journal location, unknown id.
-    pub const USAGE: u8 = 2;
-    /// The workflow has not finished.
-    pub const NOT_FINISHED: u8 = 3;
-    /// The workflow stopped and can be resumed (journal unreachable, lease lost, replay diverged).
-    pub const RESUMABLE: u8 = 4;
-    /// Stopped by SIGINT (128 + 2), resumable.
-    pub const SIGINT: u8 = 130;
-    /// Stopped by SIGTERM (128 + 15), resumable.
-    pub const SIGTERM: u8 = 143;
 }
 
 fn main() -> ExitCode {

@@ -6,17 +6,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde_json::json;
 use stepbox::config::{QueueSpec, parse_duration, read_queue_file};
 use stepbox::journal::{DEFAULT_QUEUE, Journal, Timestamp};
+use stepbox::operate::SubmitReceipt;
 use stepbox::worker::{
     Client, DEFAULT_CONCURRENCY, DEFAULT_CRASH_LOOP_CAP, DEFAULT_GRACE, DEFAULT_POLL_INTERVAL, SubmitRequest, Worker,
     WorkerOptions,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::exit::{self, fail, refuse};
 use crate::output::{self, Format};
-use crate::{ExecArgs, PolicyArgs, exit, report};
+use crate::{ExecArgs, PolicyArgs, report};
 
 /// `host submit`'s arguments.
 #[derive(Args)]
@@ -151,12 +152,12 @@ pub async fn submit(args: SubmitArgs, journal: &str, format: Format) -> u8 {
         stepbox::wasm::ComponentLoader::new(&engine, args.cache_dir.clone().or_else(stepbox::wasm::default_cache_dir));
     let journal = match Journal::open(journal).await {
         Ok(journal) => journal,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     let client = Client::new(journal, loader);
     let submittable = match client.prepare(&spec).await {
         Ok(submittable) => submittable,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     let request = SubmitRequest {
         arguments: args.args.clone(),
@@ -184,16 +185,21 @@ pub async fn submit(args: SubmitArgs, journal: &str, format: Format) -> u8 {
                 );
             }
             match format {
-                Format::Json => output::json(&json!({
-                    "id": receipt.id,
-                    "queue": args.queue,
-                    "deduplicated": receipt.deduplicated,
-                })),
+                Format::Json => match stepbox::operate::show(client.journal(), &receipt.id).await {
+                    Ok(shown) => output::json(&SubmitReceipt {
+                        id: receipt.id,
+                        deduplicated: receipt.deduplicated,
+                        status: shown.workflow.status,
+                        queue: shown.workflow.queue,
+                        run_at: shown.workflow.run_at,
+                    }),
+                    Err(error) => return fail(&error),
+                },
                 Format::Text => output::line(&receipt.id),
             }
             0
         }
-        Err(error) => refuse(&error.to_string()),
+        Err(error) => fail(&error),
     }
 }
 
@@ -207,7 +213,7 @@ pub async fn worker(args: WorkerArgs, journal: &str) -> u8 {
     let Some(loader) = crate::execution::loader(&args.exec) else { return exit::USAGE };
     let executor = match crate::execution::executor(journal, &args.exec).await {
         Ok(executor) => executor,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     let mut options = WorkerOptions::new(args.queues.clone(), executor.lease());
     options.concurrency = usize::from(args.concurrency);
@@ -283,17 +289,17 @@ pub async fn queue(command: &QueueCommand, journal: &str, format: Format) -> u8 
         }
         QueueCommand::Apply { file } => match read_queue_file(file) {
             Ok(limits) => limits,
-            Err(error) => return refuse(&error.to_string()),
+            Err(error) => return fail(&error),
         },
         QueueCommand::List => return list_queues(journal, format).await,
     };
     let journal = match Journal::open(journal).await {
         Ok(journal) => journal,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
     for queue in &limits {
         if let Err(error) = journal.set_queue(queue).await {
-            return refuse(&error.to_string());
+            return fail(&error);
         }
         tracing::info!(source = "host", "Queue {} set", queue.name);
     }
@@ -303,20 +309,20 @@ pub async fn queue(command: &QueueCommand, journal: &str, format: Format) -> u8 
 async fn list_queues(journal: &str, format: Format) -> u8 {
     match Journal::open_existing(journal).await {
         Ok(journal) => list_queues_of(&journal, format).await,
-        Err(error) => refuse(&error.to_string()),
+        Err(error) => fail(&error),
     }
 }
 
 async fn list_queues_of(journal: &Journal, format: Format) -> u8 {
-    match journal.queues().await {
-        Ok(queues) => {
+    match stepbox::operate::queues(journal).await {
+        Ok(list) => {
             match format {
-                Format::Json => output::json(&queues),
-                Format::Text => output::print(&report::queue_list(&queues)),
+                Format::Json => output::json(&list),
+                Format::Text => output::print(&report::queue_list(&list.queues)),
             }
             0
         }
-        Err(error) => refuse(&error.to_string()),
+        Err(error) => fail(&error),
     }
 }
 
@@ -324,21 +330,16 @@ async fn list_queues_of(journal: &Journal, format: Format) -> u8 {
 pub async fn workers(journal: &str, format: Format) -> u8 {
     let journal = match Journal::open_existing(journal).await {
         Ok(journal) => journal,
-        Err(error) => return refuse(&error.to_string()),
+        Err(error) => return fail(&error),
     };
-    match journal.workers().await {
-        Ok(workers) => {
+    match stepbox::operate::workers(&journal).await {
+        Ok(list) => {
             match format {
-                Format::Json => output::json(&workers),
-                Format::Text => output::print(&report::worker_list(&workers, Timestamp::now())),
+                Format::Json => output::json(&list),
+                Format::Text => output::print(&report::worker_list(&list.workers, Timestamp::now())),
             }
             0
         }
-        Err(error) => refuse(&error.to_string()),
+        Err(error) => fail(&error),
     }
-}
-
-fn refuse(message: &str) -> u8 {
-    output::error(message);
-    exit::USAGE
 }

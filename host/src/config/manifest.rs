@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::grants::GrantOverrides;
+use super::limits::LimitOverrides;
 use super::settings::{PolicyOverrides, Scope, SettingsLayer};
-use crate::wasm::{GrantOverrides, LimitOverrides};
 
 /// The manifest file's contents.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -77,7 +78,7 @@ impl Manifest {
             .chain(self.components.iter().map(|(name, scope)| (format!("component {name}"), &scope.grants)))
             .chain(self.steps.iter().map(|(name, scope)| (format!("step {name}"), &scope.grants)));
         for (scope, grants) in scopes {
-            let inherit = [grants.stdout, grants.stderr].contains(&Some(crate::wasm::Stdio::Inherit));
+            let inherit = [grants.stdout, grants.stderr].contains(&Some(super::grants::Stdio::Inherit));
             let local = grants.http.iter().flatten().find(|host| local_host(host));
             let what = match (&grants.dirs, &grants.env, inherit, local) {
                 (Some(_), ..) => "directories".to_string(),

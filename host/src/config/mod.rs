@@ -1,17 +1,24 @@
-//! Configuration: each step's retry policy, limits and grants, from the
-//! defaults, the manifest and the command line, with the units people write;
-//! queue limits from `host queue` flags and queue files.
+//! Configuration: each step's name, retry policy, limits and grants, from
+//! the defaults, the manifest and the command line, with the units people
+//! write; queue limits from `host queue` flags and queue files. Plain data:
+//! the Wasm and run sides read it, it reads neither.
 
+mod grants;
+mod limits;
 mod manifest;
 mod queues;
 mod retry;
 mod settings;
+mod step_name;
 pub(crate) mod units;
 
+pub use grants::{DirGrant, GrantOverrides, Grants, Stdio};
+pub use limits::{AttemptLimits, LimitOverrides};
 pub use manifest::{Manifest, ManifestError};
 pub use queues::{QueueFileError, QueueSpec, Rate, check_queue_name, parse_rate, read_queue_file};
 pub use retry::{PolicyError, RetryPolicy};
 pub use settings::{
     PolicyOverrides, Scope, Setting, SettingsError, SettingsLayer, SettingsLayers, StepSettings, StepSource,
 };
+pub use step_name::StepName;
 pub use units::{parse_duration, parse_size};

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::grants::{GrantOverrides, Grants};
+use super::limits::{AttemptLimits, LimitOverrides};
 use super::retry::{PolicyError, RetryPolicy};
+use super::step_name::StepName;
 use super::units::{parse_duration, parse_size};
-use crate::run::StepName;
-use crate::wasm::{AttemptLimits, GrantOverrides, Grants, LimitOverrides};
 
 /// Policy fields one source sets; unset fields fall through to the level below.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::target::TargetError;
+use crate::Disposition;
 
 /// The journal could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -21,19 +22,40 @@ pub enum JournalError {
     )]
     Unreachable { location: String, what: &'static str, lasted: Duration, source: sqlx::Error },
     #[error(
-        "this process no longer owns workflow {id} in {location} (another executor took over its lease); \
-         it stopped without writing"
+        "this process no longer owns workflow {id} in {location} (its lease lapsed, or another executor took \
+         it over); it stopped without writing"
     )]
     NotOwner { location: String, id: String },
     #[error("journal write failed (group commit) in {location}: {message}")]
-    Batch { location: String, message: String },
+    Batch { location: String, message: String, outage: bool },
     #[error("the journal writer of {location} stopped; nothing more can be written")]
     WriterGone { location: String },
 }
 
 impl JournalError {
-    /// True when the database was unreachable (not a refusal): the workflow can be resumed once it is back.
-    pub fn is_outage(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::Batch { .. } | Self::WriterGone { .. })
+    /// What the error means for whoever must act on it.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Self::Target(_) | Self::Open { .. } | Self::Schema { .. } => Disposition::Refused,
+            Self::Failed { source, .. } => failed(source),
+            Self::Unreachable { .. } | Self::Batch { outage: true, .. } => Disposition::Outage,
+            Self::Batch { outage: false, .. } => Disposition::Bug,
+            // Its lease is gone; or the process is stopping.
+            Self::NotOwner { .. } | Self::WriterGone { .. } => Disposition::Stopped,
+        }
+    }
+}
+
+/// A statement refused for good: a missing database, a role without rights
+/// or a wrong password are the operator's to fix; anything else is a bug.
+fn failed(error: &sqlx::Error) -> Disposition {
+    let code = match error {
+        sqlx::Error::Database(database) => database.code().map(|code| code.to_string()).unwrap_or_default(),
+        _ => String::new(),
+    };
+    if code.starts_with("28") || matches!(code.as_str(), "3D000" | "42501" | "3F000") {
+        Disposition::Refused
+    } else {
+        Disposition::Bug
     }
 }

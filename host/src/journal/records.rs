@@ -10,7 +10,7 @@ use super::time::Timestamp;
 use super::vocabulary::{AttemptOutcome, CallStatus, FailureKind, WorkerState, WorkflowStatus};
 
 /// A workflow row.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct WorkflowRecord {
     pub id: String,
     /// The workflow component's file name without `.wasm`.
@@ -53,7 +53,7 @@ pub struct WorkflowRecord {
 }
 
 /// A step call row.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StepCallRecord {
     pub seq: i64,
     /// `interface.function`.
@@ -74,7 +74,7 @@ pub struct StepCallRecord {
 }
 
 /// An attempt row.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AttemptRecord {
     /// The step call it belongs to.
     pub seq: i64,
@@ -94,7 +94,7 @@ pub struct AttemptRecord {
 }
 
 /// Something that happened to a workflow besides its steps.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct EventRecord {
     pub at: Timestamp,
     /// e.g. `cancel-requested`, `steps-changed`, `forked-from`.
@@ -105,7 +105,7 @@ pub struct EventRecord {
 
 /// A workflow with its step calls, their attempts and its events: what
 /// `host show` prints and the API's workflow resource.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WorkflowHistory {
     #[serde(flatten)]
     pub workflow: WorkflowRecord,
@@ -114,7 +114,7 @@ pub struct WorkflowHistory {
 }
 
 /// A step call with its attempts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CallHistory {
     #[serde(flatten)]
     pub call: StepCallRecord,
@@ -363,7 +363,7 @@ pub enum Requeued {
 }
 
 /// A queue's limits, holding across every worker.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct QueueLimits {
     pub name: String,
     /// Most workflows of the queue running at once.
@@ -376,7 +376,7 @@ pub struct QueueLimits {
 }
 
 /// A queue as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct QueueRecord {
     #[sqlx(flatten)]
     #[serde(flatten)]
@@ -403,7 +403,7 @@ pub struct WorkerInfo {
 }
 
 /// A worker's row.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct WorkerRecord {
     pub id: String,
     pub host: String,

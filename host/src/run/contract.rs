@@ -4,7 +4,7 @@
 
 use wasmtime::component::types::{ComponentFunc, Type};
 
-use super::step_name::StepName;
+use crate::config::StepName;
 use crate::journal::FailureKind;
 
 /// The case the host fills in when attempts run out.

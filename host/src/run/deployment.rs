@@ -127,6 +127,18 @@ pub enum PrepareError {
     Compile { id: String, message: String },
 }
 
+impl PrepareError {
+    /// What the error means for whoever must act on it.
+    pub fn disposition(&self) -> crate::Disposition {
+        match self {
+            Self::Journal(error) => error.disposition(),
+            // A request naming a component nobody uploaded is a bad request, not a missing page.
+            Self::Compile { .. } => crate::Disposition::Stopped,
+            _ => crate::Disposition::Refused,
+        }
+    }
+}
+
 /// Components loaded and planned, with each step's settings: everything
 /// checked before the journal is touched.
 pub struct Prepared {

@@ -16,9 +16,7 @@
 //! 3. the outcome that ends the call (and the call's output) is durable
 //!    before the workflow sees the value.
 
-use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tracing::Instrument as _;
@@ -26,13 +24,13 @@ use wasmtime::component::types::Type;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use super::clock::{Clock, SystemClock};
+use super::context::CallSlot;
 use super::decision::{self, Decision, Ended, Progress};
-use super::step_name::StepName;
 use super::values::{self, AttemptFailure, Returned, TooLarge};
-use crate::config::{RetryPolicy, StepSettings};
+use crate::config::{RetryPolicy, StepName, StepSettings};
 use crate::journal::{
-    AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, FailureKind, Journal, JournalError, Lease, NewStepCall,
-    PendingWrite, StepCallRecord, Timestamp,
+    AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, FailureKind, Journal, JournalError, NewStepCall,
+    PendingWrite, Timestamp,
 };
 use crate::wasm::{AttemptReport, CallFailure, GuestState, Interrupt, Sandbox, StepIdentity, StopReason};
 
@@ -85,81 +83,46 @@ pub enum InvokeError {
     UnreadableOutput { seq: i64, step: String, message: String },
     #[error("the workflow must stop ({0:?})")]
     Stopped(StopReason),
-    #[error("workflow {0} is not running in this process")]
-    NotBegun(String),
     /// Its next attempt is due later than the park threshold: the workflow
     /// gives up its slot and is claimed again then (queued workflows only).
     #[error("the workflow waits for its next attempt until {0}; it gives up its slot until then")]
     Parked(Timestamp),
 }
 
-/// What the invoker keeps of a workflow it runs calls for.
-struct Running {
-    lease: Lease,
-    interrupt: Interrupt,
-    /// The journaled step calls not yet replayed, by seq.
-    history: BTreeMap<i64, StepCallRecord>,
-    /// Backoffs longer than this park the workflow instead of waiting.
-    park_after: Option<Duration>,
+impl InvokeError {
+    /// What the error means for whoever must act on it.
+    pub fn disposition(&self) -> crate::Disposition {
+        match self {
+            Self::Journal(error) => error.disposition(),
+            // The workflow or its inputs changed since the journal recorded them: a human fixes that.
+            Self::NonDeterminism { .. } | Self::UnreadableOutput { .. } => crate::Disposition::Refused,
+            Self::Stopped(_) | Self::Parked(_) => crate::Disposition::Stopped,
+        }
+    }
 }
 
-/// Runs step calls against the journal and the sandbox.
+/// Runs step calls against the journal and the sandbox. It keeps nothing of
+/// the workflows it serves: each call brings its workflow's [`CallSlot`].
 pub struct Invoker<A: Attempts = Sandbox, C: Clock = SystemClock> {
     journal: Journal,
     attempts: A,
     clock: C,
-    running: Mutex<HashMap<String, Running>>,
 }
 
 impl<A: Attempts, C: Clock> Invoker<A, C> {
     /// An invoker writing to `journal`, running attempts with `attempts`, waiting on `clock`.
     pub fn new(journal: Journal, attempts: A, clock: C) -> Self {
-        Self { journal, attempts, clock, running: Mutex::default() }
+        Self { journal, attempts, clock }
     }
 
-    /// Starts serving calls of the workflow `lease` holds: reads the calls it
-    /// has journaled (none for a new one), so replaying needs no further reads.
-    /// With `park_after`, a backoff longer than it parks the workflow
-    /// ([`InvokeError::Parked`]) instead of holding its slot.
-    pub async fn begin(
-        &self,
-        lease: Lease,
-        interrupt: Interrupt,
-        fresh: bool,
-        park_after: Option<Duration>,
-    ) -> Result<(), JournalError> {
-        let calls = if fresh { Vec::new() } else { self.journal.step_calls(&lease.workflow_id).await? };
-        let history = calls.into_iter().map(|call| (call.seq, call)).collect();
-        self.lock().insert(lease.workflow_id.clone(), Running { lease, interrupt, history, park_after });
-        Ok(())
-    }
-
-    /// Forgets a workflow once it stops (unless this process claimed it again since `lease`).
-    pub fn end(&self, lease: &Lease) {
-        let mut running = self.lock();
-        if running.get(&lease.workflow_id).is_some_and(|workflow| workflow.lease.epoch == lease.epoch) {
-            running.remove(&lease.workflow_id);
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Calls `target` as call `seq` of `workflow_id`. Guest failures become
-    /// values for the workflow; only the journal, replay and a stop fail the call.
-    pub async fn call(
-        &self,
-        workflow_id: &str,
-        seq: i64,
-        target: &StepTarget,
-        params: &[Val],
-    ) -> Result<Val, InvokeError> {
-        let (lease, interrupt, recorded, park_after) = {
-            let mut running = self.lock();
-            let workflow = running.get_mut(workflow_id).ok_or_else(|| InvokeError::NotBegun(workflow_id.into()))?;
-            (workflow.lease.clone(), workflow.interrupt.clone(), workflow.history.remove(&seq), workflow.park_after)
-        };
+    /// Makes `slot`'s call of `target`: replays it if the journal recorded
+    /// its end, continues its attempts if it was interrupted, else runs it.
+    /// Guest failures become values for the workflow; only the journal,
+    /// replay and a stop fail the call. With the slot's `park_after`, a
+    /// backoff longer than it parks the workflow ([`InvokeError::Parked`]).
+    pub async fn call(&self, slot: CallSlot, target: &StepTarget, params: &[Val]) -> Result<Val, InvokeError> {
+        let CallSlot { lease, interrupt, seq, recorded, park_after } = slot;
+        let workflow_id = lease.workflow_id.as_str();
         let step = target.name.to_string();
         let input = values::to_wave_tuple(params);
         let call_ref = CallRef { lease: &lease, seq };
@@ -644,15 +607,16 @@ fn indent(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use serde_json::json;
     use wasmtime::component::types::ComponentItem;
 
     use super::*;
     use crate::config::SettingsLayers;
-    use crate::journal::{NewWorkflow, Timestamp, WorkflowStatus};
+    use crate::journal::{Lease, NewWorkflow, Timestamp, WorkflowStatus};
     use crate::run::clock::SimClock;
+    use crate::run::context::WorkflowContext;
     use crate::run::values::to_wave;
     use crate::wasm::{self, ComponentLoader};
 
@@ -762,7 +726,6 @@ mod tests {
         });
         let invoker = Invoker::new(journal.clone(), script.clone(), clock.clone());
         let interrupt = Interrupt::default();
-        invoker.begin(lease.clone(), interrupt.clone(), true, None).await.unwrap();
         Setup { _dir: dir, journal, clock, script, invoker, lease, interrupt }
     }
 
@@ -770,12 +733,23 @@ mod tests {
         fn ran_at(&self) -> Vec<i64> {
             self.script.ran_at.lock().unwrap().iter().map(|at| at - START).collect()
         }
+
+        /// Call 1 of the workflow, as a fresh run or a resume (replaying the journal) makes it.
+        async fn slot(&self, interrupt: &Interrupt, resumed: bool, park_after: Option<Duration>) -> CallSlot {
+            let history = if resumed { self.journal.step_calls("w").await.unwrap() } else { Vec::new() };
+            WorkflowContext::new(self.lease.clone(), interrupt.clone(), history, park_after).next_call()
+        }
+
+        /// Call 1, fresh, under the setup's stop flag.
+        async fn first(&self) -> CallSlot {
+            self.slot(&self.interrupt, false, None).await
+        }
     }
 
     #[tokio::test]
     async fn failures_are_retried_after_the_policy_delays_then_succeed() {
         let setup = setup(vec![failed(), failed(), ok(3)]).await;
-        let value = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        let value = setup.invoker.call(setup.first().await, &target(), &[Val::U32(0)]).await.unwrap();
         assert_eq!(to_wave(&value), "ok(3)");
         // 10 ms attempts, then 1 s and 2 s of backoff after each failure's end.
         assert_eq!(setup.ran_at(), [0, 1010, 3020]);
@@ -792,7 +766,7 @@ mod tests {
     #[tokio::test]
     async fn the_last_failure_exhausts_without_waiting_and_lists_every_attempt() {
         let setup = setup(vec![failed(), failed(), failed()]).await;
-        let value = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        let value = setup.invoker.call(setup.first().await, &target(), &[Val::U32(0)]).await.unwrap();
         let wave = to_wave(&value);
         assert!(wave.starts_with(r#"err(retries-exhausted({step: "guests:bench/steps.noop", attempts: 3, failures: [{attempt: 1, kind: returned-error"#), "{wave}");
         assert_eq!(setup.ran_at(), [0, 1010, 3020]);
@@ -804,12 +778,12 @@ mod tests {
     #[tokio::test]
     async fn a_permanent_error_is_returned_at_once_and_a_step_may_pick_its_delay() {
         let setup = setup(vec![err("permanent", Val::String("no".into()))]).await;
-        let value = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        let value = setup.invoker.call(setup.first().await, &target(), &[Val::U32(0)]).await.unwrap();
         assert_eq!(to_wave(&value), r#"err(permanent("no"))"#);
         assert_eq!(setup.journal.step_calls("w").await.unwrap()[0].status, CallStatus::Rejected);
 
         let setup = self::setup(vec![err("retry-after", Val::U64(5000)), ok(2)]).await;
-        setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        setup.invoker.call(setup.first().await, &target(), &[Val::U32(0)]).await.unwrap();
         assert_eq!(setup.ran_at(), [0, 5010]);
     }
 
@@ -817,12 +791,9 @@ mod tests {
     async fn a_backoff_longer_than_the_park_threshold_parks_the_workflow_and_its_resume_keeps_the_count() {
         let setup = setup(vec![failed(), failed(), ok(3)]).await;
         let parking = Invoker::new(setup.journal.clone(), setup.script.clone(), setup.clock.clone());
-        parking
-            .begin(setup.lease.clone(), Interrupt::default(), true, Some(Duration::from_millis(1500)))
-            .await
-            .unwrap();
+        let slot = setup.slot(&Interrupt::default(), false, Some(Duration::from_millis(1500))).await;
         // The 1 s backoff is waited; the 2 s one parks the workflow at once.
-        let error = parking.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap_err();
+        let error = parking.call(slot, &target(), &[Val::U32(0)]).await.unwrap_err();
         let InvokeError::Parked(due_at) = error else { panic!("{error}") };
         assert_eq!(due_at.millis() - START, 3020);
         assert_eq!(setup.ran_at(), [0, 1010]);
@@ -832,8 +803,8 @@ mod tests {
         assert_eq!(attempts[1].retry_at.map(|at| at.millis() - START), Some(3020), "the retry time is durable");
         // Whoever claims it next waits what remains and runs attempt 3.
         let resumed = Invoker::new(setup.journal.clone(), setup.script.clone(), setup.clock.clone());
-        resumed.begin(setup.lease.clone(), Interrupt::default(), false, None).await.unwrap();
-        let value = resumed.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        let value =
+            resumed.call(setup.slot(&Interrupt::default(), true, None).await, &target(), &[Val::U32(0)]).await.unwrap();
         assert_eq!(to_wave(&value), "ok(3)");
         assert_eq!(setup.ran_at(), [0, 1010, 3020]);
         assert_eq!(*setup.script.numbers.lock().unwrap(), [1, 2, 3]);
@@ -843,7 +814,7 @@ mod tests {
     async fn a_cancel_during_the_backoff_ends_the_call_cancelled() {
         let setup = setup(vec![failed(), ok(2)]).await;
         *setup.script.cancel_during_first.lock().unwrap() = Some(setup.interrupt.clone());
-        let error = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap_err();
+        let error = setup.invoker.call(setup.first().await, &target(), &[Val::U32(0)]).await.unwrap_err();
         assert!(matches!(error, InvokeError::Stopped(StopReason::Cancelled)), "{error}");
         let attempts = setup.journal.attempts("w").await.unwrap();
         assert_eq!(attempts.len(), 1, "no attempt after the cancel");
@@ -856,7 +827,7 @@ mod tests {
     async fn a_cancel_during_an_attempt_journals_it_cancelled_and_starts_no_other() {
         let setup = setup(vec![]).await;
         setup.interrupt.stop(StopReason::Cancelled);
-        let error = setup.invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap_err();
+        let error = setup.invoker.call(setup.first().await, &target(), &[Val::U32(0)]).await.unwrap_err();
         assert!(matches!(error, InvokeError::Stopped(StopReason::Cancelled)), "{error}");
         assert!(setup.journal.attempts("w").await.unwrap().is_empty(), "a stopped workflow starts no attempt");
         assert!(setup.journal.step_calls("w").await.unwrap().is_empty());
@@ -877,8 +848,7 @@ mod tests {
             }
         }
         let invoker = Invoker::new(setup.journal.clone(), CancelNow(setup.script.clone(), cancel), setup.clock.clone());
-        invoker.begin(setup.lease.clone(), setup.interrupt.clone(), true, None).await.unwrap();
-        let error = invoker.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap_err();
+        let error = invoker.call(setup.first().await, &target(), &[Val::U32(0)]).await.unwrap_err();
         assert!(matches!(error, InvokeError::Stopped(StopReason::Cancelled)), "{error}");
         let attempts = setup.journal.attempts("w").await.unwrap();
         assert_eq!((attempts.len(), attempts[0].kind), (1, Some(FailureKind::Cancelled)));
@@ -896,8 +866,8 @@ mod tests {
         let started = Timestamp::from_millis(START - 400);
         setup.journal.start_attempt(call, 1, started, Some(&first)).durable().await.unwrap();
         let resumed = Invoker::new(setup.journal.clone(), setup.script.clone(), setup.clock.clone());
-        resumed.begin(setup.lease.clone(), Interrupt::default(), false, None).await.unwrap();
-        let value = resumed.call("w", 1, &target(), &[Val::U32(0)]).await.unwrap();
+        let value =
+            resumed.call(setup.slot(&Interrupt::default(), true, None).await, &target(), &[Val::U32(0)]).await.unwrap();
         assert_eq!(to_wave(&value), "ok(2)");
         let attempts = setup.journal.attempts("w").await.unwrap();
         assert_eq!((attempts[0].kind, attempts[0].finished_at), (Some(FailureKind::Interrupted), None));

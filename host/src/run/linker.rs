@@ -9,9 +9,10 @@ use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 
+use super::context::WorkflowContext;
 use super::invoker::{Invoker, StepTarget};
 use super::linking::Plan;
-use super::step_name::StepName;
+use crate::config::StepName;
 use crate::config::StepSettings;
 use crate::wasm::{self, GuestState, LoadedComponent};
 
@@ -108,15 +109,16 @@ pub fn step_targets(
     Ok(targets)
 }
 
-/// The workflow's `InstancePre`, its step imports bridged to `invoker`.
+/// The workflow's `InstancePre`, its step imports bridged to `invoker`: each
+/// call takes its slot from the workflow's context in the store.
 pub fn workflow_pre(
     engine: &Engine,
     workflow: &LoadedComponent,
     targets: &[Arc<StepTarget>],
     invoker: Arc<Invoker>,
-) -> Result<InstancePre<GuestState>, LinkerError> {
+) -> Result<InstancePre<GuestState<WorkflowContext>>, LinkerError> {
     let fail = |error: wasmtime::Error| LinkerError::new(workflow, format!("{error:#}"));
-    let mut linker = wasm::base_linker(engine).map_err(fail)?;
+    let mut linker = wasm::base_linker::<WorkflowContext>(engine).map_err(fail)?;
     let mut by_interface: BTreeMap<&str, Vec<(&StepName, &Arc<StepTarget>)>> = BTreeMap::new();
     for target in targets {
         by_interface.entry(&target.name.interface).or_default().push((&target.name, target));
@@ -131,12 +133,8 @@ pub fn workflow_pre(
                     let invoker = invoker.clone();
                     let target = target.clone();
                     Box::new(async move {
-                        let (workflow_id, seq) = store
-                            .data_mut()
-                            .next_step_call()
-                            .ok_or_else(|| wasmtime::format_err!("only a workflow can call a step"))?;
-                        let value =
-                            invoker.call(&workflow_id, seq, &target, params).await.map_err(wasmtime::Error::new)?;
+                        let slot = store.data_mut().context.next_call();
+                        let value = invoker.call(slot, &target, params).await.map_err(wasmtime::Error::new)?;
                         if let Some(slot) = results.first_mut() {
                             *slot = value;
                         }

@@ -8,7 +8,7 @@ use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 
 use super::contract::{self, ConventionError};
-use super::step_name::StepName;
+use crate::config::StepName;
 use crate::wasm::LoadedComponent;
 
 /// Index of the workflow in the component list; `--step` components follow it.

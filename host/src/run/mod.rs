@@ -4,6 +4,7 @@
 //! decision of what follows each), and the runner of whole workflows.
 
 mod clock;
+mod context;
 mod contract;
 mod decision;
 mod deployment;
@@ -13,10 +14,10 @@ mod invoker;
 mod linker;
 mod linking;
 mod runner;
-mod step_name;
 mod values;
 
 pub use clock::{Clock, SystemClock};
+pub use context::{CallSlot, WorkflowContext};
 pub use contract::{ConventionError, EXHAUSTED_CASE, PERMANENT_CASE, RETRY_AFTER_CASE, check_step, describe};
 pub use decision::{Decision, Ended, Progress, decide};
 pub use deployment::{
@@ -33,5 +34,4 @@ pub use runner::{
     ForkError, MAX_RUNNING_WORKFLOWS, ResumeOptions, RunError, RunOutcome, RunRequest, Runner, fork, recover, resume,
     workflow_name,
 };
-pub use step_name::StepName;
 pub use values::{ArgumentError, AttemptFailure, Returned, exhausted, parse_arguments, to_json, to_wave};

@@ -12,12 +12,14 @@ use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use super::clock::SystemClock;
+use super::context::WorkflowContext;
 use super::deployment::{Deployment, PrepareError, Prepared, RecordedOptions, ReplaySeed, RunSpec};
 use super::executor::Executor;
 use super::invoker::{InvokeError, Invoker};
 use super::linker::{self, LinkerError};
 use super::linking::WORKFLOW;
 use super::values::{self, ArgumentError};
+use crate::Disposition;
 use crate::config::SettingsLayer;
 use crate::journal::{
     Claim, Claimed, Finish, Forked, Journal, JournalError, Lease, NewWorkflow, Timestamp, WorkflowRecord,
@@ -102,25 +104,32 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// True when the workflow ran and ended badly (trapped, cancelled, timed out, dead).
-    pub fn is_workflow_failure(&self) -> bool {
-        matches!(self, Self::WorkflowFailed { .. } | Self::Ended { .. })
-    }
-
-    /// True when the workflow stopped but can be resumed.
-    pub fn is_resumable(&self) -> bool {
-        matches!(
-            self,
-            Self::Interrupted { .. } | Self::Stopped { .. } | Self::LeaseLost { .. } | Self::LeaseExpired { .. }
-        )
+    /// What the error means for whoever must act on it.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Self::Prepare(error) => error.disposition(),
+            Self::Journal(error) => error.disposition(),
+            Self::Interrupted { source, .. } => match source.disposition() {
+                // The run stopped; the journal, though unreachable now, holds it for a resume.
+                Disposition::Outage | Disposition::Stopped => Disposition::Stopped,
+                other => other,
+            },
+            Self::Linker(_) | Self::Arguments(_) | Self::UnreadableOptions { .. } => Disposition::Refused,
+            Self::Engine(_) => Disposition::Bug,
+            Self::UnknownWorkflow { .. } => Disposition::NotFound,
+            Self::Conflict { .. } | Self::Owned { .. } | Self::Queued { .. } => Disposition::Conflict,
+            Self::Stopped { .. } | Self::LeaseLost { .. } | Self::LeaseExpired { .. } | Self::Parked { .. } => {
+                Disposition::Stopped
+            }
+            Self::WorkflowFailed { .. } | Self::Ended { .. } => Disposition::WorkflowFailed,
+        }
     }
 }
 
 /// A workflow ready to instantiate: its `InstancePre` with step imports bridged, and its entry.
 struct Linked {
     sandbox: Sandbox,
-    invoker: Arc<Invoker>,
-    workflow_pre: InstancePre<GuestState>,
+    workflow_pre: InstancePre<GuestState<WorkflowContext>>,
     entry: ComponentExportIndex,
 }
 
@@ -157,7 +166,7 @@ impl Runner {
         Ok(Self {
             journal,
             executor,
-            linked: Linked { sandbox, invoker, workflow_pre, entry },
+            linked: Linked { sandbox, workflow_pre, entry },
             component: workflow.path.display().to_string(),
             entry_func: plan.entry.func,
             deployment,
@@ -215,21 +224,35 @@ impl Runner {
                         return recorded(existing);
                     }
                     let lease = self.take_over(&existing).await?;
-                    tracing::info!(
-                        source = "host",
-                        "Workflow {} resumes from its journal (replaying finished steps)",
-                        workflow.id
-                    );
-                    let recorded: Option<RecordedOptions> = serde_json::from_value(existing.options.clone()).ok();
-                    let seed = recorded
-                        .and_then(|options| options.replay_seed)
-                        .unwrap_or(ReplaySeed { id: existing.id.clone(), started_at: existing.created_at });
-                    (lease, seed, false)
+                    (lease, resumed(&existing), false)
                 }
             };
         let outcome = self.execute(lease, &seed, values, fresh, None, None).await;
         outcome.map(|(output, output_json)| RunOutcome {
             workflow_id: workflow.id,
+            output,
+            output_json,
+            recorded: false,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Continues `existing`, an interrupted workflow this process has just
+    /// claimed under `lease` (one claim: nobody can take it in between), with
+    /// its recorded `arguments`, replaying what it journaled.
+    pub(crate) async fn resume_claimed(
+        &self,
+        existing: &WorkflowRecord,
+        lease: Lease,
+        arguments: &[String],
+    ) -> Result<RunOutcome, RunError> {
+        let values = values::parse_arguments(&self.deployment.entry, &self.entry_func, arguments)?;
+        let _slot = self.running.acquire().await.map_err(|_| RunError::Engine("the runner was closed".into()))?;
+        let started = Instant::now();
+        let seed = resumed(existing);
+        let (output, output_json) = self.execute(lease, &seed, values, false, None, None).await?;
+        Ok(RunOutcome {
+            workflow_id: existing.id.clone(),
             output,
             output_json,
             recorded: false,
@@ -319,14 +342,18 @@ impl Runner {
         let id = lease.workflow_id.clone();
         let holding = self.executor.hold(lease.clone(), deadline).await;
         let interrupt = holding.interrupt().clone();
-        let invoker = &self.linked.invoker;
-        if let Err(error) = invoker.begin(lease.clone(), interrupt.clone(), fresh, park_after).await {
-            return Err(RunError::Interrupted { id, source: Box::new(InvokeError::Journal(error)) });
-        }
+        // What it journaled, read once: replaying needs no further reads.
+        let history = match fresh {
+            true => Vec::new(),
+            false => match self.journal.step_calls(&id).await {
+                Ok(history) => history,
+                Err(error) => return Err(RunError::Interrupted { id, source: Box::new(InvokeError::Journal(error)) }),
+            },
+        };
+        let context = WorkflowContext::new(lease.clone(), interrupt.clone(), history, park_after);
         let component = self.deployment.workflow.path.file_stem().map(|stem| stem.to_string_lossy().into_owned());
         let span = crate::telemetry::workflow_span(&id, component.as_deref().unwrap_or("?"), &self.deployment.entry);
-        let result = self.call(&id, seed, &arguments, interrupt.clone()).instrument(span.clone()).await;
-        invoker.end(&lease);
+        let result = self.call(&id, seed, &arguments, interrupt.clone(), context).instrument(span.clone()).await;
         if let Err(Failure::Trapped(message)) = &result {
             span.record("otel.status_description", message.as_str());
         }
@@ -389,16 +416,17 @@ impl Runner {
         }
     }
 
-    /// Instantiates the workflow and calls its entry function.
+    /// Instantiates the workflow, its `context` in its store, and calls its entry function.
     async fn call(
         &self,
         id: &str,
         seed: &ReplaySeed,
         arguments: &[Val],
         interrupt: Interrupt,
+        context: WorkflowContext,
     ) -> Result<Vec<Val>, Failure> {
         let Linked { sandbox, workflow_pre, entry, .. } = &self.linked;
-        let mut store = sandbox.workflow_store(id, &seed.id, seed.started_at.millis(), interrupt.clone());
+        let mut store = sandbox.workflow_store(id, (&seed.id, seed.started_at.millis()), interrupt.clone(), context);
         let call = async {
             let instance = wasm::instantiate_when_free(workflow_pre, &mut store).await?;
             let func = instance
@@ -536,6 +564,16 @@ enum Failure {
     Trapped(String),
 }
 
+/// What the clocks and randomness of `existing` derive from as it resumes
+/// (its own id and start, or its original's for a fork); says it resumes.
+fn resumed(existing: &WorkflowRecord) -> ReplaySeed {
+    tracing::info!(source = "host", "Workflow {} resumes from its journal (replaying finished steps)", existing.id);
+    let recorded: Option<RecordedOptions> = serde_json::from_value(existing.options.clone()).ok();
+    recorded
+        .and_then(|options| options.replay_seed)
+        .unwrap_or(ReplaySeed { id: existing.id.clone(), started_at: existing.created_at })
+}
+
 /// Refuses to resume with another component, entry, input or settings than the journal's.
 fn check_same(existing: &WorkflowRecord, given: &NewWorkflow, deployment: &Deployment) -> Result<(), RunError> {
     let conflict = |field, recorded: String, given: String| {
@@ -664,35 +702,35 @@ pub async fn resume(
     let changed = prepared.changed.clone();
     let overridden = prepared.override_settings(&options.overrides)?;
     let runner = Runner::new(prepared, executor.clone())?;
-    if !changed.is_empty() || !overridden.is_empty() {
-        let lease = runner.take_over(&existing).await?;
-        for change in &changed {
-            tracing::warn!(
-                source = "host",
-                "Workflow {id}: step component {} changed (sha256 {} -> {}); running the new code as asked",
-                change.path.display(),
-                change.recorded,
-                change.found
-            );
-            journal
-                .record_event(id, "steps-changed", &serde_json::json!({ "changed": [change] }), Some(executor.id()))
-                .await?;
-        }
-        if !overridden.is_empty() {
-            tracing::info!(source = "host", "Workflow {id}: new settings for {} from now on", overridden.join(", "));
-            let detail = serde_json::json!({ "steps": overridden, "overrides": options.overrides });
-            journal.record_event(id, "policy-overridden", &detail, Some(executor.id())).await?;
-            for step in &overridden {
-                if let Some(settings) = runner.deployment.settings.get(step) {
-                    journal.set_max_attempts(&lease, step, settings.policy.max_attempts).await?;
-                }
+    // One claim: what changed is journaled under it, and the run goes on under it.
+    let lease = runner.take_over(&existing).await?;
+    for change in &changed {
+        tracing::warn!(
+            source = "host",
+            "Workflow {id}: step component {} changed (sha256 {} -> {}); running the new code as asked",
+            change.path.display(),
+            change.recorded,
+            change.found
+        );
+        journal
+            .record_event(id, "steps-changed", &serde_json::json!({ "changed": [change] }), Some(executor.id()))
+            .await?;
+    }
+    if !overridden.is_empty() {
+        tracing::info!(source = "host", "Workflow {id}: new settings for {} from now on", overridden.join(", "));
+        let detail = serde_json::json!({ "steps": overridden, "overrides": options.overrides });
+        journal.record_event(id, "policy-overridden", &detail, Some(executor.id())).await?;
+        for step in &overridden {
+            if let Some(settings) = runner.deployment.settings.get(step) {
+                journal.set_max_attempts(&lease, step, settings.policy.max_attempts).await?;
             }
         }
+    }
+    if !changed.is_empty() || !overridden.is_empty() {
         let updated = RecordedOptions { deployment: runner.deployment.clone(), ..recorded_options.clone() };
         journal.update_options(&lease, &serde_json::to_value(&updated).unwrap_or(Json::Null)).await?;
-        journal.release(&lease).await?;
     }
-    runner.run(RunRequest { id: Some(id.to_string()), arguments: recorded_options.arguments }).await
+    runner.resume_claimed(&existing, lease, &recorded_options.arguments).await
 }
 
 /// Why a fork was refused.
@@ -712,6 +750,18 @@ pub enum ForkError {
     Unfinished { id: String, seq: i64 },
     #[error("the journal of workflow {id} has options this host cannot read: {message}")]
     UnreadableOptions { id: String, message: String },
+}
+
+impl ForkError {
+    /// What the error means for whoever must act on it.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Self::Journal(error) => error.disposition(),
+            Self::Unknown(_) => Disposition::NotFound,
+            Self::Exists(_) | Self::Unfinished { .. } => Disposition::Conflict,
+            Self::FromStep | Self::UnreadableOptions { .. } => Disposition::Refused,
+        }
+    }
 }
 
 /// Forks workflow `id` into `new_id` (a new UUIDv7 if `None`): the same

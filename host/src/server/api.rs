@@ -1,8 +1,10 @@
-//! The JSON API under `/api/v1`: the CLI's `-o json` documents over HTTP.
-//! Its OpenAPI document (`openapi.json`, served at `/api/v1/openapi.json`)
-//! is checked against these routes by a test.
+//! The JSON API under `/api/v1`: the operations of [`crate::operate`] over
+//! HTTP, answering with the same documents `host … -o json` prints. Each
+//! handler declares its OpenAPI operation (`#[utoipa::path]`), and the
+//! document served at `/api/v1/openapi.json` is generated from them
+//! (`openapi.rs`), so the two cannot drift.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -12,30 +14,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::Shared;
+use crate::Disposition;
 use crate::config::{Manifest, parse_duration};
-use crate::journal::{
-    CancelOutcome, DEFAULT_QUEUE, JournalError, Requeued, Timestamp, WorkflowFilter, WorkflowRecord, WorkflowStatus,
+use crate::journal::{DEFAULT_QUEUE, JournalError, Timestamp, WorkflowFilter, WorkflowHistory, WorkflowStatus};
+use crate::operate::{
+    self, CancelKind, CancelReceipt, Failure, ForkReceipt, OperateError, QueueList, Requeued, SubmitReceipt,
+    UploadReceipt, WorkerList, WorkflowList, WorkflowResult,
 };
-use crate::run::{ForkError, PrepareError, StoredSpec};
+use crate::run::StoredSpec;
 use crate::worker::{SubmitError, SubmitRequest};
-
-/// The OpenAPI document of the routes below.
-const OPENAPI: &str = include_str!("openapi.json");
 
 /// The longest a request may wait for a result.
 const MAX_WAIT: Duration = Duration::from_secs(60);
-
-/// How often a waiting request looks at the journal.
-const WAIT_POLL: Duration = Duration::from_millis(100);
 
 /// Most workflows one list request returns.
 pub(super) const MAX_LIMIT: u32 = 1000;
 
 /// Every route: path, method, handler.
-fn table() -> Vec<(&'static str, &'static str, MethodRouter<Shared>)> {
+pub(super) fn table() -> Vec<(&'static str, &'static str, MethodRouter<Shared>)> {
     vec![
         ("/api/v1/workflows", "get", get(list)),
         ("/api/v1/workflows/{id}", "get", get(show)),
@@ -56,32 +54,49 @@ pub(super) fn routes() -> Router<Shared> {
     let mut routes: Vec<(&str, MethodRouter<Shared>)> = Vec::new();
     for (path, _, handler) in table() {
         match routes.iter_mut().find(|(known, _)| *known == path) {
-            Some((_, methods)) => *methods = std::mem::take(methods).merge(handler),
+            Some((_, existing)) => *existing = std::mem::take(existing).merge(handler),
             None => routes.push((path, handler)),
         }
     }
     routes.into_iter().fold(Router::new(), |router, (path, handler)| router.route(path, handler))
 }
 
-/// An API error: a status and `{"error": message}`.
-pub(super) struct ApiError(pub StatusCode, pub String);
+/// An API error: its status, and the [`Failure`] document.
+pub(super) struct ApiError(pub StatusCode, pub Failure);
+
+impl ApiError {
+    /// An error of this disposition; its status follows from it.
+    pub(super) fn new(disposition: Disposition, message: impl Into<String>) -> Self {
+        Self(super::status(disposition), Failure { error: message.into(), disposition })
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<OperateError> for ApiError {
+    fn from(error: OperateError) -> Self {
+        Self::new(error.disposition(), error.to_string())
     }
 }
 
 impl From<JournalError> for ApiError {
     fn from(error: JournalError) -> Self {
-        let status =
-            if error.is_outage() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
-        Self(status, error.to_string())
+        Self::new(error.disposition(), error.to_string())
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(error: SubmitError) -> Self {
+        Self::new(error.disposition(), error.to_string())
     }
 }
 
 fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, message.into())
+    ApiError::new(Disposition::Refused, message)
 }
 
 /// Query parameters, or a 400 saying what is wrong with them.
@@ -89,33 +104,37 @@ fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query.map(|Query(query)| query).map_err(|rejection| bad_request(rejection.body_text()))
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, format!("no workflow {id} in the journal"))
-}
-
 /// The filters of a workflow list, as query parameters (the dashboard's too).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only workflows with this status.
     pub status: Option<String>,
+    /// Only workflows of this name (the workflow component's file name without `.wasm`).
     pub name: Option<String>,
+    /// Only workflows submitted to this queue.
     pub queue: Option<String>,
+    /// Only workflows whose id starts with this.
     pub id_prefix: Option<String>,
     /// Only workflows created within this long (`1h`).
     pub since: Option<String>,
+    /// At most this many (1 to 1000; 50 if not given).
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
     pub after: Option<String>,
     /// Only the part of a page that changes (the dashboard's live updates).
+    #[param(ignore)]
     pub fragment: Option<u8>,
     /// The server's token, when a browser presents it in the URL (checked before).
     #[serde(rename = "token")]
+    #[param(ignore)]
     _token: Option<String>,
 }
 
 impl ListQuery {
-    /// The journal filter; one more than the limit is asked for, to know whether there is a next page.
-    pub fn filter(&self) -> Result<(WorkflowFilter, u32), String> {
+    /// The journal filter (its limit is the page's).
+    pub fn filter(&self) -> Result<WorkflowFilter, String> {
         let nonempty = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
         let limit = self.limit.unwrap_or(50);
         if limit == 0 || limit > MAX_LIMIT {
@@ -130,10 +149,10 @@ impl ListQuery {
             None => None,
         };
         let after = match nonempty(&self.after) {
-            Some(cursor) => Some(parse_cursor(&cursor)?),
+            Some(cursor) => Some(operate::parse_cursor(&cursor)?),
             None => None,
         };
-        let filter = WorkflowFilter {
+        Ok(WorkflowFilter {
             status,
             name: nonempty(&self.name),
             queue: nonempty(&self.queue),
@@ -141,122 +160,89 @@ impl ListQuery {
             created_after,
             created_before: None,
             after,
-            limit: limit + 1,
-        };
-        Ok((filter, limit))
+            limit,
+        })
     }
 }
 
-/// A page of workflows and the cursor of the next one.
-pub(super) fn page(mut workflows: Vec<WorkflowRecord>, limit: u32) -> (Vec<WorkflowRecord>, Option<String>) {
-    let more = workflows.len() > limit as usize;
-    workflows.truncate(limit as usize);
-    let next = if more { workflows.last().map(cursor) } else { None };
-    (workflows, next)
-}
-
-/// Keyset cursor: the creation time and id of the last workflow of a page.
-fn cursor(workflow: &WorkflowRecord) -> String {
-    format!("{}|{}", workflow.created_at.rfc3339(), workflow.id)
-}
-
-fn parse_cursor(cursor: &str) -> Result<(Timestamp, String), String> {
-    let (time, id) = cursor.split_once('|').ok_or("after: not a cursor from a previous page's `next`")?;
-    Ok((Timestamp::parse_rfc3339(time)?, id.to_string()))
-}
-
+/// A page of workflows, newest first, and the `next` cursor.
+#[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", params(ListQuery), responses(
+    (status = 200, description = "A page of workflows", body = WorkflowList),
+    (status = 400, description = "A filter is not valid", body = Failure),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
 async fn list(
     State(state): State<Shared>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let query = parsed(query)?;
-    let (filter, limit) = query.filter().map_err(bad_request)?;
-    let (workflows, next) = page(state.journal.list_workflows(&filter).await?, limit);
-    Ok(Json(json!({ "workflows": workflows, "next": next })).into_response())
+) -> Result<Json<WorkflowList>, ApiError> {
+    let filter = parsed(query)?.filter().map_err(bad_request)?;
+    Ok(Json(operate::list(&state.journal, &filter).await?))
 }
 
-async fn show(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let history = state.journal.history(&id).await?.ok_or_else(|| not_found(&id))?;
-    Ok(Json(history).into_response())
+/// The workflow, its calls, every attempt, its events.
+#[utoipa::path(get, path = "/api/v1/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id")), responses(
+    (status = 200, description = "The workflow and its history", body = WorkflowHistory),
+    (status = 404, description = "No such workflow", body = Failure),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
+async fn show(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<WorkflowHistory>, ApiError> {
+    Ok(Json(operate::show(&state.journal, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
-    /// How long to wait for the workflow to finish (at most a minute).
+    /// How long to wait for the workflow to finish (`30s`; at most a minute).
     wait: Option<String>,
 }
 
-/// The output once finished; 202 with the status when it has not finished within `wait`.
+/// The output once finished; 202 with where it stands if it has not finished within `wait`.
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/result", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id"), WaitQuery), responses(
+    (status = 200, description = "It ended (succeeded or not)", body = WorkflowResult),
+    (status = 202, description = "It has not ended within the wait", body = WorkflowResult),
+    (status = 400, description = "The wait is not a duration", body = Failure),
+    (status = 404, description = "No such workflow", body = Failure),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
 async fn result(
     State(state): State<Shared>,
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let query = parsed(query)?;
-    let wait = match query.wait.as_deref() {
+    let wait = match parsed(query)?.wait.as_deref() {
         Some(wait) => parse_duration(wait).map_err(bad_request)?.min(MAX_WAIT),
         None => Duration::ZERO,
     };
-    let started = Instant::now();
-    loop {
-        let workflow = state.journal.workflow(&id).await?.ok_or_else(|| not_found(&id))?;
-        if workflow.status.is_final() || started.elapsed() >= wait {
-            let status = if workflow.status.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
-            let body = json!({
-                "id": workflow.id,
-                "status": workflow.status,
-                "output": workflow.output_json,
-                "output_wave": workflow.output,
-                "error": workflow.error,
-            });
-            return Ok((status, Json(body)).into_response());
-        }
-        tokio::time::sleep(WAIT_POLL.min(wait.saturating_sub(started.elapsed()))).await;
-    }
+    let document = operate::result(&state.journal, &id, wait).await?;
+    let status = if document.status.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(document)).into_response())
 }
 
-/// Cancels a workflow wherever it runs (what `host cancel` does).
-pub(super) async fn cancel_workflow(state: &Shared, id: &str) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    Ok(match state.journal.request_cancel(id).await? {
-        CancelOutcome::Unknown => return Err(not_found(id)),
-        CancelOutcome::Finished(status) => (
-            StatusCode::CONFLICT,
-            json!({ "error": format!("workflow {id} already ended: {status}; there is nothing to cancel"), "status": status }),
-        ),
-        CancelOutcome::Cancelled => (StatusCode::OK, json!({ "id": id, "cancel": "done", "status": "cancelled" })),
-        CancelOutcome::Requested { executor } => {
-            (StatusCode::ACCEPTED, json!({ "id": id, "cancel": "requested", "executor": executor }))
-        }
-    })
-}
-
+/// Stops a workflow wherever it is: at once if nobody runs it, else by asking its owner.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/cancel", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id")), responses(
+    (status = 200, description = "Cancelled now (nobody was running it)", body = CancelReceipt),
+    (status = 202, description = "Its owner was asked to stop it", body = CancelReceipt),
+    (status = 404, description = "No such workflow", body = Failure),
+    (status = 409, description = "It had already ended", body = Failure),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
 async fn cancel(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let (status, body) = cancel_workflow(&state, &id).await?;
-    Ok((status, Json(body)).into_response())
-}
-
-impl From<SubmitError> for ApiError {
-    fn from(error: SubmitError) -> Self {
-        match error {
-            SubmitError::Journal(error) | SubmitError::Prepare(PrepareError::Journal(error)) => error.into(),
-            SubmitError::IdTaken(_) => Self(StatusCode::CONFLICT, error.to_string()),
-            other => bad_request(other.to_string()),
-        }
-    }
+    let receipt = operate::cancel(&state.journal, &id, Duration::ZERO).await?;
+    let status = if receipt.cancel == CancelKind::Done { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(receipt)).into_response())
 }
 
 /// The submitting client, or a 503 if this host cannot start WebAssembly.
 fn client(state: &Shared) -> Result<&crate::worker::Client, ApiError> {
-    state.client().map_err(|message| ApiError(StatusCode::SERVICE_UNAVAILABLE, message.to_string()))
+    state.client().map_err(|message| ApiError::new(Disposition::Bug, message))
 }
 
 /// A turn to compile: heavy in CPU and memory, so a few uploads or submissions at a time.
 async fn compile_turn(state: &Shared) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    state
-        .compiling
-        .acquire()
-        .await
-        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping".into()))
+    state.compiling.acquire().await.map_err(|_| ApiError::new(Disposition::Stopped, "the server is stopping"))
 }
 
 /// A JSON body, or a 400 saying what is wrong with it.
@@ -284,15 +270,25 @@ fn digest_of(given: &str) -> Result<String, ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
     /// The component's file name, for messages and manifests' `[components]` keys.
     name: Option<String>,
     #[serde(rename = "token")]
+    #[param(ignore)]
     _token: Option<String>,
 }
 
 /// Stores a component (its bytes as the body) after checking this host can run it.
+#[utoipa::path(post, path = "/api/v1/components", tag = "components", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component's bytes"),
+    responses(
+    (status = 201, description = "Stored", body = UploadReceipt),
+    (status = 200, description = "Stored already (same digest)", body = UploadReceipt),
+    (status = 400, description = "Not a component this host can run, or a bad name", body = Failure),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
 async fn upload(
     State(state): State<Shared>,
     query: Result<Query<UploadQuery>, QueryRejection>,
@@ -307,30 +303,38 @@ async fn upload(
     let _turn = compile_turn(&state).await?;
     let uploaded = client.upload(&name, Vec::from(bytes)).await?;
     let status = if uploaded.stored { StatusCode::CREATED } else { StatusCode::OK };
-    let document = json!({ "digest": uploaded.digest, "name": name, "size": uploaded.size, "stored": uploaded.stored });
-    Ok((status, Json(document)).into_response())
+    let receipt = UploadReceipt { digest: uploaded.digest, name, size: uploaded.size, stored: uploaded.stored };
+    Ok((status, Json(receipt)).into_response())
 }
 
 /// A submission: components by digest, arguments in WAVE, where and when it runs.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody {
+pub(super) struct SubmitBody {
+    /// The workflow component's digest (as an upload returns).
     workflow: String,
+    /// The step components' digests, searched in order.
     #[serde(default)]
     steps: Vec<String>,
+    /// The entry function, when the workflow exports several.
     invoke: Option<String>,
     /// One WAVE value per parameter of the entry function.
     #[serde(default)]
     args: Vec<String>,
     /// Step settings, as the TOML of a manifest (retry policies, limits, HTTP and output grants).
     manifest: Option<String>,
+    /// The workflow's id (a UUIDv7 if not given).
     id: Option<String>,
+    /// Its queue (`default` if not given).
     queue: Option<String>,
+    /// Lower runs first.
     #[serde(default)]
     priority: i32,
+    /// Counts against the queue's per-partition limit.
     partition_key: Option<String>,
+    /// At most one live workflow per (queue, key).
     dedup_key: Option<String>,
-    /// Start no sooner than this long from now (`30s`).
+    /// Start no sooner than this long after the submission (`30s`).
     delay: Option<String>,
     /// Start no sooner than this time (RFC 3339).
     start_at: Option<String>,
@@ -376,6 +380,14 @@ impl SubmitBody {
 }
 
 /// Hands a workflow of stored components to a queue; workers run it.
+#[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows", request_body = SubmitBody, responses(
+    (status = 201, description = "Enqueued (or delayed) for workers", body = SubmitReceipt),
+    (status = 200, description = "A live workflow holds the dedup key: nothing submitted", body = SubmitReceipt),
+    (status = 400, description = "What does not fit: components, arguments, manifest, times", body = Failure),
+    (status = 404, description = "A component is not stored", body = Failure),
+    (status = 409, description = "The id belongs to another workflow", body = Failure),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
 async fn submit(
     State(state): State<Shared>,
     request: Result<Json<SubmitBody>, JsonRejection>,
@@ -385,131 +397,106 @@ async fn submit(
     let _turn = compile_turn(&state).await?;
     let submittable = client.prepare_stored(&spec).await?;
     let receipt = client.submit(&submittable, &request).await?;
-    let workflow = state.journal.workflow(&receipt.id).await?.ok_or_else(|| not_found(&receipt.id))?;
+    let workflow = operate::show(&state.journal, &receipt.id).await?.workflow;
     let status = if receipt.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
-    let document = json!({
-        "id": receipt.id,
-        "deduplicated": receipt.deduplicated,
-        "status": workflow.status,
-        "queue": workflow.queue,
-        "run_at": workflow.run_at,
-    });
+    let document = SubmitReceipt {
+        id: receipt.id,
+        deduplicated: receipt.deduplicated,
+        status: workflow.status,
+        queue: workflow.queue,
+        run_at: workflow.run_at,
+    };
     Ok((status, Json(document)).into_response())
 }
 
-/// Where a resumed or forked workflow goes.
-#[derive(Debug, Default, Deserialize)]
+/// Where a resumed workflow goes.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ResumeBody {
-    /// Its own queue if `None` (the default queue if it had none).
+    /// Its own queue if not given (the default queue if it had none).
     pub queue: Option<String>,
 }
 
 /// Hands a workflow nobody runs (interrupted, or dead) back to a queue, for workers to resume from its journal.
-pub(super) async fn resume_workflow(
-    state: &Shared,
-    id: &str,
-    queue: Option<&str>,
-) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    if let Some(queue) = queue {
-        crate::config::check_queue_name(queue).map_err(bad_request)?;
-    }
-    match state.journal.requeue_workflow(id, queue).await? {
-        Requeued::Enqueued { queue } => Ok((StatusCode::OK, json!({ "id": id, "status": "enqueued", "queue": queue }))),
-        Requeued::Unknown => Err(not_found(id)),
-        Requeued::Live { executor } => Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("workflow {id} is running on {executor}, which holds its lease; there is nothing to resume"),
-        )),
-        Requeued::Not(status) if status.is_final() => Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("workflow {id} already ended: {status}; fork it to run it again"),
-        )),
-        Requeued::Not(status) => {
-            Err(ApiError(StatusCode::CONFLICT, format!("workflow {id} is {status} already: a worker will run it")))
-        }
-    }
-}
-
-async fn resume(State(state): State<Shared>, Path(id): Path<String>, bytes: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/resume", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id")),
+    request_body(content = Option<ResumeBody>, description = "Optional"), responses(
+    (status = 200, description = "Back in a queue", body = Requeued),
+    (status = 400, description = "The body or the queue name is not valid", body = Failure),
+    (status = 404, description = "No such workflow", body = Failure),
+    (status = 409, description = "A live process holds its lease, it is queued already, or it ended", body = Failure),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
+async fn resume(State(state): State<Shared>, Path(id): Path<String>, bytes: Bytes) -> Result<Json<Requeued>, ApiError> {
     let request: ResumeBody = optional_body(&bytes)?;
-    let (status, document) = resume_workflow(&state, &id, request.queue.as_deref()).await?;
-    Ok((status, Json(document)).into_response())
+    Ok(Json(operate::requeue(&state.journal, &id, request.queue.as_deref()).await?))
 }
 
 /// What to fork: from which step call, under which id, onto which queue.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ForkBody {
     /// The first step call to run again (calls before it are copied); 1 runs everything again.
     pub from_step: Option<i64>,
+    /// The new workflow's id (a UUIDv7 if not given).
     pub id: Option<String>,
-    /// Its original's queue if `None` (the default queue if it had none).
+    /// Its original's queue if not given (the default queue if it had none).
     pub queue: Option<String>,
 }
 
 /// Forks a workflow onto a queue; workers run the new one.
-pub(super) async fn fork_workflow(
-    state: &Shared,
-    id: &str,
-    request: ForkBody,
-) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    let original = state.journal.workflow(id).await?.ok_or_else(|| not_found(id))?;
+pub(super) async fn fork_workflow(state: &Shared, id: &str, request: ForkBody) -> Result<ForkReceipt, ApiError> {
+    let original = operate::show(&state.journal, id).await?.workflow;
     let queue = request.queue.or(original.queue).unwrap_or_else(|| DEFAULT_QUEUE.to_string());
-    crate::config::check_queue_name(&queue).map_err(bad_request)?;
     let from_step = request.from_step.unwrap_or(1);
-    match crate::run::fork(&state.journal, id, from_step, request.id, Some(&queue)).await {
-        Ok(new_id) => Ok((
-            StatusCode::CREATED,
-            json!({ "id": new_id, "forked_from": id, "from_step": from_step, "queue": queue, "status": "enqueued" }),
-        )),
-        Err(ForkError::Journal(error)) => Err(error.into()),
-        Err(error @ ForkError::Unknown(_)) => Err(ApiError(StatusCode::NOT_FOUND, error.to_string())),
-        Err(error @ (ForkError::Exists(_) | ForkError::Unfinished { .. })) => {
-            Err(ApiError(StatusCode::CONFLICT, error.to_string()))
-        }
-        Err(error) => Err(bad_request(error.to_string())),
-    }
+    Ok(operate::fork(&state.journal, id, from_step, request.id, Some(&queue)).await?)
 }
 
+/// Forks a workflow onto a queue: its inputs and the calls before `from_step` copied; workers run it.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/fork", tag = "workflows",
+    params(("id" = String, Path, description = "The original workflow's id")),
+    request_body(content = Option<ForkBody>, description = "Optional"), responses(
+    (status = 201, description = "The new workflow, enqueued", body = ForkReceipt),
+    (status = 400, description = "The body, the step or the queue name is not valid", body = Failure),
+    (status = 404, description = "No such workflow", body = Failure),
+    (status = 409, description = "The new id is taken, or a call before the step has not finished", body = Failure),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
 async fn fork(State(state): State<Shared>, Path(id): Path<String>, bytes: Bytes) -> Result<Response, ApiError> {
     let request: ForkBody = optional_body(&bytes)?;
-    let (status, document) = fork_workflow(&state, &id, request).await?;
-    Ok((status, Json(document)).into_response())
+    let receipt = fork_workflow(&state, &id, request).await?;
+    Ok((StatusCode::CREATED, Json(receipt)).into_response())
 }
 
-async fn queues(State(state): State<Shared>) -> Result<Response, ApiError> {
-    Ok(Json(json!({ "queues": state.journal.queues().await? })).into_response())
+/// Every queue with work or limits: limits, depth, running.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "queues", responses(
+    (status = 200, description = "The queues", body = QueueList),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
+async fn queues(State(state): State<Shared>) -> Result<Json<QueueList>, ApiError> {
+    Ok(Json(operate::queues(&state.journal).await?))
 }
 
-async fn workers(State(state): State<Shared>) -> Result<Response, ApiError> {
-    Ok(Json(json!({ "workers": state.journal.workers().await? })).into_response())
+/// The worker processes, the live ones first.
+#[utoipa::path(get, path = "/api/v1/workers", tag = "workers", responses(
+    (status = 200, description = "The workers", body = WorkerList),
+    (status = 503, description = "The journal is unreachable", body = Failure),
+))]
+async fn workers(State(state): State<Shared>) -> Result<Json<WorkerList>, ApiError> {
+    Ok(Json(operate::workers(&state.journal).await?))
 }
 
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses(
+    (status = 200, description = "The OpenAPI document of this API", content_type = "application/json"),
+))]
 async fn openapi() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], super::openapi::document()).into_response()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
-
-    #[test]
-    fn the_openapi_document_lists_exactly_the_routes() {
-        let document: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
-        let paths = document["paths"].as_object().expect("paths");
-        let documented: BTreeSet<(String, String)> = paths
-            .iter()
-            .flat_map(|(path, methods)| {
-                methods.as_object().into_iter().flat_map(|m| m.keys()).map(move |method| (path.clone(), method.clone()))
-            })
-            .collect();
-        let served: BTreeSet<(String, String)> =
-            table().into_iter().map(|(path, method, _)| (path.to_string(), method.to_string())).collect();
-        assert_eq!(documented, served);
-    }
 
     #[test]
     fn list_filters_are_checked() {
@@ -520,13 +507,13 @@ mod tests {
         let query = ListQuery { after: Some("garbage".into()), ..ListQuery::default() };
         assert!(query.filter().is_err());
         let query = ListQuery { status: Some("running".into()), since: Some("1h".into()), ..ListQuery::default() };
-        let (filter, limit) = query.filter().unwrap();
-        assert_eq!((filter.status, filter.limit, limit), (Some(WorkflowStatus::Running), 51, 50));
+        let filter = query.filter().unwrap();
+        assert_eq!((filter.status, filter.limit), (Some(WorkflowStatus::Running), 50));
     }
 
     #[test]
     fn cursors_round_trip() {
-        let (time, id) = parse_cursor("2026-11-29T12:00:00.123Z|a|b").unwrap();
+        let (time, id) = operate::parse_cursor("2026-11-29T12:00:00.123Z|a|b").unwrap();
         assert_eq!((time.rfc3339().as_str(), id.as_str()), ("2026-11-29T12:00:00.123Z", "a|b"));
     }
 }

@@ -165,7 +165,8 @@ fn query_token(query: Option<&str>) -> Option<String> {
 /// A refusal: JSON for the API, text for pages.
 fn refuse(api: bool, status: StatusCode, message: &str) -> Response {
     if api {
-        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+        let failure = crate::operate::Failure { error: message.to_string(), disposition: crate::Disposition::Refused };
+        (status, axum::Json(failure)).into_response()
     } else {
         (status, message.to_string()).into_response()
     }

@@ -6,6 +6,7 @@
 mod api;
 mod guard;
 mod live;
+mod openapi;
 mod pages;
 
 use std::future::Future;
@@ -146,4 +147,18 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Shared>) -> a
         Err(error) => tracing::warn!(source = "host", "metrics: cannot read the queues: {error}"),
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+}
+
+/// The HTTP status of a failure of this disposition: the one place the API
+/// and the pages decide it.
+pub(crate) fn status(disposition: crate::Disposition) -> axum::http::StatusCode {
+    use crate::Disposition;
+    use axum::http::StatusCode;
+    match disposition {
+        Disposition::Refused => StatusCode::BAD_REQUEST,
+        Disposition::NotFound => StatusCode::NOT_FOUND,
+        Disposition::Conflict | Disposition::Stopped | Disposition::WorkflowFailed => StatusCode::CONFLICT,
+        Disposition::Outage => StatusCode::SERVICE_UNAVAILABLE,
+        Disposition::Bug => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }

@@ -14,9 +14,10 @@ use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use super::api::{ApiError, ForkBody, ListQuery, cancel_workflow, fork_workflow, page, resume_workflow};
+use super::api::{ApiError, ForkBody, ListQuery, fork_workflow};
 use super::{Shared, guard};
 use crate::journal::{AttemptRecord, JournalError, Timestamp, WorkflowHistory, WorkflowRecord, WorkflowStatus};
+use crate::operate::{self, OperateError};
 
 /// The page style and the live-update script, inline: no CDN, no build step.
 const STYLE: &str = include_str!("dashboard.css");
@@ -36,8 +37,11 @@ pub(super) fn routes() -> Router<Shared> {
 /// Anything the router does not know: JSON under `/api`, a page elsewhere.
 pub(super) async fn not_found(uri: Uri) -> Response {
     if uri.path().starts_with("/api/") {
-        (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": format!("no route {}", uri.path()) })))
-            .into_response()
+        let failure = crate::operate::Failure {
+            error: format!("no route {}", uri.path()),
+            disposition: crate::Disposition::NotFound,
+        };
+        (StatusCode::NOT_FOUND, axum::Json(failure)).into_response()
     } else {
         (StatusCode::NOT_FOUND, layout("Not found", "", html! { p { "Nothing at " code { (uri.path()) } "." } }))
             .into_response()
@@ -58,8 +62,11 @@ fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
 }
 
 fn journal_error(error: &JournalError) -> Response {
-    let status = if error.is_outage() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
-    error_page(status, &error.to_string())
+    error_page(super::status(error.disposition()), &error.to_string())
+}
+
+fn operate_error(error: &OperateError) -> Response {
+    error_page(super::status(error.disposition()), &error.to_string())
 }
 
 /// The frame of every page; `events` is the event stream its live part follows.
@@ -103,9 +110,9 @@ async fn workflows(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> PageResult {
     let query = parsed(query)?;
-    let (filter, limit) = query.filter().map_err(|message| error_page(StatusCode::BAD_REQUEST, &message))?;
-    let listed = state.journal.list_workflows(&filter).await.map_err(|error| journal_error(&error))?;
-    let (rows, next) = page(listed, limit);
+    let filter = query.filter().map_err(|message| error_page(StatusCode::BAD_REQUEST, &message))?;
+    let operate::WorkflowList { workflows: rows, next } =
+        operate::list(&state.journal, &filter).await.map_err(|error| operate_error(&error))?;
     let now = Timestamp::now();
     let value = |field: &Option<String>| field.clone().unwrap_or_default();
     let before = html! {
@@ -289,10 +296,10 @@ fn action_form(state: &Shared, form: Result<Form<ActionForm>, FormRejection>) ->
 
 /// After an action: the page of `id`, or the reason it was refused.
 #[expect(clippy::result_large_err, reason = "the error is the response axum sends, as in every handler here")]
-fn after_action(id: &str, result: Result<(StatusCode, serde_json::Value), ApiError>) -> PageResult {
+fn after_action<T>(id: &str, result: Result<T, ApiError>) -> PageResult {
     match result {
         Ok(_) => Ok(Redirect::to(&format!("/workflows/{}", encode(id))).into_response()),
-        Err(ApiError(status, message)) => Err(error_page(status, &message)),
+        Err(ApiError(status, failure)) => Err(error_page(status, &failure.error)),
     }
 }
 
@@ -302,7 +309,7 @@ async fn cancel(
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> PageResult {
     action_form(&state, form)?;
-    after_action(&id, cancel_workflow(&state, &id).await)
+    after_action(&id, operate::cancel(&state.journal, &id, std::time::Duration::ZERO).await.map_err(ApiError::from))
 }
 
 async fn resume(
@@ -311,7 +318,7 @@ async fn resume(
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> PageResult {
     action_form(&state, form)?;
-    after_action(&id, resume_workflow(&state, &id, None).await)
+    after_action(&id, operate::requeue(&state.journal, &id, None).await.map_err(ApiError::from))
 }
 
 /// Forks, then shows the new workflow.
@@ -323,7 +330,7 @@ async fn fork(
     let form = action_form(&state, form)?;
     let request = ForkBody { from_step: form.from_step, ..ForkBody::default() };
     let result = fork_workflow(&state, &id, request).await;
-    let new_id = result.as_ref().ok().and_then(|(_, document)| document["id"].as_str().map(str::to_string));
+    let new_id = result.as_ref().ok().map(|receipt| receipt.id.clone());
     after_action(new_id.as_deref().unwrap_or(&id), result)
 }
 

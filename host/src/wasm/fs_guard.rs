@@ -23,7 +23,7 @@ pub fn stays_below(target: &str) -> bool {
 
 /// Replaces `descriptor.symlink-at` in `linker` (which must already have WASI)
 /// with one that refuses targets leaving the link's directory.
-pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+pub fn add_to_linker<C: Send + 'static>(linker: &mut Linker<GuestState<C>>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
         "[method]descriptor.symlink-at",

@@ -7,8 +7,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::sandbox::{GuestState, Identity};
-use crate::config::RetryPolicy;
-use crate::wasm::limits::AttemptLimits;
+use crate::config::{AttemptLimits, RetryPolicy};
 
 /// The `stepbox:runtime` WIT package guests build against (what `host wit` writes).
 pub const RUNTIME_WIT: &str = include_str!("../../../wit/runtime.wit");
@@ -18,7 +17,7 @@ wasmtime::component::bindgen!({
     world: "stepbox:runtime/step",
 });
 
-pub use self::stepbox::runtime::log::Level;
+use self::stepbox::runtime::log::Level;
 pub use self::stepbox::runtime::step_context::StepStatus as WitStepStatus;
 use self::stepbox::runtime::types::{AttemptLimits as WitAttemptLimits, RetryPolicy as WitRetryPolicy};
 
@@ -49,15 +48,35 @@ impl From<&AttemptLimits> for WitAttemptLimits {
     }
 }
 
-impl self::stepbox::runtime::types::Host for GuestState {}
+impl<C: Send> self::stepbox::runtime::types::Host for GuestState<C> {}
 
-impl self::stepbox::runtime::log::Host for GuestState {
+impl<C: Send> self::stepbox::runtime::log::Host for GuestState<C> {
+    /// Shows a guest's log message with where it came from, one log line per
+    /// line of text, control characters dropped (a guest cannot forge host
+    /// lines), within the store's log budget (the rest is counted).
     fn log(&mut self, level: Level, message: String) {
-        self.log(level, &message);
+        if !self.admit_log(message.len()) {
+            return;
+        }
+        let source = self.source().to_string();
+        for line in message.lines() {
+            let line: String = line.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+            emit_line(&source, level, &line);
+        }
     }
 }
 
-impl self::stepbox::runtime::step_context::Host for GuestState {
+fn emit_line(source: &str, level: Level, message: &str) {
+    match level {
+        Level::Trace => tracing::trace!(target: "stepbox::guest", source, "{message}"),
+        Level::Debug => tracing::debug!(target: "stepbox::guest", source, "{message}"),
+        Level::Info => tracing::info!(target: "stepbox::guest", source, "{message}"),
+        Level::Warn => tracing::warn!(target: "stepbox::guest", source, "{message}"),
+        Level::Error => tracing::error!(target: "stepbox::guest", source, "{message}"),
+    }
+}
+
+impl<C: Send> self::stepbox::runtime::step_context::Host for GuestState<C> {
     fn status(&mut self) -> Option<WitStepStatus> {
         match &self.identity {
             Identity::Step(step) => Some(WitStepStatus {
@@ -74,6 +93,6 @@ impl self::stepbox::runtime::step_context::Host for GuestState {
 }
 
 /// Defines `stepbox:runtime/{types,log,step-context}` in `linker`.
-pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
-    Step::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |state| state)
+pub fn add_to_linker<C: Send + 'static>(linker: &mut Linker<GuestState<C>>) -> wasmtime::Result<()> {
+    Step::add_to_linker::<GuestState<C>, HasSelf<GuestState<C>>>(linker, |state| state)
 }

@@ -7,21 +7,17 @@ mod capture;
 mod deterministic;
 mod engine;
 mod fs_guard;
-mod grants;
 mod host_api;
 mod http_grant;
 mod interrupt;
-mod limits;
 mod sandbox;
 
 pub use cache::{
     ComponentLoader, DEFAULT_CACHE_MAX, LoadError, LoadedComponent, Pruned, default_cache_dir, digest, prune,
 };
 pub use engine::{EPOCH_TICK, POOL_COMPONENT_INSTANCES, new_engine, new_engine_with, ticks};
-pub use grants::{DirGrant, GrantOverrides, Grants, Stdio};
 pub use host_api::RUNTIME_WIT;
 pub use interrupt::{Interrupt, StopReason};
-pub use limits::{AttemptLimits, LimitOverrides};
 pub use sandbox::{
     AttemptReport, CallFailure, GuestState, Identity, Sandbox, StepIdentity, describe_error, instantiate_when_free,
 };
@@ -29,8 +25,9 @@ pub use sandbox::{
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-/// A linker with WASI (nothing granted until a store grants it) and `stepbox:runtime`.
-pub fn base_linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
+/// A linker with WASI (nothing granted until a store grants it) and
+/// `stepbox:runtime`, for stores whose data carries a `C` (a workflow's run context; nothing for a step).
+pub fn base_linker<C: Send + 'static>(engine: &Engine) -> wasmtime::Result<Linker<GuestState<C>>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     fs_guard::add_to_linker(&mut linker)?;

@@ -12,12 +12,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::capture::{Capture, LogBudget};
 use super::deterministic::make_deterministic;
-use super::grants::{Grants, Stdio};
-use super::host_api::Level;
 use super::http_grant::HttpGrant;
 use super::interrupt::{Interrupt, StopReason};
-use super::limits::AttemptLimits;
-use crate::config::RetryPolicy;
+use crate::config::{AttemptLimits, Grants, RetryPolicy, Stdio};
 use crate::journal::FailureKind;
 
 /// What a running step knows about itself (`stepbox:runtime/step-context`).
@@ -34,7 +31,7 @@ pub struct StepIdentity {
 /// Who runs in a store: a workflow (which may call steps) or one step attempt.
 #[derive(Debug, Clone)]
 pub enum Identity {
-    Workflow { workflow_id: String, next_seq: i64 },
+    Workflow { workflow_id: String },
     Step(StepIdentity),
 }
 
@@ -81,8 +78,10 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The data of every guest store.
-pub struct GuestState {
+/// The data of every guest store; a workflow's also carries its run
+/// context `C` (what the run side keeps of it while it runs), which the
+/// host functions it calls find there.
+pub struct GuestState<C = ()> {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     http_grant: HttpGrant,
@@ -92,21 +91,22 @@ pub struct GuestState {
     stderr: Capture,
     log: LogBudget,
     pub identity: Identity,
+    pub context: C,
 }
 
-impl WasiView for GuestState {
+impl<C: Send> WasiView for GuestState<C> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
-impl WasiHttpView for GuestState {
+impl<C: Send> WasiHttpView for GuestState<C> {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_grant }
     }
 }
 
-impl GuestState {
+impl<C> GuestState<C> {
     fn new(
         wasi: WasiCtx,
         http_grant: HttpGrant,
@@ -114,6 +114,7 @@ impl GuestState {
         output: (Capture, Capture),
         log: LogBudget,
         identity: Identity,
+        context: C,
     ) -> Self {
         let (stdout, stderr) = output;
         Self {
@@ -126,6 +127,7 @@ impl GuestState {
             stderr,
             log,
             identity,
+            context,
         }
     }
 
@@ -137,45 +139,15 @@ impl GuestState {
         }
     }
 
-    /// The next step call of a workflow: its id and the call's sequence number.
-    pub fn next_step_call(&mut self) -> Option<(String, i64)> {
-        match &mut self.identity {
-            Identity::Workflow { workflow_id, next_seq } => {
-                let seq = *next_seq;
-                *next_seq += 1;
-                Some((workflow_id.clone(), seq))
-            }
-            Identity::Step(_) => None,
-        }
-    }
-
     /// What the guest wrote to stderr (when captured), lossily decoded.
     pub fn stderr(&self) -> String {
         self.stderr.text()
     }
 
-    /// Shows a guest's log message with where it came from, one log line per
-    /// line of text, control characters dropped (a guest cannot forge host
-    /// lines), within the store's log budget (the rest is counted).
-    pub fn log(&mut self, level: Level, message: &str) {
-        if !self.log.admit(message.len()) {
-            return;
-        }
-        let source = self.source().to_string();
-        for line in message.lines() {
-            let line: String = line.chars().filter(|c| !c.is_control() || *c == '\t').collect();
-            emit_line(&source, level, &line);
-        }
-    }
-}
-
-fn emit_line(source: &str, level: Level, message: &str) {
-    match level {
-        Level::Trace => tracing::trace!(target: "stepbox::guest", source, "{message}"),
-        Level::Debug => tracing::debug!(target: "stepbox::guest", source, "{message}"),
-        Level::Info => tracing::info!(target: "stepbox::guest", source, "{message}"),
-        Level::Warn => tracing::warn!(target: "stepbox::guest", source, "{message}"),
-        Level::Error => tracing::error!(target: "stepbox::guest", source, "{message}"),
+    /// Whether a log message of `bytes` fits the store's log budget (what
+    /// is over it is counted, and noted once).
+    pub(super) fn admit_log(&mut self, bytes: usize) -> bool {
+        self.log.admit(bytes)
     }
 }
 
@@ -216,24 +188,26 @@ impl Sandbox {
 
     /// A workflow's store: nothing granted, output captured, clocks and
     /// randomness deterministic; not timed, but it yields every tick and
-    /// traps once `interrupt` asks it to stop.
+    /// traps once `interrupt` asks it to stop. It carries `context`.
     /// `seed_id` and `started_at_ms` are what its clocks and randomness derive
     /// from: its own id and start, or its original's for a fork.
-    pub fn workflow_store(
+    pub fn workflow_store<C: Send + 'static>(
         &self,
         workflow_id: &str,
-        seed_id: &str,
-        started_at_ms: i64,
+        seed: (&str, i64),
         interrupt: Interrupt,
-    ) -> Store<GuestState> {
+        context: C,
+    ) -> Store<GuestState<C>> {
+        let (seed_id, started_at_ms) = seed;
         let stdout = Capture::new(WORKFLOW_OUTPUT_BYTES);
         let stderr = Capture::new(WORKFLOW_OUTPUT_BYTES);
         let mut builder = base_wasi(&stdout, &stderr);
         make_deterministic(&mut builder, seed_id, started_at_ms);
-        let identity = Identity::Workflow { workflow_id: workflow_id.to_string(), next_seq: 1 };
+        let identity = Identity::Workflow { workflow_id: workflow_id.to_string() };
         let limiter = MemoryLimiter { max_memory_bytes: AttemptLimits::default().max_memory_bytes, denied: false };
         let log = LogBudget::new(WORKFLOW_LOG_BYTES);
-        let state = GuestState::new(builder.build(), HttpGrant::default(), limiter, (stdout, stderr), log, identity);
+        let state =
+            GuestState::new(builder.build(), HttpGrant::default(), limiter, (stdout, stderr), log, identity, context);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         stop_at_host_calls(&mut store, interrupt.clone());
@@ -266,7 +240,7 @@ impl Sandbox {
         let http_grant = HttpGrant::new(grants.http.clone());
         let log = LogBudget::new(limits.max_output_bytes);
         let state =
-            GuestState::new(builder.build(), http_grant, limiter, (stdout, stderr), log, Identity::Step(identity));
+            GuestState::new(builder.build(), http_grant, limiter, (stdout, stderr), log, Identity::Step(identity), ());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // What the guest may copy to the host in one call, the result included:
@@ -355,7 +329,7 @@ impl Sandbox {
 /// no side effect (a file written, a request sent, a step started) happens
 /// after this process may have lost the workflow, even in the moment between
 /// waking from a stop and the next epoch tick.
-fn stop_at_host_calls(store: &mut Store<GuestState>, interrupt: Interrupt) {
+fn stop_at_host_calls<C: 'static>(store: &mut Store<GuestState<C>>, interrupt: Interrupt) {
     store.call_hook(move |_, hook| match hook {
         CallHook::CallingHost | CallHook::ReturningFromHost
             if interrupt.reason().is_some_and(StopReason::lease_gone) =>
@@ -369,9 +343,9 @@ fn stop_at_host_calls(store: &mut Store<GuestState>, interrupt: Interrupt) {
 /// Instantiates `pre`, waiting while the engine's instance pool is full: a
 /// host out of instance slots is back-pressure, not a failed attempt (the
 /// attempt's timeout still bounds the wait).
-pub async fn instantiate_when_free(
-    pre: &InstancePre<GuestState>,
-    store: &mut Store<GuestState>,
+pub async fn instantiate_when_free<C: Send + 'static>(
+    pre: &InstancePre<GuestState<C>>,
+    store: &mut Store<GuestState<C>>,
 ) -> wasmtime::Result<Instance> {
     let mut pause = Duration::from_micros(200);
     loop {
@@ -470,7 +444,7 @@ fn failure(
 
 /// The error's causes on one line, what the guest wrote to stderr, then its
 /// wasm backtrace if it trapped.
-pub fn describe_error(error: &wasmtime::Error, state: &GuestState) -> String {
+pub fn describe_error<C>(error: &wasmtime::Error, state: &GuestState<C>) -> String {
     let backtrace = error.downcast_ref::<WasmBacktrace>().map(ToString::to_string);
     let causes: Vec<String> =
         error.chain().map(ToString::to_string).filter(|cause| Some(cause) != backtrace.as_ref()).collect();

@@ -89,6 +89,20 @@ pub enum SubmitError {
     QueueName(String),
 }
 
+impl SubmitError {
+    /// What the error means for whoever must act on it.
+    pub fn disposition(&self) -> crate::Disposition {
+        match self {
+            Self::Prepare(error) => error.disposition(),
+            Self::Journal(error) => error.disposition(),
+            Self::IdTaken(_) => crate::Disposition::Conflict,
+            Self::Arguments(_) | Self::Read { .. } | Self::Changed { .. } | Self::QueueName(_) => {
+                crate::Disposition::Refused
+            }
+        }
+    }
+}
+
 /// Submits workflows to the queues of one journal.
 pub struct Client {
     journal: Journal,

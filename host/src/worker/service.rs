@@ -13,6 +13,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::deployments::Deployments;
+use crate::Disposition;
 use crate::journal::{Claimed, Journal, JournalError, Timestamp, WorkerInfo};
 use crate::run::{Executor, MAX_RUNNING_WORKFLOWS, RunError, Wakeups};
 use crate::wasm::{ComponentLoader, StopReason};
@@ -308,48 +309,74 @@ async fn run_one(
             tracing::info!(source = "host", "Workflow {id} waits until {until} for its next attempt; slot given up");
             Turn::Parked
         }
-        Err(error) if error.is_workflow_failure() => {
-            tracing::warn!(source = "host", "{error}");
-            Turn::Finished
-        }
-        Err(RunError::Stopped { .. }) => Turn::HandedBack,
-        // One line, once the journal answers: who has the workflow now.
-        Err(error @ (RunError::LeaseLost { .. } | RunError::LeaseExpired { .. })) => {
-            crate::telemetry::lease_lost();
-            tracing::warn!(source = "host", "{error}");
-            Turn::Other
-        }
-        Err(error) => give_up_or_release(journal, &claimed, error).await,
+        Err(error) => match afterwards(error.disposition()) {
+            Afterwards::Ended => {
+                tracing::warn!(source = "host", "{error}");
+                Turn::Finished
+            }
+            Afterwards::Leave => match error {
+                // Released on the way out (a shutdown): another worker takes it at once.
+                RunError::Stopped { .. } => Turn::HandedBack,
+                // One line, once the journal answers: who has the workflow now.
+                RunError::LeaseLost { .. } | RunError::LeaseExpired { .. } => {
+                    crate::telemetry::lease_lost();
+                    tracing::warn!(source = "host", "{error}");
+                    Turn::Other
+                }
+                error => {
+                    tracing::warn!(source = "host", "{error}");
+                    Turn::Other
+                }
+            },
+            Afterwards::Release => release(journal, &claimed, &error).await,
+            Afterwards::Bury => bury(journal, &claimed, &error).await,
+        },
     }
 }
 
-/// A workflow that cannot run here: back to its queue if the journal was at
-/// fault (another try will do), else `dead` with the reason, so it does not
-/// come back forever.
-async fn give_up_or_release(journal: &Journal, claimed: &Claimed, error: RunError) -> Turn {
-    let id = &claimed.workflow.id;
-    let outage = match &error {
-        RunError::Journal(error) => error.is_outage(),
-        RunError::Interrupted { source, .. } => {
-            matches!(source.as_ref(), crate::run::InvokeError::Journal(error) if error.is_outage())
-        }
-        RunError::Prepare(crate::run::PrepareError::Journal(error)) => error.is_outage(),
-        _ => false,
-    };
-    if outage {
-        // Said only of what happened: a release fenced out (its lease lapsed or was taken) is not a hand-back.
-        return match journal.release(&claimed.lease).await {
-            Ok(true) => {
-                tracing::warn!(source = "host", "{error}; it goes back to its queue");
-                Turn::HandedBack
-            }
-            _ => {
-                tracing::warn!(source = "host", "{error}; its lease lapses and another worker takes it over");
-                Turn::Other
-            }
-        };
+/// What a worker does with a workflow whose turn ended in an error, from
+/// the error's disposition alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Afterwards {
+    /// It ended (badly): nothing more to do.
+    Ended,
+    /// It stopped here: its lease was released on the way out, or belongs to another owner now.
+    Leave,
+    /// The journal was at fault: back to its queue, for another try.
+    Release,
+    /// It cannot run (its components, its replay, a broken invariant): `dead`
+    /// with the reason, so it does not come back forever.
+    Bury,
+}
+
+fn afterwards(disposition: Disposition) -> Afterwards {
+    match disposition {
+        Disposition::WorkflowFailed => Afterwards::Ended,
+        Disposition::Stopped => Afterwards::Leave,
+        Disposition::Outage => Afterwards::Release,
+        Disposition::Refused | Disposition::Conflict | Disposition::NotFound | Disposition::Bug => Afterwards::Bury,
     }
-    // Fenced by the claim's epoch (a release keeps it): a worker that claimed it since is left alone.
+}
+
+/// Hands a workflow back to its queue after an outage; says only what happened.
+async fn release(journal: &Journal, claimed: &Claimed, error: &RunError) -> Turn {
+    // A release fenced out (its lease lapsed or was taken) is not a hand-back.
+    match journal.release(&claimed.lease).await {
+        Ok(true) => {
+            tracing::warn!(source = "host", "{error}; it goes back to its queue");
+            Turn::HandedBack
+        }
+        _ => {
+            tracing::warn!(source = "host", "{error}; its lease lapses and another worker takes it over");
+            Turn::Other
+        }
+    }
+}
+
+/// Marks a workflow that cannot run `dead`, with the reason. Fenced by the
+/// claim's epoch (a release keeps it): a worker that claimed it since is left alone.
+async fn bury(journal: &Journal, claimed: &Claimed, error: &RunError) -> Turn {
+    let id = &claimed.workflow.id;
     match journal.bury(&claimed.lease, &format!("cannot run: {error}")).await {
         Ok(true) => tracing::error!(source = "host", "Workflow {id} cannot run here: {error}. It is marked dead"),
         Ok(false) => tracing::warn!(
@@ -396,4 +423,19 @@ fn hostname() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_follows_a_failed_turn_depends_on_the_disposition_alone() {
+        assert_eq!(afterwards(Disposition::Outage), Afterwards::Release);
+        assert_eq!(afterwards(Disposition::Stopped), Afterwards::Leave);
+        assert_eq!(afterwards(Disposition::WorkflowFailed), Afterwards::Ended);
+        for cannot_run in [Disposition::Refused, Disposition::Conflict, Disposition::NotFound, Disposition::Bug] {
+            assert_eq!(afterwards(cannot_run), Afterwards::Bury);
+        }
+    }
 }

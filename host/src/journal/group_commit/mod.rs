@@ -279,6 +279,7 @@ impl Task {
                 }
             }
             Err(outage) => {
+                let lasted = outage.lasted.is_some();
                 let message = match outage.lasted {
                     Some(lasted) => format!(
                         "unreachable for {} ({})",
@@ -291,6 +292,7 @@ impl Task {
                     let _ = sender.send(Err(JournalError::Batch {
                         location: self.location.to_string(),
                         message: message.clone(),
+                        outage: lasted,
                     }));
                 }
             }
