@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod group_commit;
 mod journal;
+mod layers;
 mod leases;
 mod operate;
 mod polyglot;

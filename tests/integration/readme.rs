@@ -110,3 +110,29 @@ fn the_postgres_journal_query_runs_as_shown() {
     assert!(table.contains(&id), "the newest attempts include this run's:\n{table}");
     let _ = Command::new(env!("CARGO_BIN_EXE_host")).args(["delete", &id, "--journal", journal]).output();
 }
+
+/// The README's Rust block is the `Stepbox` doc example, which `cargo test`
+/// compiles: the embedding shown is one that builds.
+#[test]
+fn the_rust_embedding_shown_is_the_compiled_doc_example() {
+    let shown: Vec<&str> = README
+        .split("## Embed in Rust")
+        .nth(1)
+        .and_then(|section| section.split("```rust\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README has a ```rust block")
+        .lines()
+        .collect();
+    let source = include_str!("../../host/src/embed.rs");
+    let example: Vec<&str> = source
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("///"))
+        .map(|line| line.strip_prefix(' ').unwrap_or(line))
+        .skip_while(|line| !line.starts_with("```no_run"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("```"))
+        .filter(|line| !line.starts_with('#'))
+        .collect();
+    assert!(example.len() > 3, "the Stepbox doc example was found: {example:?}");
+    assert_eq!(shown, example, "README's ```rust block and Stepbox's doc example differ");
+}

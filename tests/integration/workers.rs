@@ -1,15 +1,14 @@
-//! Workers and queues with real processes on real PostgreSQL: `host worker`
-//! processes share queues, one is SIGKILLed and one SIGSTOPped past its
-//! lease; limits, priorities, dedup, delayed starts, durable timers, cancel
-//! and graceful shutdown, each checked from the journal's rows and
-//! timestamps. The suite runs twice: with LISTEN/NOTIFY on a direct
-//! connection, and `--poll-only` through a real pgbouncer in transaction
-//! mode. SQLite workers get their own test.
+//! Workers and queues with real processes: `host worker` processes share
+//! queues, one is SIGKILLed and one SIGSTOPped past its lease; limits,
+//! priorities, dedup, delayed starts, durable timers, cancel and graceful
+//! shutdown, each checked from the journal's rows and timestamps. Each
+//! scenario runs on PostgreSQL with LISTEN/NOTIFY on a direct connection,
+//! with `--poll-only` through a real pgbouncer in transaction mode, and on a
+//! SQLite journal file shared by the worker processes (polling).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection as _;
 use stepbox::config::{Setting, SettingsLayer};
 use stepbox::journal::{Journal, QueueLimits};
 use stepbox::run::RunSpec;
@@ -17,6 +16,7 @@ use stepbox::wasm::ComponentLoader;
 use stepbox::worker::{Client, SubmitRequest, Submittable};
 
 use crate::support::pgbouncer::Pgbouncer;
+use crate::support::rows::Rows;
 use crate::support::{Child, PostgresDb, Scratch, artifacts, host_command, shared_cache};
 
 /// Where the workers of a test reach the journal.
@@ -26,11 +26,17 @@ enum Wakeups {
     Notify,
     /// Through pgbouncer in transaction mode, `--poll-only`.
     PollThroughPgbouncer,
+    /// A SQLite journal file the worker processes share; they poll.
+    Sqlite,
 }
 
 /// One test's service: its database, the URL workers and clients use, scratch space.
 struct Service {
-    db: PostgresDb,
+    /// The PostgreSQL database (none on SQLite), dropped with the test.
+    _db: Option<PostgresDb>,
+    /// The journal itself, for direct reads (the database, never the pooler).
+    direct: String,
+    /// Where workers and clients reach the journal.
     url: String,
     mode: Wakeups,
     scratch: Scratch,
@@ -39,25 +45,33 @@ struct Service {
 
 impl Service {
     async fn new(mode: Wakeups) -> Self {
+        let scratch = Scratch::new();
+        if mode == Wakeups::Sqlite {
+            let path = scratch.journal();
+            Journal::open(&path).await.expect("the journal is created");
+            return Self { _db: None, direct: path.clone(), url: path, mode, scratch, _bouncer: None };
+        }
         let db = PostgresDb::create().await;
         // The schema is made on a direct connection (never through a transaction pooler).
         Journal::open(&db.url).await.expect("the journal is created");
         let (url, bouncer) = match mode {
-            Wakeups::Notify => (db.url.clone(), None),
             Wakeups::PollThroughPgbouncer => {
                 let bouncer = Pgbouncer::start();
                 let database = db.url.rsplit('/').next().expect("a database name").to_string();
                 (bouncer.url(&database), Some(bouncer))
             }
+            _ => (db.url.clone(), None),
         };
-        Self { db, url, mode, scratch: Scratch::new(), _bouncer: bouncer }
+        Self { direct: db.url.clone(), _db: Some(db), url, mode, scratch, _bouncer: bouncer }
     }
 
     /// Starts `host worker` with `args` (and `--poll-only` through the pooler).
     fn worker(&self, args: &[&str]) -> Child {
         let mut all = vec!["worker", "--journal", &self.url];
-        if self.mode == Wakeups::PollThroughPgbouncer {
-            all.extend(["--poll-only", "--poll-interval", "200ms"]);
+        match self.mode {
+            Wakeups::PollThroughPgbouncer => all.extend(["--poll-only", "--poll-interval", "200ms"]),
+            Wakeups::Sqlite => all.extend(["--poll-interval", "100ms"]),
+            Wakeups::Notify => {}
         }
         all.extend(args);
         Child::spawn(self.scratch.path(), &all)
@@ -82,22 +96,18 @@ impl Service {
     }
 
     /// A direct connection for reading the journal's rows.
-    async fn sql(&self) -> sqlx::PgConnection {
-        let mut connection = sqlx::PgConnection::connect(&self.db.url).await.expect("a direct connection");
-        sqlx::raw_sql("SET search_path TO stepbox").execute(&mut connection).await.expect("search_path");
-        connection
+    async fn rows(&self) -> Rows {
+        Rows::open(&self.direct).await
     }
 
     /// Waits until no workflow of the journal is enqueued, delayed or running.
     async fn all_finished(&self, timeout: Duration, workers: &[&Child]) {
         let deadline = Instant::now() + timeout;
-        let mut sql = self.sql().await;
+        let mut rows = self.rows().await;
         loop {
-            let live: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM workflows WHERE status IN ('enqueued', 'delayed', 'running')")
-                    .fetch_one(&mut sql)
-                    .await
-                    .expect("count");
+            let live: i64 = rows
+                .value("SELECT count(*) FROM workflows WHERE status IN ('enqueued', 'delayed', 'running')", &[])
+                .await;
             if live == 0 {
                 return;
             }
@@ -138,7 +148,7 @@ fn stop(worker: &mut Child) {
     assert!(!log.contains("panicked"), "the worker panicked:\n{log}");
 }
 
-/// One attempt as the fencing checks read it (times in microseconds).
+/// One attempt as the fencing checks read it (times in milliseconds).
 #[derive(Debug, sqlx::FromRow)]
 struct AttemptRow {
     workflow_id: String,
@@ -154,15 +164,15 @@ struct AttemptRow {
 /// numbered 1.., and no attempt of a call starting before the previous one
 /// ended. Returns the calls whose attempts were written by more than one executor.
 async fn exact_attempts(service: &Service) -> usize {
-    let mut sql = service.sql().await;
-    let rows: Vec<AttemptRow> = sqlx::query_as(
-        "SELECT workflow_id, seq, attempt, executor, (extract(epoch FROM started_at) * 1000000)::bigint AS started, \
-         (extract(epoch FROM finished_at) * 1000000)::bigint AS finished, outcome FROM step_attempts \
-         ORDER BY workflow_id, seq, attempt",
-    )
-    .fetch_all(&mut sql)
-    .await
-    .expect("attempt rows");
+    let rows: Vec<AttemptRow> = service
+        .rows()
+        .await
+        .all(
+            "SELECT workflow_id, seq, attempt, executor, MS(started_at) AS started, MS(finished_at) AS finished, \
+             outcome FROM step_attempts ORDER BY workflow_id, seq, attempt",
+            &[],
+        )
+        .await;
     let mut calls: BTreeMap<(String, i64), Vec<_>> = BTreeMap::new();
     for row in rows {
         calls.entry((row.workflow_id.clone(), row.seq)).or_default().push(row);
@@ -205,23 +215,20 @@ async fn kill_and_stall(mode: Wakeups, count: u32) {
     let mut a = service.worker(&lease);
     let mut b = service.worker(&lease);
     let mut c = service.worker(&lease);
-    let mut sql = service.sql().await;
+    let mut rows = service.rows().await;
     // Once A and B are busy, each with a call waiting to retry: kill A, stall B for four leases.
     let (a_pattern, b_pattern) = (format!("%{}%", by(&a)), format!("%{}%", by(&b)));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (a_started, b_started, a_retrying, b_retrying): (i64, i64, i64, i64) = sqlx::query_as(
+        let (a_started, b_started, a_retrying, b_retrying): (i64, i64, i64, i64) = rows.one(
             "SELECT count(*) FILTER (WHERE executor LIKE $1), count(*) FILTER (WHERE executor LIKE $2), \
              count(*) FILTER (WHERE executor LIKE $1 AND retrying), count(*) FILTER (WHERE executor LIKE $2 AND retrying) \
              FROM (SELECT executor, outcome = 'failed' AND NOT EXISTS (SELECT 1 FROM step_attempts o \
              WHERE o.workflow_id = s.workflow_id AND o.seq = s.seq AND o.attempt > s.attempt) AS retrying \
              FROM step_attempts s) AS attempts",
+            &[&a_pattern, &b_pattern],
         )
-        .bind(&a_pattern)
-        .bind(&b_pattern)
-        .fetch_one(&mut sql)
-        .await
-        .expect("count");
+        .await;
         if a_started >= 20 && b_started >= 20 && a_retrying > 0 && b_retrying > 0 {
             break;
         }
@@ -236,7 +243,7 @@ async fn kill_and_stall(mode: Wakeups, count: u32) {
 
     // Every workflow finished with the output its arguments call for.
     let finished: Vec<(String, String, Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT id, status, output, error FROM workflows").fetch_all(&mut sql).await.expect("rows");
+        rows.all("SELECT id, status, output, error FROM workflows", &[]).await;
     assert_eq!(finished.len(), count as usize);
     for (id, status, output, error) in &finished {
         let tag = ids[id];
@@ -247,20 +254,19 @@ async fn kill_and_stall(mode: Wakeups, count: u32) {
             "workflow {id}: {error:?}"
         );
     }
-    let calls: i64 = sqlx::query_scalar("SELECT count(*) FROM step_calls").fetch_one(&mut sql).await.expect("count");
+    let calls: i64 = rows.value("SELECT count(*) FROM step_calls", &[]).await;
     assert_eq!(calls, i64::from(count) * 6, "3 flaky calls and 3 naps per workflow");
     let handed_over = exact_attempts(&service).await;
     assert!(handed_over > 0, "some calls were continued by another worker after the kill or the stall");
     // The killed worker's and the stalled worker's workflows went to others.
     for (worker, name) in [(&a_pattern, "killed"), (&b_pattern, "stalled")] {
-        let continued: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT w.id) FROM workflows w WHERE w.executor NOT LIKE $1 AND EXISTS \
-             (SELECT 1 FROM step_attempts s WHERE s.workflow_id = w.id AND s.executor LIKE $1)",
-        )
-        .bind(worker)
-        .fetch_one(&mut sql)
-        .await
-        .expect("count");
+        let continued: i64 = rows
+            .value(
+                "SELECT count(DISTINCT w.id) FROM workflows w WHERE w.executor NOT LIKE $1 AND EXISTS \
+                 (SELECT 1 FROM step_attempts s WHERE s.workflow_id = w.id AND s.executor LIKE $1)",
+                &[worker],
+            )
+            .await;
         assert!(
             continued > 0,
             "no workflow of the {name} worker was finished by another one; C's log:\n{}",
@@ -278,9 +284,8 @@ async fn kill_and_stall(mode: Wakeups, count: u32) {
     assert!(!b_log.contains("marked dead") && !b_log.contains("can be resumed"), "{b_log}");
     stop(&mut b);
     stop(&mut c);
-    let (rows, stopped): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(stopped_at) FROM workers").fetch_one(&mut sql).await.expect("workers");
-    assert_eq!((rows, stopped), (3, 2), "one row per worker process; B and C stopped cleanly");
+    let (workers, stopped): (i64, i64) = rows.one("SELECT count(*), count(stopped_at) FROM workers", &[]).await;
+    assert_eq!((workers, stopped), (3, 2), "one row per worker process; B and C stopped cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -291,6 +296,11 @@ async fn three_workers_finish_300_flaky_workflows_through_a_kill_and_a_stall() {
 #[tokio::test(flavor = "multi_thread")]
 async fn poll_only_through_pgbouncer_three_workers_finish_through_a_kill_and_a_stall() {
     kill_and_stall(Wakeups::PollThroughPgbouncer, 120).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_three_workers_finish_through_a_kill_and_a_stall() {
+    kill_and_stall(Wakeups::Sqlite, 60).await;
 }
 
 /// Intervals `(start, end)` in µs: the most that overlap at any instant.
@@ -331,15 +341,12 @@ async fn limits_hold(mode: Wakeups) {
     let args = ["--queue", "limited", "--concurrency", "10"];
     let (mut a, mut b) = (service.worker(&args), service.worker(&args));
     service.all_finished(Duration::from_secs(60), &[&a, &b]).await;
-    let mut sql = service.sql().await;
     // Each workflow's running time: its claim to its end, from the journal.
-    let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
-        "SELECT partition_key, (extract(epoch FROM started_at) * 1000000)::bigint, \
-         (extract(epoch FROM finished_at) * 1000000)::bigint, executor FROM workflows",
-    )
-    .fetch_all(&mut sql)
-    .await
-    .expect("rows");
+    let rows: Vec<(String, i64, i64, String)> = service
+        .rows()
+        .await
+        .all("SELECT partition_key, MS(started_at), MS(finished_at), executor FROM workflows", &[])
+        .await;
     let all: Vec<(i64, i64)> = rows.iter().map(|row| (row.1, row.2)).collect();
     assert_eq!(most_at_once(&all), 3, "the queue ran 3 at once, never more: {rows:#?}");
     for tenant in 0..4 {
@@ -361,6 +368,11 @@ async fn queue_limits_hold_across_workers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn poll_only_through_pgbouncer_queue_limits_hold_across_workers() {
     limits_hold(Wakeups::PollThroughPgbouncer).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_queue_limits_hold_across_workers() {
+    limits_hold(Wakeups::Sqlite).await;
 }
 
 /// Priorities, a start-rate limit, dedup keys and delayed starts, through the CLI.
@@ -416,29 +428,25 @@ async fn order_rate_dedup_delay(mode: Wakeups) {
 
     let mut worker = service.worker(&["--queue", "serial", "--queue", "rated", "--queue", "default"]);
     service.all_finished(Duration::from_secs(60), &[&worker]).await;
-    let mut sql = service.sql().await;
-    let order: Vec<String> = sqlx::query_scalar("SELECT id FROM workflows WHERE queue = 'serial' ORDER BY started_at")
-        .fetch_all(&mut sql)
+    let mut rows = service.rows().await;
+    let order: Vec<String> = rows
+        .all::<(String,)>("SELECT id FROM workflows WHERE queue = 'serial' ORDER BY started_at", &[])
         .await
-        .expect("rows");
+        .into_iter()
+        .map(|(id,)| id)
+        .collect();
     assert_eq!(order, by_priority.values().cloned().collect::<Vec<_>>(), "lower priority values ran first");
-    let starts: Vec<i64> = sqlx::query_scalar(
-        "SELECT (extract(epoch FROM started_at) * 1000)::bigint FROM workflows WHERE queue = 'rated' ORDER BY 1",
-    )
-    .fetch_all(&mut sql)
-    .await
-    .expect("rows");
+    let starts: Vec<i64> = rows
+        .all::<(i64,)>("SELECT MS(started_at) FROM workflows WHERE queue = 'rated' ORDER BY 1", &[])
+        .await
+        .into_iter()
+        .map(|(start,)| start)
+        .collect();
     for window in starts.windows(3) {
         assert!(window[2] - window[0] >= 1000, "at most 2 starts in any second: {starts:?}");
     }
-    let (created, started): (i64, i64) = sqlx::query_as(
-        "SELECT (extract(epoch FROM created_at) * 1000)::bigint, (extract(epoch FROM started_at) * 1000)::bigint \
-         FROM workflows WHERE id = $1",
-    )
-    .bind(&delayed)
-    .fetch_one(&mut sql)
-    .await
-    .expect("row");
+    let (created, started): (i64, i64) =
+        rows.one("SELECT MS(created_at), MS(started_at) FROM workflows WHERE id = $1", &[&delayed]).await;
     let waited = started - created;
     // Never before its delay (counted from the instant recorded as its creation); on time within a loaded host's noise.
     let slack = if mode == Wakeups::Notify { 1000 } else { 1500 };
@@ -461,6 +469,11 @@ async fn poll_only_through_pgbouncer_priorities_rate_limits_dedup_and_delayed_st
     order_rate_dedup_delay(Wakeups::PollThroughPgbouncer).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_priorities_rate_limits_dedup_and_delayed_starts() {
+    order_rate_dedup_delay(Wakeups::Sqlite).await;
+}
+
 /// A retry 3 s away parks the workflow; worker A stops; worker B runs the
 /// retry when it is due, attempt numbers intact.
 async fn durable_timer(mode: Wakeups) {
@@ -468,14 +481,10 @@ async fn durable_timer(mode: Wakeups) {
     let (client, chain_workflow) = service.chain("3s").await;
     let id = submit(&client, &chain_workflow, submit_args(&chain(9, 1, 1, 0))).await;
     let mut a = service.worker(&["--park-after", "1s"]);
-    let mut sql = service.sql().await;
+    let mut rows = service.rows().await;
     let parked = async {
         loop {
-            let status: String = sqlx::query_scalar("SELECT status FROM workflows WHERE id = $1")
-                .bind(&id)
-                .fetch_one(&mut sql)
-                .await
-                .unwrap();
+            let status: String = rows.value("SELECT status FROM workflows WHERE id = $1", &[&id]).await;
             if status == "delayed" {
                 return;
             }
@@ -490,15 +499,13 @@ async fn durable_timer(mode: Wakeups) {
     let mut b = service.worker(&[]);
     service.all_finished(Duration::from_secs(30), &[&b]).await;
     type Timed = (i32, String, i64, Option<i64>, Option<i64>);
-    let attempts: Vec<Timed> = sqlx::query_as(
-        "SELECT attempt, executor, (extract(epoch FROM started_at) * 1000)::bigint, \
-         (extract(epoch FROM finished_at) * 1000)::bigint, (extract(epoch FROM retry_at) * 1000)::bigint \
-         FROM step_attempts WHERE workflow_id = $1 ORDER BY attempt",
-    )
-    .bind(&id)
-    .fetch_all(&mut sql)
-    .await
-    .expect("rows");
+    let attempts: Vec<Timed> = rows
+        .all(
+            "SELECT attempt, executor, MS(started_at), MS(finished_at), MS(retry_at) FROM step_attempts \
+             WHERE workflow_id = $1 ORDER BY attempt",
+            &[&id],
+        )
+        .await;
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert!(attempts[0].1.contains(&by(&a)) && attempts[1].1.contains(&by(&b)), "A ran attempt 1, B attempt 2");
     let gap = attempts[1].2 - attempts[0].3.expect("attempt 1 finished");
@@ -506,8 +513,7 @@ async fn durable_timer(mode: Wakeups) {
     let slack = if mode == Wakeups::Notify { 1500 } else { 2000 };
     assert!((3000..3000 + slack).contains(&gap), "attempt 2 ran {gap} ms after attempt 1 (planned 3000)");
     assert_eq!(attempts[0].4, Some(attempts[0].3.unwrap() + 3000), "the retry time was journaled");
-    let output: Option<String> =
-        sqlx::query_scalar("SELECT output FROM workflows WHERE id = $1").bind(&id).fetch_one(&mut sql).await.unwrap();
+    let output: Option<String> = rows.value("SELECT output FROM workflows WHERE id = $1", &[&id]).await;
     assert_eq!(output.as_deref(), Some("ok(9002)"));
     stop(&mut b);
 }
@@ -522,22 +528,25 @@ async fn poll_only_through_pgbouncer_a_far_retry_frees_the_slot_and_another_work
     durable_timer(Wakeups::PollThroughPgbouncer).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_far_retry_frees_the_slot_and_another_worker_runs_it_when_due() {
+    durable_timer(Wakeups::Sqlite).await;
+}
+
 /// A cancel stops a running step at once (NOTIFY) or at the next lease renewal (poll-only).
 async fn cancel_running(mode: Wakeups) {
     let service = Service::new(mode).await;
     let (client, chain_workflow) = service.chain("10ms").await;
     let id = submit(&client, &chain_workflow, submit_args(&chain(1, 1, 0, 30_000))).await;
-    // With NOTIFY, a long lease: a renewal (every third of it) is not what notices the cancel.
+    // With NOTIFY, a long lease: a renewal (every third of it) is not what notices the cancel. Polling
+    // (through the pooler, or on SQLite) notices at the next renewal.
     let lease = if mode == Wakeups::Notify { "30s" } else { "3s" };
     let mut worker = service.worker(&["--lease", lease]);
-    let mut sql = service.sql().await;
+    let mut rows = service.rows().await;
     let started = async {
         loop {
-            let naps: i64 = sqlx::query_scalar("SELECT count(*) FROM step_attempts WHERE workflow_id = $1 AND seq = 2")
-                .bind(&id)
-                .fetch_one(&mut sql)
-                .await
-                .unwrap();
+            let naps: i64 =
+                rows.value("SELECT count(*) FROM step_attempts WHERE workflow_id = $1 AND seq = 2", &[&id]).await;
             if naps == 1 {
                 return;
             }
@@ -548,26 +557,21 @@ async fn cancel_running(mode: Wakeups) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cancel = host_command(service.scratch.path(), &["cancel", &id, "--wait", "10s", "--journal", &service.url]);
     assert_eq!(cancel.code, Some(0), "{}", cancel.stderr);
-    let (status, requested, ended): (String, i64, i64) = sqlx::query_as(
-        "SELECT w.status, (extract(epoch FROM w.cancel_requested_at) * 1000)::bigint, \
-         (extract(epoch FROM a.finished_at) * 1000)::bigint FROM workflows w JOIN step_attempts a \
-         ON a.workflow_id = w.id AND a.seq = 2 WHERE w.id = $1",
-    )
-    .bind(&id)
-    .fetch_one(&mut sql)
-    .await
-    .expect("row");
+    let (status, requested, ended): (String, i64, i64) = rows
+        .one(
+            "SELECT w.status, MS(w.cancel_requested_at), MS(a.finished_at) FROM workflows w JOIN step_attempts a \
+             ON a.workflow_id = w.id AND a.seq = 2 WHERE w.id = $1",
+            &[&id],
+        )
+        .await;
     assert_eq!(status, "cancelled");
     let took = ended - requested;
     // NOTIFY: at once (a 30 s lease's renewals are 10 s apart). Poll-only: at the next renewal, every
     // third of the 3 s lease. Both with room for a loaded host.
     let limit = if mode == Wakeups::Notify { 1500 } else { 1000 + 1000 };
     assert!((0..=limit).contains(&took), "the step stopped {took} ms after the cancel (limit {limit} ms)");
-    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM step_attempts WHERE workflow_id = $1 AND seq = 2")
-        .bind(&id)
-        .fetch_one(&mut sql)
-        .await
-        .unwrap();
+    let kind: Option<String> =
+        rows.value("SELECT kind FROM step_attempts WHERE workflow_id = $1 AND seq = 2", &[&id]).await;
     assert_eq!(kind.as_deref(), Some("cancelled"));
     stop(&mut worker);
 }
@@ -582,6 +586,11 @@ async fn poll_only_through_pgbouncer_cancel_stops_a_running_step_at_the_next_ren
     cancel_running(Wakeups::PollThroughPgbouncer).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_cancel_stops_a_running_step_at_the_next_renewal() {
+    cancel_running(Wakeups::Sqlite).await;
+}
+
 /// SIGTERM: A stops claiming, its running attempts finish, its workflows go
 /// back to the queue at once and B continues them long before A's lease would lapse.
 async fn graceful_handover(mode: Wakeups) {
@@ -591,13 +600,10 @@ async fn graceful_handover(mode: Wakeups) {
         submit(&client, &chain_workflow, submit_args(&chain(tag, 4, 0, 400))).await;
     }
     let mut a = service.worker(&["--lease", "30s", "--grace", "10s"]);
-    let mut sql = service.sql().await;
+    let mut rows = service.rows().await;
     let running = async {
         loop {
-            let running: i64 = sqlx::query_scalar("SELECT count(*) FROM workflows WHERE status = 'running'")
-                .fetch_one(&mut sql)
-                .await
-                .unwrap();
+            let running: i64 = rows.value("SELECT count(*) FROM workflows WHERE status = 'running'", &[]).await;
             if running == 6 {
                 return;
             }
@@ -613,23 +619,17 @@ async fn graceful_handover(mode: Wakeups) {
     assert!(a.stderr().contains("6 handed back"), "{}", a.stderr());
     service.all_finished(Duration::from_secs(30), &[&b]).await;
     assert!(stopping.elapsed() < Duration::from_secs(20), "B continued without waiting for A's 30 s lease");
-    let mut sql = service.sql().await;
+    let mut rows = service.rows().await;
     let interrupted: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM step_attempts WHERE kind = 'interrupted' OR outcome IS NULL")
-            .fetch_one(&mut sql)
-            .await
-            .unwrap();
+        rows.value("SELECT count(*) FROM step_attempts WHERE kind = 'interrupted' OR outcome IS NULL", &[]).await;
     assert_eq!(interrupted, 0, "A let its running attempts finish");
     let outputs: std::collections::BTreeSet<String> =
-        sqlx::query_scalar("SELECT output FROM workflows").fetch_all(&mut sql).await.unwrap().into_iter().collect();
+        rows.all::<(String,)>("SELECT output FROM workflows", &[]).await.into_iter().map(|(output,)| output).collect();
     assert_eq!(outputs, (0..6).map(|tag| format!("ok({})", tag * 1000 + 4)).collect());
     let handed_over = exact_attempts(&service).await;
     assert_eq!(handed_over, 0, "each call ran on one worker: A finished its attempts, B ran the next calls");
-    let continued: i64 = sqlx::query_scalar("SELECT count(*) FROM workflows WHERE executor LIKE $1")
-        .bind(format!("%{}%", by(&b)))
-        .fetch_one(&mut sql)
-        .await
-        .unwrap();
+    let continued: i64 =
+        rows.value("SELECT count(*) FROM workflows WHERE executor LIKE $1", &[&format!("%{}%", by(&b))]).await;
     assert_eq!(continued, 6, "B finished all six");
     stop(&mut b);
 }
@@ -644,36 +644,38 @@ async fn poll_only_through_pgbouncer_sigterm_hands_workflows_over_at_once() {
     graceful_handover(Wakeups::PollThroughPgbouncer).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_sigterm_hands_workflows_over_at_once() {
+    graceful_handover(Wakeups::Sqlite).await;
+}
+
 /// A workflow's status and its lapsed claims in a row.
-async fn status(sql: &mut sqlx::PgConnection, id: &str) -> (String, i32) {
-    sqlx::query_as("SELECT status, claims FROM workflows WHERE id = $1").bind(id).fetch_one(sql).await.expect("row")
+async fn status(rows: &mut Rows, id: &str) -> (String, i32) {
+    rows.one("SELECT status, claims FROM workflows WHERE id = $1", &[id]).await
 }
 
 /// A workflow whose worker dies again and again without progress ends `dead`; `host recover` reaps.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crash_loop_ends_dead_and_recover_reaps_lapsed_leases() {
-    let service = Service::new(Wakeups::Notify).await;
+async fn crash_loop(mode: Wakeups) {
+    let service = Service::new(mode).await;
     let (client, chain_workflow) = service.chain("10ms").await;
     let id = submit(&client, &chain_workflow, submit_args(&chain(1, 1, 0, 60_000))).await;
-    let mut sql = service.sql().await;
+    let mut rows = service.rows().await;
     for round in 1..=2 {
         let mut worker = service.worker(&["--lease", "1s", "--crash-loop-cap", "2"]);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while status(&mut sql, &id).await.0 != "running" {
+        while status(&mut rows, &id).await.0 != "running" {
             assert!(Instant::now() < deadline, "round {round}: never claimed:\n{}", worker.stderr());
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Let it reach the nap (call 2, attempt `round`), then die without finishing it.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let naps: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM step_attempts WHERE workflow_id = $1 AND seq = 2 AND executor LIKE $2",
-            )
-            .bind(&id)
-            .bind(format!("%{}%", by(&worker)))
-            .fetch_one(&mut sql)
-            .await
-            .expect("count");
+            let naps: i64 = rows
+                .value(
+                    "SELECT count(*) FROM step_attempts WHERE workflow_id = $1 AND seq = 2 AND executor LIKE $2",
+                    &[&id, &format!("%{}%", by(&worker))],
+                )
+                .await;
             if naps == 1 {
                 break;
             }
@@ -681,21 +683,30 @@ async fn a_crash_loop_ends_dead_and_recover_reaps_lapsed_leases() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         worker.kill();
-        crate::support::until_lease_lapsed(&service.db.url, &id).await;
+        crate::support::until_lease_lapsed(&service.direct, &id).await;
         // `host recover` is the reaper, once (and continues one-shot workflows: there are none).
         let recover =
             host_command(service.scratch.path(), &["recover", "--crash-loop-cap", "2", "--journal", &service.url]);
         assert_eq!(recover.code, Some(0), "{}", recover.stderr);
-        let (now, claims) = status(&mut sql, &id).await;
+        let (now, claims) = status(&mut rows, &id).await;
         if round == 1 {
             assert_eq!((now.as_str(), claims), ("enqueued", 1), "{}", recover.stderr);
         } else {
             assert_eq!(now, "dead", "{}", recover.stderr);
         }
     }
-    let error: Option<String> =
-        sqlx::query_scalar("SELECT error FROM workflows WHERE id = $1").bind(&id).fetch_one(&mut sql).await.unwrap();
+    let error: Option<String> = rows.value("SELECT error FROM workflows WHERE id = $1", &[&id]).await;
     assert!(error.unwrap_or_default().contains("crash-loop cap"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_loop_ends_dead_and_recover_reaps_lapsed_leases() {
+    crash_loop(Wakeups::Notify).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_crash_loop_ends_dead_and_recover_reaps_lapsed_leases() {
+    crash_loop(Wakeups::Sqlite).await;
 }
 
 /// On SQLite, worker processes on one machine share the journal file (polling).
@@ -771,16 +782,15 @@ async fn a_slow_compile_holds_up_no_other_deployment() {
     // No compile cache: the worker compiles each deployment it meets.
     let mut worker = service.worker(&["--no-cache"]);
     service.all_finished(Duration::from_secs(120), &[&worker]).await;
-    let mut sql = service.sql().await;
-    let (fast_finished, slow_first_attempt): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT (extract(epoch FROM finished_at) * 1000)::bigint FROM workflows WHERE id = $1), \
-         (SELECT (extract(epoch FROM min(started_at)) * 1000)::bigint FROM step_attempts WHERE workflow_id = $2)",
-    )
-    .bind(&fast)
-    .bind(&slow)
-    .fetch_one(&mut sql)
-    .await
-    .expect("times");
+    let (fast_finished, slow_first_attempt): (i64, i64) = service
+        .rows()
+        .await
+        .one(
+            "SELECT (SELECT MS(finished_at) FROM workflows WHERE id = $1), \
+             (SELECT min(MS(started_at)) FROM step_attempts WHERE workflow_id = $2)",
+            &[&fast, &slow],
+        )
+        .await;
     assert!(
         fast_finished < slow_first_attempt,
         "the Rust workflow finished {} ms after the Python one could start:\n{}",

@@ -10,7 +10,7 @@ use super::{
 impl Journal {
     /// Queues the record that an attempt started at `at` (for a call's first
     /// attempt, with the call row). Lazy: it is committed with the attempt's
-    /// outcome or within [`LAZY_WINDOW`], whichever comes first.
+    /// outcome or within [`LAZY_WINDOW`](super::LAZY_WINDOW), whichever comes first.
     pub fn start_attempt(
         &self,
         call: CallRef<'_>,

@@ -1,7 +1,7 @@
 //! The operations people and programs run on a journal — list, show,
 //! result, cancel, resume onto a queue, fork, delete, prune, queues,
 //! workers — once, for the CLI and the HTTP API alike: each answers with a
-//! typed document ([`documents`]) or an [`OperateError`] whose disposition
+//! typed document (such as [`WorkflowList`]) or an [`OperateError`] whose disposition
 //! gives the exit code or the HTTP status. Nothing here prints or parses.
 
 mod documents;

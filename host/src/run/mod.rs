@@ -13,6 +13,7 @@ mod executor;
 mod invoker;
 mod linker;
 mod linking;
+mod resume;
 mod runner;
 mod values;
 
@@ -29,9 +30,7 @@ pub use executor::{DEFAULT_LEASE, Executor, Holding, executor_id};
 pub use invoker::{Attempts, InvokeError, Invoker, StepTarget};
 pub use linker::LinkerError;
 pub use linking::{LinkError, Plan, WORKFLOW};
+pub use resume::{ForkError, ResumeOptions, fork, recover, resume};
 pub(crate) use runner::new_workflow;
-pub use runner::{
-    ForkError, MAX_RUNNING_WORKFLOWS, ResumeOptions, RunError, RunOutcome, RunRequest, Runner, fork, recover, resume,
-    workflow_name,
-};
+pub use runner::{MAX_RUNNING_WORKFLOWS, RunError, RunOutcome, RunRequest, Runner, workflow_name};
 pub use values::{ArgumentError, AttemptFailure, Returned, exhausted, parse_arguments, to_json, to_wave};

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod partition;
 pub mod pgbouncer;
 pub mod proxy;
+pub mod rows;
 
 /// One `host` invocation's result.
 pub struct Run {
