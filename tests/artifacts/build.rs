@@ -29,6 +29,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("noop", "NOOP"),
     ("bench-loop", "BENCH_LOOP"),
     ("queue-chain", "QUEUE_CHAIN"),
+    ("waiter", "WAITER"),
 ];
 
 /// Python and JavaScript guests: (folder under guest-steps/<language>, WIT file under guest-steps/wit, world, constant name).

@@ -212,3 +212,60 @@ async fn a_prune_skips_a_dead_workflow_requeued_meanwhile_and_keeps_its_history(
     assert_eq!(journal.step_calls("dead").await.expect("calls").len(), 1, "its history is whole");
     assert_eq!(journal.attempts("dead").await.expect("attempts").len(), 1);
 }
+
+/// A SQLite journal written before workflows could wait (migrations 1 and 2)
+/// opens with this version: migration 3 rebuilds its workflows table (SQLite
+/// changes a CHECK no other way) and keeps every call, attempt and event.
+#[tokio::test]
+async fn an_older_sqlite_journal_keeps_its_rows_through_the_rebuild_of_migration_3() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let older = scratch.path().join("migrations");
+    std::fs::create_dir(&older).expect("folder");
+    let ours = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for file in ["0001_journal.sql", "0002_lease_safety.sql"] {
+        std::fs::copy(ours.join(file), older.join(file)).expect("copied");
+    }
+    let path = scratch.path().join("journal.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("a new file");
+    sqlx::raw_sql("PRAGMA foreign_keys = ON").execute(&mut connection).await.expect("pragma");
+    let migrator = sqlx::migrate::Migrator::new(older.as_path()).await.expect("the older migrations");
+    migrator.run(&mut connection).await.expect("the older schema");
+    sqlx::raw_sql(
+        "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, options, \
+         created_at, updated_at) VALUES ('old', 'w', 'w.wasm', 'd', 'run', '()', '[]', 'succeeded', '{}', 1, 1); \
+         INSERT INTO step_calls (workflow_id, seq, step, input, input_json, status, attempts, max_attempts, started_at) \
+         VALUES ('old', 1, 'a:b/c.d', '()', '[]', 'succeeded', 2, 3, 1); \
+         INSERT INTO step_attempts (workflow_id, seq, attempt, executor, started_at, outcome) \
+         VALUES ('old', 1, 1, 'x', 1, 'failed'), ('old', 1, 2, 'x', 2, 'ok'); \
+         INSERT INTO workflow_events (workflow_id, at, kind, detail) VALUES ('old', 1, 'reclaimed', '{}');",
+    )
+    .execute(&mut connection)
+    .await
+    .expect("rows of an older journal");
+    connection.close().await.expect("closed");
+
+    let journal = Journal::open(&path.display().to_string()).await.expect("this version opens it");
+    let history = journal.history("old").await.expect("read").expect("the workflow is there");
+    assert_eq!(history.calls.len(), 1);
+    assert_eq!(history.calls[0].attempts.len(), 2, "its attempts survived the rebuild");
+    assert_eq!(history.events.len(), 1, "its events survived the rebuild");
+    assert_eq!(history.workflow.waiting_for, None);
+    // The rebuilt table takes the new status, and its foreign keys still hold.
+    let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("reopened");
+    sqlx::raw_sql("PRAGMA foreign_keys = ON").execute(&mut connection).await.expect("pragma");
+    sqlx::raw_sql("UPDATE workflows SET status = 'waiting' WHERE id = 'old'")
+        .execute(&mut connection)
+        .await
+        .expect("waiting is a status now");
+    let orphan = sqlx::raw_sql(
+        "INSERT INTO step_calls (workflow_id, seq, step, input, input_json, status, attempts, max_attempts, \
+         started_at) VALUES ('nobody', 1, 's', '()', '[]', 'running', 0, 0, 1)",
+    )
+    .execute(&mut connection)
+    .await;
+    assert!(orphan.is_err(), "a call of no workflow is refused by the rebuilt table's foreign key");
+    let violations: Vec<(String,)> =
+        sqlx::query_as("PRAGMA foreign_key_check").fetch_all(&mut connection).await.expect("check");
+    assert!(violations.is_empty(), "{violations:?}");
+}

@@ -12,7 +12,7 @@ const ALLOWED: [(&str, &[&str]); 8] = [
     ("wasm", &["config", "journal", "telemetry"]),
     ("run", &["disposition", "config", "journal", "telemetry", "wasm"]),
     ("operate", &["disposition", "config", "journal", "run"]),
-    ("worker", &["disposition", "config", "journal", "run", "telemetry", "wasm"]),
+    ("worker", &["disposition", "config", "journal", "operate", "run", "telemetry", "wasm"]),
     ("server", &["disposition", "config", "journal", "operate", "run", "telemetry", "wasm", "worker"]),
 ];
 

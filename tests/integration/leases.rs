@@ -214,7 +214,12 @@ async fn a_partitioned_worker_stops_before_another_takes_over(lease_secs: u64) {
     for n in 0..3 {
         setup.submit(&format!("p{n}"), "default", 1, nap).await;
     }
-    assert!(eventually(Duration::from_secs(60), || async { setup.started() == 3 }).await, "{}", a.stderr());
+    // Every execution has written its first trace (a file is created a moment before its first line).
+    let traced = eventually(Duration::from_secs(60), || async {
+        setup.started() == 3 && executions(&setup.records).values().map(Vec::len).sum::<usize>() == 3
+    })
+    .await;
+    assert!(traced, "{}", a.stderr());
     let cut_at = now_ms();
     partition.cut();
     let mut b = setup.worker(&setup.db.url, &["--lease", &lease]);
@@ -260,13 +265,17 @@ async fn a_partitioned_worker_stops_before_another_takes_over(lease_secs: u64) {
     .expect("attempts");
     assert_eq!(oks.len(), 3);
     assert!(oks.iter().all(|(_, count, executor)| *count == 1 && *executor == b_id), "{oks:?}");
-    // `host workers` tells the truth: both live (A answers again), and says so in JSON.
-    let listed = host_command(setup.scratch.path(), &["workers", "-o", "json", "--journal", &setup.db.url]);
-    let workers: serde_json::Value = serde_json::from_str(&listed.stdout).expect("workers JSON");
-    for id in [&a_id, &b_id] {
-        let worker = workers["workers"].as_array().unwrap().iter().find(|worker| worker["id"] == **id).expect("listed");
-        assert_eq!(worker["state"], "live", "{workers}");
-    }
+    // `host workers` tells the truth: both live once A's heartbeat gets through again, and says so in JSON.
+    let states = || {
+        let listed = host_command(setup.scratch.path(), &["workers", "-o", "json", "--journal", &setup.db.url]);
+        let workers: serde_json::Value = serde_json::from_str(&listed.stdout).expect("workers JSON");
+        [&a_id, &b_id].map(|id| {
+            let listed = workers["workers"].as_array().and_then(|all| all.iter().find(|worker| worker["id"] == **id));
+            listed.map(|worker| worker["state"].as_str().unwrap_or_default().to_string()).unwrap_or_default()
+        })
+    };
+    let both_live = eventually(Duration::from_millis(lease_ms as u64 * 2), || async { states() == ["live", "live"] });
+    assert!(both_live.await, "both workers live: {:?}", states());
     a.kill();
     b.kill();
 }

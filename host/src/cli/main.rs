@@ -1,5 +1,6 @@
-//! The `host` command line: runs workflows (`run`, `resume`, `recover`) and
-//! reads and operates the journal (`list`, `show`, `result`, `cancel`, ...).
+//! The `host` command line: runs workflows (`run`, `resume`, `recover`),
+//! reads and operates the journal (`list`, `show`, `result`, `cancel`, ...),
+//! talks to running workflows (`send`, `event`) and schedules them.
 //! Exit codes (`exit`): 0 done; 1 the workflow failed, was cancelled or
 //! timed out; 2 bad input; 3 not finished; 4 try again (the journal was
 //! unreachable) or resume (the workflow stopped); 70 a bug; 130/143 stopped
@@ -10,8 +11,10 @@ mod execution;
 mod exit;
 mod inspect;
 mod logging;
+mod messages;
 mod output;
 mod report;
+mod schedules;
 mod serve;
 mod service;
 mod templates;
@@ -150,6 +153,34 @@ enum Command {
         #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "30s", value_parser = parse_duration)]
         wait: Option<Duration>,
     },
+    /// Send a message (JSON text) to a workflow; its `recv` on TOPIC takes it, once.
+    Send {
+        /// The workflow id.
+        id: String,
+        /// The topic its `recv` waits on.
+        topic: String,
+        /// The value, JSON text: '{"approved": true}', '"yes"', 42.
+        value: String,
+        /// A repeated send with the same key (per workflow) is accepted once.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+        /// Who the workflow sees as the sender.
+        #[arg(long, default_value = "host", value_name = "NAME")]
+        sender: String,
+    },
+    /// Print the value a workflow published under KEY (`set-event`), while it runs or after it ended.
+    Event {
+        /// The workflow id.
+        id: String,
+        /// The key it published under.
+        key: String,
+        /// Wait until it is published, for at most this long (default: forever).
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "0s", value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// Start workflows on a cron schedule; any worker fires each tick, once.
+    #[command(subcommand)]
+    Schedule(schedules::ScheduleCommand),
 }
 
 #[derive(Args)]
@@ -341,5 +372,10 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Show { id, follow } => inspect::show(&id, follow, &journal, output).await,
         Command::Result { id, wait } => inspect::result(&id, wait, &journal, output).await,
         Command::Cancel { id, wait } => inspect::cancel(&id, wait, &journal, output).await,
+        Command::Send { id, topic, value, idempotency_key, sender } => {
+            messages::send(&id, &topic, &value, &sender, idempotency_key, &journal, output).await
+        }
+        Command::Event { id, key, wait } => messages::event(&id, &key, wait, &journal, output).await,
+        Command::Schedule(command) => schedules::schedule(command, &journal, output).await,
     }
 }

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
 use stepbox::journal::{
-    AttemptRecord, QueueRecord, StepCallRecord, Timestamp, WorkerRecord, WorkflowHistory, WorkflowRecord,
+    AttemptRecord, QueueRecord, ScheduleRecord, StepCallRecord, Timestamp, WaitKind, WorkerRecord, WorkflowHistory,
+    WorkflowRecord, WorkflowStatus,
 };
+use stepbox::run::WORKFLOW_CONTEXT;
 
 /// A table with the given header, columns separated by two spaces, as wide as the terminal allows.
 fn table(header: &[&str]) -> Table {
@@ -21,6 +23,24 @@ fn table(header: &[&str]) -> Table {
 /// Renders `table` with trailing spaces trimmed, ending with a newline.
 fn render(table: &Table) -> String {
     table.lines().map(|line| format!("{}\n", line.trim_end())).collect()
+}
+
+/// One line per schedule: name, expression, zone, queue, ticks, catch-up, state.
+pub fn schedule_list(schedules: &[ScheduleRecord]) -> String {
+    let mut rows = table(&["NAME", "CRON", "TIMEZONE", "QUEUE", "NEXT TICK", "LAST TICK", "CATCH-UP", "STATE"]);
+    for schedule in schedules {
+        rows.add_row(vec![
+            schedule.name.clone(),
+            schedule.cron.clone(),
+            schedule.timezone.clone(),
+            schedule.queue.clone(),
+            schedule.next_tick_at.rfc3339(),
+            schedule.last_tick_at.map_or_else(|| "-".to_string(), Timestamp::rfc3339),
+            schedule.catch_up.to_string(),
+            if schedule.paused { "paused" } else { "active" }.to_string(),
+        ]);
+    }
+    render(&rows)
 }
 
 /// One line per workflow: id, status, entry, start, duration.
@@ -40,7 +60,7 @@ pub fn workflow_list(workflows: &[WorkflowRecord]) -> String {
 
 /// One line per queue: its limits and how many workflows wait and run.
 pub fn queue_list(queues: &[QueueRecord]) -> String {
-    let mut rows = table(&["QUEUE", "CONCURRENCY", "PER PARTITION", "RATE", "READY", "DELAYED", "RUNNING"]);
+    let mut rows = table(&["QUEUE", "CONCURRENCY", "PER PARTITION", "RATE", "READY", "DELAYED", "WAITING", "RUNNING"]);
     let limit = |value: Option<i32>| value.map_or_else(|| "-".to_string(), |value| value.to_string());
     for queue in queues {
         let limits = &queue.limits;
@@ -58,6 +78,7 @@ pub fn queue_list(queues: &[QueueRecord]) -> String {
             rate,
             queue.ready.to_string(),
             queue.delayed.to_string(),
+            queue.waiting.to_string(),
             queue.running.to_string(),
         ]);
     }
@@ -102,6 +123,17 @@ pub fn workflow_detail(history: &WorkflowHistory) -> String {
     if let Some(executor) = &workflow.executor {
         field("executor", executor.clone());
     }
+    if let (Some(schedule), Some(tick)) = (&workflow.schedule, workflow.scheduled_at) {
+        field("schedule", format!("{schedule}, tick {}", tick.rfc3339()));
+    }
+    if workflow.status == WorkflowStatus::Waiting {
+        let what = match (&workflow.waiting_for, &workflow.wait_topic) {
+            (Some(WaitKind::Message), Some(topic)) => format!("a message on topic {topic}"),
+            _ => "its sleep to end".to_string(),
+        };
+        let until = workflow.run_at.map(|until| format!(" (until {})", until.rfc3339())).unwrap_or_default();
+        field("waiting", format!("for {what}{until}; its worker's slot is free"));
+    }
     if let Some(output) = &workflow.output {
         field("output", output.clone());
     }
@@ -111,8 +143,36 @@ pub fn workflow_detail(history: &WorkflowHistory) -> String {
     for event in &history.events {
         field("event", format!("{} {} {}", event.at.rfc3339(), event.kind, event.detail));
     }
+    for event in &history.published {
+        field(
+            "published",
+            format!(
+                "{} = {} (call #{}, {})",
+                event.key,
+                truncate(&event.value, 120),
+                event.seq,
+                event.set_at.rfc3339()
+            ),
+        );
+    }
+    for message in history.messages.iter().filter(|message| message.received_seq.is_none()) {
+        field("unread", format!("{} from {}: {}", message.topic, message.sender, truncate(&message.value, 120)));
+    }
     for call in &history.calls {
         let record = &call.call;
+        if let Some(operation) = record.step.strip_prefix(WORKFLOW_CONTEXT).and_then(|rest| rest.strip_prefix('.')) {
+            out.push_str(&format!(
+                "\n#{} {operation}{}  {}  {}\n",
+                record.seq,
+                record.input,
+                record.status,
+                span(record.started_at, record.finished_at)
+            ));
+            if let Some(output) = &record.output {
+                out.push_str(&format!("   -> {}\n", truncate(output, 160)));
+            }
+            continue;
+        }
         out.push_str(&format!(
             "\n#{} {}{}  {}  attempts {}/{}  {}\n",
             record.seq,

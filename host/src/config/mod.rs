@@ -1,8 +1,10 @@
 //! Configuration: each step's name, retry policy, limits and grants, from
 //! the defaults, the manifest and the command line, with the units people
-//! write; queue limits from `host queue` flags and queue files. Plain data:
-//! the Wasm and run sides read it, it reads neither.
+//! write; queue limits from `host queue` flags and queue files; schedules'
+//! cron expressions and time zones. Plain data: the Wasm and run sides read
+//! it, it reads neither.
 
+mod cron;
 mod grants;
 mod limits;
 mod manifest;
@@ -12,6 +14,7 @@ mod settings;
 mod step_name;
 pub(crate) mod units;
 
+pub use cron::{CronSchedule, MAX_CATCH_UP, SKIP_AFTER};
 pub use grants::{DirGrant, GrantOverrides, Grants, Stdio};
 pub use limits::{AttemptLimits, LimitOverrides};
 pub use manifest::{Manifest, ManifestError};

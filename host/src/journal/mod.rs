@@ -13,6 +13,9 @@
 //!   and its SQL), `reads`, `operations` (cancel, delete, prune, fork,
 //!   events), `components`, `queue` (submit, claim, park, reap, limits),
 //!   `workers`, `notify` (LISTEN/NOTIFY);
+//! - a workflow's own operations: `waits` (operations as call rows, the
+//!   fence, a wait that gives the slot back), `messages` (send, recv,
+//!   published events), `schedules` (cron ticks that start workflows);
 //! - `faults`: every operation rides through transient database faults.
 
 mod attempts;
@@ -22,18 +25,21 @@ mod error;
 mod faults;
 mod group_commit;
 mod leases;
+mod messages;
 mod notify;
 mod operations;
 mod postgres;
 mod queue;
 mod reads;
 mod records;
+mod schedules;
 mod schema;
 mod sqlite;
 mod statement;
 mod target;
 mod time;
 mod vocabulary;
+mod waits;
 mod workers;
 
 use std::sync::Arc;
@@ -46,6 +52,7 @@ pub use error::JournalError;
 pub use faults::{DEFAULT_OUTAGE_BUDGET, DEFAULT_STATEMENT_WAIT};
 pub use group_commit::{LAZY_WINDOW, PendingWrite};
 pub use leases::RELEASE_BUDGET;
+pub use messages::{MessageRecord, NewMessage, PublishedEvent, Received, SendCall, Sent};
 pub use notify::{EVENTS, Listener, PROGRESS};
 pub use queue::DEFAULT_QUEUE;
 pub use records::{
@@ -53,9 +60,11 @@ pub use records::{
     Finish, Forked, Lease, NewStepCall, NewSubmission, NewWorkflow, QueueLimits, QueueRecord, Reaped, Renewal,
     Requeued, StepCallRecord, Submitted, WorkerInfo, WorkerRecord, WorkflowFilter, WorkflowHistory, WorkflowRecord,
 };
+pub use schedules::{Fired, Firing, NewSchedule, ScheduleRecord, ScheduleTemplate, tick_workflow_id};
 pub use target::{DEFAULT_SCHEMA, PostgresTarget, SqliteTarget, Target, TargetError, redact};
 pub use time::Timestamp;
-pub use vocabulary::{AttemptOutcome, CallStatus, FailureKind, WorkerState, WorkflowStatus};
+pub use vocabulary::{AttemptOutcome, CallStatus, CatchUp, FailureKind, WaitKind, WorkerState, WorkflowStatus};
+pub use waits::{NewOperation, Waited, Waiting};
 
 use faults::{Outage, Weather};
 use group_commit::Writer;
@@ -67,7 +76,8 @@ macro_rules! workflow_columns {
     () => {
         "id, name, component, component_digest, entry, input, input_json, status, output, output_json, error, \
          options, queue, priority, partition_key, dedup_key, run_at, deadline_at, executor, lease_epoch, \
-         lease_expires_at, claims, cancel_requested_at, created_at, started_at, updated_at, finished_at"
+         lease_expires_at, claims, cancel_requested_at, created_at, started_at, updated_at, finished_at, \
+         waiting_for, wait_topic, schedule, scheduled_at"
     };
 }
 pub(crate) use workflow_columns;

@@ -16,9 +16,9 @@ fn final_statuses() -> String {
         .join(", ")
 }
 
-/// A workflow's rows that no foreign key removes with it on PostgreSQL (the
-/// schema says why): deleting a workflow deletes them in its transaction.
-const WORKFLOW_ROWS: [&str; 2] = ["step_attempts", "step_calls"];
+/// A workflow's rows that no foreign key removes with it (the schema says
+/// why): deleting a workflow deletes them in its transaction.
+const WORKFLOW_ROWS: [&str; 4] = ["step_attempts", "step_calls", "messages", "published_events"];
 
 impl Journal {
     /// Cancels a workflow wherever it is: at once if nobody runs it, else by
@@ -30,7 +30,7 @@ impl Journal {
             "UPDATE workflows SET status = 'cancelled', error = 'cancelled on request', finished_at = $1, \
              updated_at = $1, cancel_requested_at = COALESCE(cancel_requested_at, $1), \
              lease_epoch = lease_epoch + 1, lease_expires_at = NULL WHERE id = $2 \
-             AND (status IN ('enqueued', 'delayed') OR (status = 'running' AND {}))",
+             AND (status IN ('enqueued', 'delayed', 'waiting') OR (status = 'running' AND {}))",
             super::leases::lapsed(&self.backend)
         );
         let outcome = self

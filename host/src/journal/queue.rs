@@ -24,7 +24,7 @@ pub const DEFAULT_QUEUE: &str = "default";
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// The SQL list of live statuses (one live workflow per dedup key).
-const LIVE: &str = "'enqueued', 'delayed', 'running'";
+const LIVE: &str = "'enqueued', 'delayed', 'waiting', 'running'";
 
 /// Progress of a workflow: its finished step calls, as an SQL expression on `workflows`.
 const CALLS_DONE: &str =
@@ -227,7 +227,7 @@ impl Journal {
                     let candidates: Vec<(String, Option<String>, bool)> =
                         statement::query_as(sqlx::AssertSqlSafe(format!(
                             "SELECT id, partition_key, started_at IS NULL FROM workflows WHERE queue = $1 \
-                             AND status IN ('enqueued', 'delayed') AND run_at <= $2 \
+                             AND status IN ('enqueued', 'delayed', 'waiting') AND run_at <= $2 \
                              ORDER BY priority, run_at, id LIMIT $3{skip_locked}"
                         )))
                         .bind(queue)
@@ -281,7 +281,8 @@ impl Journal {
                     let mut update = statement::query_as(sqlx::AssertSqlSafe(format!(
                         "UPDATE workflows SET status = 'running', executor = $1, lease_epoch = lease_epoch + 1, \
                          lease_expires_at = {lease_until}, started_at = COALESCE(started_at, $3), updated_at = $3, \
-                         progress_at_claim = {CALLS_DONE} WHERE id IN ({ids}) RETURNING {}",
+                         waiting_for = NULL, wait_topic = NULL, progress_at_claim = {CALLS_DONE} \
+                         WHERE id IN ({ids}) RETURNING {}",
                         workflow_columns!()
                     )))
                     .bind(executor)
@@ -375,7 +376,7 @@ impl Journal {
         let expire = format!(
             "UPDATE workflows SET status = 'timed-out', error = 'its deadline passed before a worker started it', \
              finished_at = $1, updated_at = $1, lease_epoch = lease_epoch + 1 \
-             WHERE id IN (SELECT id FROM workflows WHERE status IN ('enqueued', 'delayed') AND deadline_at < $1 \
+             WHERE id IN (SELECT id FROM workflows WHERE status IN ('enqueued', 'delayed', 'waiting') AND deadline_at < $1 \
              ORDER BY deadline_at LIMIT 100{skip_locked}) RETURNING id, status, executor, lease_epoch"
         );
         let reaped: Vec<(String, WorkflowStatus, Option<String>, i64)> = self
@@ -495,7 +496,7 @@ impl Journal {
         self.run("read of the next due workflow", || {
             with_conn!(&self.backend, |conn| {
                 let mut query = sqlx::QueryBuilder::new(
-                    "SELECT min(run_at) FROM workflows WHERE status IN ('enqueued', 'delayed') AND queue IN (",
+                    "SELECT min(run_at) FROM workflows WHERE status IN ('enqueued', 'delayed', 'waiting') AND queue IN (",
                 );
                 let mut names = query.separated(", ");
                 for queue in queues {
@@ -542,12 +543,14 @@ impl Journal {
             with_conn!(&self.backend, |conn| {
                 statement::query_as(
                     "WITH names AS (SELECT name FROM queues UNION SELECT DISTINCT queue FROM workflows \
-                     WHERE queue IS NOT NULL AND status IN ('enqueued', 'delayed', 'running')) \
+                     WHERE queue IS NOT NULL AND status IN ('enqueued', 'delayed', 'waiting', 'running')) \
                      SELECT n.name, q.concurrency, q.partition_concurrency, q.rate_limit, q.rate_period_ms, \
-                     (SELECT count(*) FROM workflows w WHERE w.queue = n.name AND w.status IN ('enqueued', 'delayed') \
-                      AND w.run_at <= $1) AS ready, \
+                     (SELECT count(*) FROM workflows w WHERE w.queue = n.name \
+                      AND w.status IN ('enqueued', 'delayed', 'waiting') AND w.run_at <= $1) AS ready, \
                      (SELECT count(*) FROM workflows w WHERE w.queue = n.name AND w.status IN ('enqueued', 'delayed') \
                       AND w.run_at > $1) AS delayed, \
+                     (SELECT count(*) FROM workflows w WHERE w.queue = n.name AND w.status = 'waiting' \
+                      AND (w.run_at IS NULL OR w.run_at > $1)) AS waiting, \
                      (SELECT count(*) FROM workflows w WHERE w.queue = n.name AND w.status = 'running') AS running, \
                      (SELECT count(*) FROM workflows w WHERE w.queue = n.name AND w.started_at > $2) AS recent_starts \
                      FROM names n LEFT JOIN queues q ON q.name = n.name ORDER BY n.name",

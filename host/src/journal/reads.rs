@@ -20,13 +20,15 @@ impl Journal {
         .await
     }
 
-    /// The workflow `id` with its calls, attempts and events.
+    /// The workflow `id` with its calls, attempts, events, messages and published values.
     pub async fn history(&self, id: &str) -> Result<Option<WorkflowHistory>, JournalError> {
         let Some(workflow) = self.workflow(id).await? else { return Ok(None) };
         let calls = self.step_calls(id).await?;
         let attempts = self.attempts(id).await?;
         let events = self.events(id).await?;
-        Ok(Some(WorkflowHistory::new(workflow, calls, attempts, events)))
+        let messages = self.messages(id).await?;
+        let published = self.published_events(id).await?;
+        Ok(Some(WorkflowHistory { messages, published, ..WorkflowHistory::new(workflow, calls, attempts, events) }))
     }
 
     /// The step calls of a workflow, in call order.

@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use super::messages::{MessageRecord, PublishedEvent};
 use super::time::Timestamp;
-use super::vocabulary::{AttemptOutcome, CallStatus, FailureKind, WorkerState, WorkflowStatus};
+use super::vocabulary::{AttemptOutcome, CallStatus, FailureKind, WaitKind, WorkerState, WorkflowStatus};
 
 /// A workflow row.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -50,6 +51,14 @@ pub struct WorkflowRecord {
     pub started_at: Option<Timestamp>,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+    /// What a `waiting` workflow waits for (until `run_at`, if set).
+    pub waiting_for: Option<WaitKind>,
+    /// The topic a workflow waiting for a message listens on.
+    pub wait_topic: Option<String>,
+    /// The schedule whose tick started it.
+    pub schedule: Option<String>,
+    /// The tick it was started for.
+    pub scheduled_at: Option<Timestamp>,
 }
 
 /// A step call row.
@@ -111,6 +120,10 @@ pub struct WorkflowHistory {
     pub workflow: WorkflowRecord,
     pub calls: Vec<CallHistory>,
     pub events: Vec<EventRecord>,
+    /// The messages sent to it, in the order sent (received or not).
+    pub messages: Vec<MessageRecord>,
+    /// The values it published (`set-event`), by key.
+    pub published: Vec<PublishedEvent>,
 }
 
 /// A step call with its attempts.
@@ -142,7 +155,7 @@ impl WorkflowHistory {
                 CallHistory { call, attempts: own }
             })
             .collect();
-        Self { workflow, calls, events }
+        Self { workflow, calls, events, messages: Vec::new(), published: Vec::new() }
     }
 
     /// Every attempt, in call and attempt order.
@@ -385,6 +398,8 @@ pub struct QueueRecord {
     pub ready: i64,
     /// Waiting for a time (delayed start, a retry far away).
     pub delayed: i64,
+    /// Waiting in their own code (a sleep, a `recv`), their slots given back.
+    pub waiting: i64,
     pub running: i64,
     /// Started within the last rate period (or minute).
     pub recent_starts: i64,

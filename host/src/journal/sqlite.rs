@@ -83,6 +83,8 @@ async fn migrate(connection: &mut SqliteConnection) -> Result<(), String> {
             Ok(()) => return Ok(()),
             Err(_) if tries > 1 => {
                 tries -= 1;
+                // A migration that failed halfway may have left its transaction open.
+                sqlx::query("ROLLBACK").execute(&mut *connection).await.ok();
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(error) => return Err(schema::explain(&error)),

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::Disposition;
-use crate::journal::{QueueRecord, Timestamp, WorkerRecord, WorkflowRecord, WorkflowStatus};
+use crate::journal::{QueueRecord, ScheduleRecord, Timestamp, WorkerRecord, WorkflowRecord, WorkflowStatus};
 
 /// A page of workflows, newest first, and the cursor of the next page.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -139,4 +139,37 @@ pub struct UploadReceipt {
     pub size: usize,
     /// False when it was stored already.
     pub stored: bool,
+}
+
+/// A message handed to a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SendReceipt {
+    /// The recipient.
+    pub id: String,
+    pub topic: String,
+    /// The message's number (its order of sending).
+    pub message: i64,
+    /// True when a message with the same idempotency key was sent before: nothing new was sent.
+    pub duplicate: bool,
+}
+
+/// A value a workflow published with `set-event`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct EventValue {
+    pub id: String,
+    pub key: String,
+    /// The value, parsed.
+    pub value: Json,
+    /// The value as the workflow wrote it (JSON text).
+    pub value_text: String,
+    /// When it was set (a later `set-event` replaces it).
+    pub set_at: Timestamp,
+    /// Where the workflow stands.
+    pub status: WorkflowStatus,
+}
+
+/// The schedules, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleRecord>,
 }

@@ -1,6 +1,6 @@
 //! The operations people and programs run on a journal — list, show,
 //! result, cancel, resume onto a queue, fork, delete, prune, queues,
-//! workers — once, for the CLI and the HTTP API alike: each answers with a
+//! workers, send, event, schedules — once, for the CLI and the HTTP API alike: each answers with a
 //! typed document (such as [`WorkflowList`]) or an [`OperateError`] whose disposition
 //! gives the exit code or the HTTP status. Nothing here prints or parses.
 
@@ -9,14 +9,14 @@ mod documents;
 use std::time::{Duration, Instant};
 
 pub use documents::{
-    CancelKind, CancelReceipt, Deletion, Failure, ForkReceipt, Pruned, QueueList, Requeued, SubmitReceipt,
-    UploadReceipt, WorkerList, WorkflowList, WorkflowResult,
+    CancelKind, CancelReceipt, Deletion, EventValue, Failure, ForkReceipt, Pruned, QueueList, Requeued, ScheduleList,
+    SendReceipt, SubmitReceipt, UploadReceipt, WorkerList, WorkflowList, WorkflowResult,
 };
 
 use crate::Disposition;
 use crate::journal::{
-    CancelOutcome, Deleted, Journal, JournalError, Requeued as JournalRequeued, Timestamp, WorkflowFilter,
-    WorkflowHistory, WorkflowRecord, WorkflowStatus,
+    CancelOutcome, Deleted, Journal, JournalError, NewMessage, Requeued as JournalRequeued, Sent, Timestamp,
+    WorkflowFilter, WorkflowHistory, WorkflowRecord, WorkflowStatus,
 };
 use crate::run::ForkError;
 
@@ -40,6 +40,10 @@ pub enum OperateError {
     Queued { id: String, status: WorkflowStatus },
     #[error("workflow {id} is {status}, not finished: cancel it first (`host cancel {id}`) or let it end")]
     NotFinished { id: String, status: WorkflowStatus },
+    #[error("workflow {id} published no event {key:?} and has ended ({status}): it never will")]
+    NoEvent { id: String, key: String, status: WorkflowStatus },
+    #[error("no schedule {0}")]
+    NoSchedule(String),
     #[error("{0}")]
     Refused(String),
 }
@@ -50,7 +54,7 @@ impl OperateError {
         match self {
             Self::Journal(error) => error.disposition(),
             Self::Fork(error) => error.disposition(),
-            Self::NotFound { .. } => Disposition::NotFound,
+            Self::NotFound { .. } | Self::NoEvent { .. } | Self::NoSchedule(_) => Disposition::NotFound,
             Self::Ended { .. } | Self::Live { .. } | Self::Queued { .. } | Self::NotFinished { .. } => {
                 Disposition::Conflict
             }
@@ -188,4 +192,98 @@ pub async fn queues(journal: &Journal) -> Result<QueueList, OperateError> {
 /// The worker processes.
 pub async fn workers(journal: &Journal) -> Result<WorkerList, OperateError> {
     Ok(WorkerList { workers: journal.workers().await? })
+}
+
+/// Who sends a message, and how a repeat is recognized.
+#[derive(Debug, Clone, Default)]
+pub struct Sender {
+    /// What the sender calls itself (`host`, `api`, a service's name).
+    pub name: String,
+    /// A repeated key (per recipient) is accepted once.
+    pub idempotency_key: Option<String>,
+}
+
+/// Sends `value` (JSON text) to workflow `id` on `topic`.
+pub async fn send(
+    journal: &Journal,
+    id: &str,
+    topic: &str,
+    value: &str,
+    sender: &Sender,
+) -> Result<SendReceipt, OperateError> {
+    if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(value) {
+        return Err(OperateError::Refused(format!(
+            r#"the value is not JSON text ({error}); send e.g. '{{"approved": true}}', '"yes"' or 42"#
+        )));
+    }
+    if topic.is_empty() {
+        return Err(OperateError::Refused("the topic is empty: name the topic the workflow's recv waits on".into()));
+    }
+    let message = NewMessage {
+        workflow_id: id.to_string(),
+        topic: topic.to_string(),
+        value: value.to_string(),
+        sender: sender.name.clone(),
+        idempotency_key: sender.idempotency_key.clone(),
+    };
+    let receipt = |message, duplicate| SendReceipt { id: id.into(), topic: topic.into(), message, duplicate };
+    match journal.send_message(&message, None, |_| (String::new(), serde_json::Value::Null)).await? {
+        Sent::Delivered { id } => Ok(receipt(id, false)),
+        Sent::Duplicate { id } => Ok(receipt(id, true)),
+        Sent::Unknown | Sent::Recorded { .. } => Err(not_found(journal, id)),
+        Sent::Ended { status } => Err(OperateError::Ended { id: id.into(), status, then: "nobody will receive it" }),
+    }
+}
+
+/// The value workflow `id` published under `key`, waiting up to `wait` for
+/// it; `None` if it has not published one yet (it still runs).
+pub async fn event(journal: &Journal, id: &str, key: &str, wait: Duration) -> Result<Option<EventValue>, OperateError> {
+    let started = Instant::now();
+    loop {
+        let workflow = journal.workflow(id).await?.ok_or_else(|| not_found(journal, id))?;
+        if let Some(event) = journal.event(id, key).await? {
+            return Ok(Some(EventValue {
+                id: id.into(),
+                key: event.key,
+                value: serde_json::from_str(&event.value).unwrap_or(serde_json::Value::Null),
+                value_text: event.value,
+                set_at: event.set_at,
+                status: workflow.status,
+            }));
+        }
+        if workflow.status.is_final() {
+            return Err(OperateError::NoEvent { id: id.into(), key: key.into(), status: workflow.status });
+        }
+        if started.elapsed() >= wait {
+            return Ok(None);
+        }
+        tokio::time::sleep(POLL.min(wait.saturating_sub(started.elapsed()))).await;
+    }
+}
+
+/// The schedules.
+pub async fn schedules(journal: &Journal) -> Result<ScheduleList, OperateError> {
+    Ok(ScheduleList { schedules: journal.schedules().await? })
+}
+
+/// Pauses schedule `name` (it fires nothing) or resumes it (from its next tick after now).
+pub async fn pause_schedule(journal: &Journal, name: &str, paused: bool) -> Result<ScheduleList, OperateError> {
+    let schedule = journal.schedule(name).await?.ok_or_else(|| OperateError::NoSchedule(name.into()))?;
+    let next = if paused {
+        None
+    } else {
+        let cron =
+            crate::config::CronSchedule::parse(&schedule.cron, &schedule.timezone).map_err(OperateError::Refused)?;
+        cron.next_after(Timestamp::now())
+    };
+    if !journal.pause_schedule(name, paused, next).await? {
+        return Err(OperateError::NoSchedule(name.into()));
+    }
+    let schedule = journal.schedule(name).await?.ok_or_else(|| OperateError::NoSchedule(name.into()))?;
+    Ok(ScheduleList { schedules: vec![schedule] })
+}
+
+/// Deletes schedule `name`; the workflows it started stay.
+pub async fn delete_schedule(journal: &Journal, name: &str) -> Result<(), OperateError> {
+    if journal.delete_schedule(name).await? { Ok(()) } else { Err(OperateError::NoSchedule(name.into())) }
 }

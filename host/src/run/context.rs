@@ -1,26 +1,48 @@
 //! A running workflow's context, kept in its store's data (as Obelisk's
 //! `WorkflowCtx`): the lease it runs under, its stop flag, the calls its
 //! journal recorded and not yet replayed, how long a wait may hold its slot,
-//! and the number of its next call. Everything a host function of the
-//! workflow needs is here, so the invoker and the runner keep no state per
-//! workflow, and one workflow's calls can never reach another's.
+//! the number of its next call, who it is, its wall clock and its mailbox.
+//! Everything a host function of the workflow needs is here, so the invoker
+//! and the runner keep no state per workflow, and one workflow's calls can
+//! never reach another's.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::journal::{Lease, StepCallRecord};
-use crate::wasm::Interrupt;
+use tokio::sync::Notify;
+
+use crate::journal::{Journal, Lease, StepCallRecord, Timestamp};
+use crate::wasm::{Interrupt, WorkflowClock};
+
+/// Who a running workflow is, as `workflow-context.info` tells it.
+#[derive(Debug, Clone)]
+pub struct WorkflowInfo {
+    pub id: String,
+    pub name: String,
+    pub queue: Option<String>,
+    /// When it was created (the replay seed's time): its wall clock at the start.
+    pub started_at: Timestamp,
+    /// The schedule and tick that started it.
+    pub scheduled: Option<(String, Timestamp)>,
+}
 
 /// What the run side keeps of one running workflow.
 pub struct WorkflowContext {
-    lease: Lease,
-    interrupt: Interrupt,
+    pub(super) lease: Lease,
+    pub(super) interrupt: Interrupt,
     /// The journaled calls not yet replayed, by seq.
     history: BTreeMap<i64, StepCallRecord>,
-    /// Backoffs longer than this park the workflow instead of waiting.
-    park_after: Option<Duration>,
+    /// Waits (backoffs, sleeps, `recv`) longer than this park the workflow instead.
+    pub(super) park_after: Option<Duration>,
     /// The next call's position in the workflow, from 1.
     next_seq: i64,
+    pub(super) journal: Journal,
+    pub(super) info: WorkflowInfo,
+    /// The workflow's wall clock, moved on by its waits as journaled.
+    pub(super) clock: WorkflowClock,
+    /// Rung when a message is sent to the workflow (NOTIFY).
+    pub(super) mail: Arc<Notify>,
 }
 
 /// One call of a workflow, as its host function makes it: where it stands in
@@ -36,23 +58,41 @@ pub struct CallSlot {
     pub park_after: Option<Duration>,
 }
 
+/// What a [`WorkflowContext`] is made of, besides its journal history.
+pub struct Running {
+    pub lease: Lease,
+    pub interrupt: Interrupt,
+    pub park_after: Option<Duration>,
+    pub journal: Journal,
+    pub info: WorkflowInfo,
+    pub clock: WorkflowClock,
+    pub mail: Arc<Notify>,
+}
+
 impl WorkflowContext {
-    /// The context of a workflow run under `lease`, replaying `history` (empty for a new one).
-    pub fn new(lease: Lease, interrupt: Interrupt, history: Vec<StepCallRecord>, park_after: Option<Duration>) -> Self {
+    /// The context of a workflow `running`, replaying `history` (empty for a new one).
+    pub fn new(running: Running, history: Vec<StepCallRecord>) -> Self {
+        let Running { lease, interrupt, park_after, journal, info, clock, mail } = running;
         let history = history.into_iter().map(|call| (call.seq, call)).collect();
-        Self { lease, interrupt, history, park_after, next_seq: 1 }
+        Self { lease, interrupt, history, park_after, next_seq: 1, journal, info, clock, mail }
     }
 
     /// The workflow's next call: numbered, with its journal row if it has one.
     pub fn next_call(&mut self) -> CallSlot {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let (seq, recorded) = self.next_seq();
         CallSlot {
             lease: self.lease.clone(),
             interrupt: self.interrupt.clone(),
             seq,
-            recorded: self.history.remove(&seq),
+            recorded,
             park_after: self.park_after,
         }
+    }
+
+    /// The next position in the workflow and its journal row, if any.
+    pub(super) fn next_seq(&mut self) -> (i64, Option<StepCallRecord>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        (seq, self.history.remove(&seq))
     }
 }

@@ -29,14 +29,18 @@ pub enum Wakeups {
 #[derive(Debug, PartialEq, Eq)]
 enum Event<'a> {
     Cancel(&'a str),
+    Message(&'a str),
     Work,
     Other,
 }
 
-/// Reads an event's payload: `cancel:ID`, `submit:QUEUE`, `release:QUEUE`, `release:*`.
+/// Reads an event's payload: `cancel:ID`, `message:ID`, `submit:QUEUE`,
+/// `release:QUEUE`, `release:*`, `schedule:*`.
 fn parse<'a>(payload: &'a str, queues: &[String]) -> Event<'a> {
     match payload.split_once(':') {
         Some(("cancel", id)) => Event::Cancel(id),
+        Some(("message", id)) => Event::Message(id),
+        Some(("schedule", _)) => Event::Work,
         Some(("submit" | "release", "*")) => Event::Work,
         Some(("submit" | "release", queue)) if queues.iter().any(|name| name == queue) => Event::Work,
         _ => Event::Other,
@@ -82,6 +86,9 @@ impl Executor {
                             tracing::info!(source = "host", "Workflow {id}: cancel requested; stopping it");
                         }
                     }
+                    Event::Message(id) => {
+                        executor.deliver(id);
+                    }
                     Event::Work => work.notify_one(),
                     Event::Other => {}
                 }
@@ -124,5 +131,7 @@ mod tests {
         assert_eq!(parse("", &queues), Event::Other);
         // An id with colons stays whole.
         assert_eq!(parse("cancel:a:b", &queues), Event::Cancel("a:b"));
+        assert_eq!(parse("message:order@2026", &queues), Event::Message("order@2026"));
+        assert_eq!(parse("schedule:*", &queues), Event::Work);
     }
 }

@@ -75,6 +75,8 @@ struct Shared {
 struct Held {
     lease: Lease,
     interrupt: Interrupt,
+    /// Rung when a message is sent to the workflow.
+    mail: Arc<Notify>,
 }
 
 impl Executor {
@@ -125,6 +127,7 @@ impl Executor {
     /// is gone: one run per workflow.
     pub async fn hold(&self, lease: Lease, deadline: Option<Timestamp>) -> Holding {
         let interrupt = Interrupt::default();
+        let mail = Arc::new(Notify::new());
         // Counted from before the claim was sent: a claim that took long leaves less (maybe nothing).
         interrupt.hold_until(lease.granted_at + self.validity());
         let (id, epoch) = (lease.workflow_id.clone(), lease.epoch);
@@ -138,7 +141,7 @@ impl Executor {
                         if self.shared.draining.load(Ordering::Acquire) {
                             interrupt.drain();
                         }
-                        held.insert(id.clone(), Held { lease, interrupt: interrupt.clone() });
+                        held.insert(id.clone(), Held { lease, interrupt: interrupt.clone(), mail: mail.clone() });
                         break;
                     }
                 }
@@ -152,7 +155,14 @@ impl Executor {
                 interrupt.stop(StopReason::Deadline);
             })
         });
-        Holding { shared: self.shared.clone(), id, epoch, interrupt, timer }
+        Holding { shared: self.shared.clone(), id, epoch, interrupt, mail, timer }
+    }
+
+    /// Tells workflow `id`, if this process runs it, that a message was sent
+    /// to it (announced through NOTIFY); false if it does not run here.
+    pub fn deliver(&self, id: &str) -> bool {
+        let held = self.shared.lock().get(id).map(|held| held.mail.clone());
+        held.inspect(|mail| mail.notify_one()).is_some()
     }
 
     /// Stops every workflow this process runs (a shutdown also ends the
@@ -262,6 +272,7 @@ pub struct Holding {
     /// The epoch held: a later claim of the same workflow by this process is another holding.
     epoch: i64,
     interrupt: Interrupt,
+    mail: Arc<Notify>,
     timer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -269,6 +280,11 @@ impl Holding {
     /// The workflow's stop flag.
     pub fn interrupt(&self) -> &Interrupt {
         &self.interrupt
+    }
+
+    /// Rung when a message is sent to the workflow.
+    pub fn mail(&self) -> &Arc<Notify> {
+        &self.mail
     }
 }
 

@@ -30,7 +30,7 @@ use super::values::{self, AttemptFailure, Returned, TooLarge};
 use crate::config::{RetryPolicy, StepName, StepSettings};
 use crate::journal::{
     AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, FailureKind, Journal, JournalError, NewStepCall,
-    PendingWrite, Timestamp,
+    PendingWrite, Timestamp, Waiting,
 };
 use crate::wasm::{AttemptReport, CallFailure, GuestState, Interrupt, Sandbox, StepIdentity, StopReason};
 
@@ -87,6 +87,10 @@ pub enum InvokeError {
     /// gives up its slot and is claimed again then (queued workflows only).
     #[error("the workflow waits for its next attempt until {0}; it gives up its slot until then")]
     Parked(Timestamp),
+    /// Its own code waits (a sleep, a `recv`) longer than the park threshold:
+    /// the workflow gives up its slot (queued workflows only).
+    #[error("the workflow waits ({0:?}); it gives up its slot until then")]
+    Waiting(Waiting),
 }
 
 impl InvokeError {
@@ -96,7 +100,7 @@ impl InvokeError {
             Self::Journal(error) => error.disposition(),
             // The workflow or its inputs changed since the journal recorded them: a human fixes that.
             Self::NonDeterminism { .. } | Self::UnreadableOutput { .. } => crate::Disposition::Refused,
-            Self::Stopped(_) | Self::Parked(_) => crate::Disposition::Stopped,
+            Self::Stopped(_) | Self::Parked(_) | Self::Waiting(_) => crate::Disposition::Stopped,
         }
     }
 }
@@ -580,15 +584,20 @@ impl Attempt {
 /// Waits until the call's final write is durable, then reports any earlier
 /// write of the call that failed (they were committed in order before it).
 async fn settle(last: PendingWrite, earlier: Vec<PendingWrite>) -> Result<(), JournalError> {
-    last.durable().await?;
-    settle_all(earlier).await
+    settle_all(earlier.into_iter().chain(std::iter::once(last)).collect()).await
 }
 
+/// Waits for every write; the first one's error in write order if any failed
+/// (a later write of the same call fails because an earlier one did: the
+/// earlier error, an outage say, is the cause to report).
 async fn settle_all(writes: Vec<PendingWrite>) -> Result<(), JournalError> {
+    let mut first_error = None;
     for write in writes {
-        write.durable().await?;
+        if let Err(error) = write.durable().await {
+            first_error.get_or_insert(error);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// A uniform draw in `[0, 1)` when the policy asks for jitter.

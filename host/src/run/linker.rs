@@ -119,6 +119,7 @@ pub fn workflow_pre(
 ) -> Result<InstancePre<GuestState<WorkflowContext>>, LinkerError> {
     let fail = |error: wasmtime::Error| LinkerError::new(workflow, format!("{error:#}"));
     let mut linker = wasm::base_linker::<WorkflowContext>(engine).map_err(fail)?;
+    super::primitives::add_to_linker(&mut linker).map_err(fail)?;
     let mut by_interface: BTreeMap<&str, Vec<(&StepName, &Arc<StepTarget>)>> = BTreeMap::new();
     for target in targets {
         by_interface.entry(&target.name.interface).or_default().push((&target.name, target));

@@ -13,12 +13,13 @@ mod executor;
 mod invoker;
 mod linker;
 mod linking;
+mod primitives;
 mod resume;
 mod runner;
 mod values;
 
 pub use clock::{Clock, SystemClock};
-pub use context::{CallSlot, WorkflowContext};
+pub use context::{CallSlot, Running, WorkflowContext, WorkflowInfo};
 pub use contract::{ConventionError, EXHAUSTED_CASE, PERMANENT_CASE, RETRY_AFTER_CASE, check_step, describe};
 pub use decision::{Decision, Ended, Progress, decide};
 pub use deployment::{
@@ -30,6 +31,7 @@ pub use executor::{DEFAULT_LEASE, Executor, Holding, executor_id};
 pub use invoker::{Attempts, InvokeError, Invoker, StepTarget};
 pub use linker::LinkerError;
 pub use linking::{LinkError, Plan, WORKFLOW};
+pub use primitives::INTERFACE as WORKFLOW_CONTEXT;
 pub use resume::{ForkError, ResumeOptions, fork, recover, resume};
 pub(crate) use runner::new_workflow;
 pub use runner::{MAX_RUNNING_WORKFLOWS, RunError, RunOutcome, RunRequest, Runner, workflow_name};

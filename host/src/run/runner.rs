@@ -12,7 +12,7 @@ use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use super::clock::SystemClock;
-use super::context::WorkflowContext;
+use super::context::{Running, WorkflowContext, WorkflowInfo};
 use super::deployment::{Deployment, PrepareError, Prepared, RecordedOptions, ReplaySeed, RunSpec};
 use super::executor::Executor;
 use super::invoker::{InvokeError, Invoker};
@@ -21,9 +21,10 @@ use super::linking::WORKFLOW;
 use super::values::{self, ArgumentError};
 use crate::Disposition;
 use crate::journal::{
-    Claim, Claimed, Finish, Journal, JournalError, Lease, NewWorkflow, Timestamp, WorkflowRecord, WorkflowStatus,
+    Claim, Claimed, Finish, Journal, JournalError, Lease, NewWorkflow, Timestamp, Waited, Waiting, WorkflowRecord,
+    WorkflowStatus,
 };
-use crate::wasm::{self, ComponentLoader, GuestState, Interrupt, Sandbox, StopReason};
+use crate::wasm::{self, ComponentLoader, GuestState, Interrupt, Sandbox, StopReason, WorkflowClock};
 
 /// Workflows one [`Runner`] runs at once; more wait for a slot. Each holds a
 /// workflow instance and at most one step instance, so half the engine's
@@ -99,6 +100,10 @@ pub enum RunError {
     Ended { id: String, status: WorkflowStatus, message: String },
     #[error("workflow {id} waits until {until} for its next attempt; a worker continues it then")]
     Parked { id: String, until: Timestamp },
+    #[error("workflow {id} waits {waiting}; its slot is free meanwhile and a worker continues it then")]
+    Waiting { id: String, waiting: String },
+    #[error("workflow {id} was woken as it parked (a message came); it runs on")]
+    Woken { id: String },
 }
 
 impl RunError {
@@ -116,9 +121,12 @@ impl RunError {
             Self::Engine(_) => Disposition::Bug,
             Self::UnknownWorkflow { .. } => Disposition::NotFound,
             Self::Conflict { .. } | Self::Owned { .. } | Self::Queued { .. } => Disposition::Conflict,
-            Self::Stopped { .. } | Self::LeaseLost { .. } | Self::LeaseExpired { .. } | Self::Parked { .. } => {
-                Disposition::Stopped
-            }
+            Self::Stopped { .. }
+            | Self::LeaseLost { .. }
+            | Self::LeaseExpired { .. }
+            | Self::Parked { .. }
+            | Self::Waiting { .. }
+            | Self::Woken { .. } => Disposition::Stopped,
             Self::WorkflowFailed { .. } | Self::Ended { .. } => Disposition::WorkflowFailed,
         }
     }
@@ -225,7 +233,15 @@ impl Runner {
                     (lease, resumed(&existing), false)
                 }
             };
-        let outcome = self.execute(lease, &seed, values, fresh, None, None).await;
+        let info = WorkflowInfo {
+            id: workflow.id.clone(),
+            name: workflow.name.clone(),
+            queue: None,
+            started_at: seed.started_at,
+            scheduled: None,
+        };
+        let turn = Turn { seed, arguments: values, deadline: None, park_after: None, info };
+        let outcome = self.execute(lease, &turn, fresh).await;
         outcome.map(|(output, output_json)| RunOutcome {
             workflow_id: workflow.id,
             output,
@@ -248,7 +264,8 @@ impl Runner {
         let _slot = self.running.acquire().await.map_err(|_| RunError::Engine("the runner was closed".into()))?;
         let started = Instant::now();
         let seed = resumed(existing);
-        let (output, output_json) = self.execute(lease, &seed, values, false, None, None).await?;
+        let turn = Turn { info: info_of(existing, &seed), seed, arguments: values, deadline: None, park_after: None };
+        let (output, output_json) = self.execute(lease, &turn, false).await?;
         Ok(RunOutcome {
             workflow_id: existing.id.clone(),
             output,
@@ -272,8 +289,14 @@ impl Runner {
         let started = Instant::now();
         let seed = options.replay_seed.unwrap_or(ReplaySeed { id: id.clone(), started_at: workflow.created_at });
         let lease = claimed.lease.clone();
-        let (output, output_json) =
-            self.execute(lease, &seed, values, false, workflow.deadline_at, Some(park_after)).await?;
+        let turn = Turn {
+            info: info_of(workflow, &seed),
+            seed,
+            arguments: values,
+            deadline: workflow.deadline_at,
+            park_after: Some(park_after),
+        };
+        let (output, output_json) = self.execute(lease, &turn, false).await?;
         Ok(RunOutcome { workflow_id: id, output, output_json, recorded: false, elapsed: started.elapsed() })
     }
 
@@ -298,18 +321,12 @@ impl Runner {
     /// stopped because its lease could not be renewed in time (an outage, a
     /// partition, this process frozen) is taken back once the journal answers,
     /// if nobody else took it meanwhile, and continues here from its journal.
-    async fn execute(
-        &self,
-        lease: Lease,
-        seed: &ReplaySeed,
-        arguments: Vec<Val>,
-        fresh: bool,
-        deadline: Option<Timestamp>,
-        park_after: Option<Duration>,
-    ) -> Result<(String, Json), RunError> {
+    async fn execute(&self, lease: Lease, turn: &Turn, fresh: bool) -> Result<(String, Json), RunError> {
         let (mut lease, mut fresh) = (lease, fresh);
         loop {
-            match self.execute_once(lease.clone(), seed, arguments.clone(), fresh, deadline, park_after).await {
+            match self.execute_once(lease.clone(), turn, fresh).await {
+                // A message it would have waited for came as it parked: it runs on, from its journal.
+                Err(RunError::Woken { .. }) => fresh = false,
                 Err(RunError::LeaseExpired { id, validity, .. }) => {
                     tracing::error!(
                         source = "host",
@@ -328,17 +345,9 @@ impl Runner {
     }
 
     /// One turn of [`Runner::execute`], under one lease.
-    async fn execute_once(
-        &self,
-        lease: Lease,
-        seed: &ReplaySeed,
-        arguments: Vec<Val>,
-        fresh: bool,
-        deadline: Option<Timestamp>,
-        park_after: Option<Duration>,
-    ) -> Result<(String, Json), RunError> {
+    async fn execute_once(&self, lease: Lease, turn: &Turn, fresh: bool) -> Result<(String, Json), RunError> {
         let id = lease.workflow_id.clone();
-        let holding = self.executor.hold(lease.clone(), deadline).await;
+        let holding = self.executor.hold(lease.clone(), turn.deadline).await;
         let interrupt = holding.interrupt().clone();
         // What it journaled, read once: replaying needs no further reads.
         let history = match fresh {
@@ -348,10 +357,23 @@ impl Runner {
                 Err(error) => return Err(RunError::Interrupted { id, source: Box::new(InvokeError::Journal(error)) }),
             },
         };
-        let context = WorkflowContext::new(lease.clone(), interrupt.clone(), history, park_after);
+        let clock = WorkflowClock::starting_at(turn.seed.started_at.millis());
+        let running = Running {
+            lease: lease.clone(),
+            interrupt: interrupt.clone(),
+            park_after: turn.park_after,
+            journal: self.journal.clone(),
+            info: turn.info.clone(),
+            clock: clock.clone(),
+            mail: holding.mail().clone(),
+        };
+        let context = WorkflowContext::new(running, history);
         let component = self.deployment.workflow.path.file_stem().map(|stem| stem.to_string_lossy().into_owned());
         let span = crate::telemetry::workflow_span(&id, component.as_deref().unwrap_or("?"), &self.deployment.entry);
-        let result = self.call(&id, seed, &arguments, interrupt.clone(), context).instrument(span.clone()).await;
+        let result = self
+            .call(&id, &turn.seed, clock, &turn.arguments, interrupt.clone(), context)
+            .instrument(span.clone())
+            .await;
         if let Err(Failure::Trapped(message)) = &result {
             span.record("otel.status_description", message.as_str());
         }
@@ -379,6 +401,15 @@ impl Runner {
                 return match self.journal.park_workflow(&lease, until).await? {
                     true => Err(RunError::Parked { id, until }),
                     false => Err(self.lease_lost(&lease).await),
+                };
+            }
+            Err(Failure::Waiting(waiting)) => {
+                drop(holding);
+                return match self.journal.wait_workflow(&lease, &waiting).await {
+                    Ok(Waited::Parked) => Err(RunError::Waiting { id, waiting: describe_wait(&waiting) }),
+                    Ok(Waited::MessageWaiting) => Err(RunError::Woken { id }),
+                    Err(JournalError::NotOwner { .. }) => Err(self.lease_lost(&lease).await),
+                    Err(error) => Err(error.into()),
                 };
             }
             // A write refused by the fence: the lease is gone, whatever the interrupt says yet.
@@ -419,12 +450,13 @@ impl Runner {
         &self,
         id: &str,
         seed: &ReplaySeed,
+        clock: WorkflowClock,
         arguments: &[Val],
         interrupt: Interrupt,
         context: WorkflowContext,
     ) -> Result<Vec<Val>, Failure> {
         let Linked { sandbox, workflow_pre, entry, .. } = &self.linked;
-        let mut store = sandbox.workflow_store(id, (&seed.id, seed.started_at.millis()), interrupt.clone(), context);
+        let mut store = sandbox.workflow_store(id, &seed.id, clock, interrupt.clone(), context);
         let call = async {
             let instance = wasm::instantiate_when_free(workflow_pre, &mut store).await?;
             let func = instance
@@ -439,6 +471,7 @@ impl Runner {
             Err(error) => match error.downcast::<InvokeError>() {
                 Ok(InvokeError::Stopped(reason)) => Err(Failure::Stopped(reason)),
                 Ok(InvokeError::Parked(until)) => Err(Failure::Parked(until)),
+                Ok(InvokeError::Waiting(waiting)) => Err(Failure::Waiting(waiting)),
                 Ok(source) => Err(Failure::Invoke(source)),
                 // Stopped while running its own code: the epoch callback trapped it.
                 Err(_) if interrupt.reason().is_some() => {
@@ -558,8 +591,41 @@ fn whereabouts(row: &WorkflowRecord, lease: &Lease) -> String {
 enum Failure {
     Stopped(StopReason),
     Parked(Timestamp),
+    Waiting(Waiting),
     Invoke(InvokeError),
     Trapped(String),
+}
+
+/// One workflow's turn under a lease: what it runs with.
+struct Turn {
+    /// What its clocks and randomness derive from.
+    seed: ReplaySeed,
+    arguments: Vec<Val>,
+    /// When it times out.
+    deadline: Option<Timestamp>,
+    /// Waits longer than this park it (workers only).
+    park_after: Option<Duration>,
+    info: WorkflowInfo,
+}
+
+/// Who `workflow` is, for `workflow-context.info`.
+fn info_of(workflow: &WorkflowRecord, seed: &ReplaySeed) -> WorkflowInfo {
+    WorkflowInfo {
+        id: workflow.id.clone(),
+        name: workflow.name.clone(),
+        queue: workflow.queue.clone(),
+        started_at: seed.started_at,
+        scheduled: workflow.schedule.clone().zip(workflow.scheduled_at),
+    }
+}
+
+/// What a parked workflow waits for, in words.
+fn describe_wait(waiting: &Waiting) -> String {
+    let until = waiting.until.map(|until| format!(" until {until}")).unwrap_or_default();
+    match &waiting.topic {
+        Some(topic) => format!("for a message on topic {topic}{until}"),
+        None => format!("(sleeping){until}"),
+    }
 }
 
 /// What the clocks and randomness of `existing` derive from as it resumes

@@ -27,7 +27,7 @@ use crate::run::StoredSpec;
 use crate::worker::{SubmitError, SubmitRequest};
 
 /// The longest a request may wait for a result.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Most workflows one list request returns.
 pub(super) const MAX_LIMIT: u32 = 1000;
@@ -47,6 +47,9 @@ pub(super) fn table() -> Vec<(&'static str, &'static str, MethodRouter<Shared>)>
         ("/api/v1/workers", "get", get(workers)),
         ("/api/v1/openapi.json", "get", get(openapi)),
     ]
+    .into_iter()
+    .chain(super::talk::table())
+    .collect()
 }
 
 pub(super) fn routes() -> Router<Shared> {
@@ -95,12 +98,12 @@ impl From<SubmitError> for ApiError {
     }
 }
 
-fn bad_request(message: impl Into<String>) -> ApiError {
+pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(Disposition::Refused, message)
 }
 
 /// Query parameters, or a 400 saying what is wrong with them.
-fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(super) fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query.map(|Query(query)| query).map_err(|rejection| bad_request(rejection.body_text()))
 }
 
@@ -192,9 +195,9 @@ async fn show(State(state): State<Shared>, Path(id): Path<String>) -> Result<Jso
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-struct WaitQuery {
-    /// How long to wait for the workflow to finish (`30s`; at most a minute).
-    wait: Option<String>,
+pub(super) struct WaitQuery {
+    /// How long to wait (`30s`; at most a minute).
+    pub wait: Option<String>,
 }
 
 /// The output once finished; 202 with where it stands if it has not finished within `wait`.
@@ -236,17 +239,17 @@ async fn cancel(State(state): State<Shared>, Path(id): Path<String>) -> Result<R
 }
 
 /// The submitting client, or a 503 if this host cannot start WebAssembly.
-fn client(state: &Shared) -> Result<&crate::worker::Client, ApiError> {
+pub(super) fn client(state: &Shared) -> Result<&crate::worker::Client, ApiError> {
     state.client().map_err(|message| ApiError::new(Disposition::Bug, message))
 }
 
 /// A turn to compile: heavy in CPU and memory, so a few uploads or submissions at a time.
-async fn compile_turn(state: &Shared) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+pub(super) async fn compile_turn(state: &Shared) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
     state.compiling.acquire().await.map_err(|_| ApiError::new(Disposition::Stopped, "the server is stopping"))
 }
 
 /// A JSON body, or a 400 saying what is wrong with it.
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(body)| body).map_err(|rejection| bad_request(rejection.body_text()))
 }
 
@@ -259,7 +262,7 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Res
 }
 
 /// A component digest as given: hex SHA-256, with or without `sha256:`.
-fn digest_of(given: &str) -> Result<String, ApiError> {
+pub(super) fn digest_of(given: &str) -> Result<String, ApiError> {
     let hex = given.strip_prefix("sha256:").unwrap_or(given).to_ascii_lowercase();
     if hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         Ok(hex)

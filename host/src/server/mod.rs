@@ -8,6 +8,7 @@ mod guard;
 mod live;
 mod openapi;
 mod pages;
+mod talk;
 
 use std::future::Future;
 use std::net::SocketAddr;

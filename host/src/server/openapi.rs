@@ -10,7 +10,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{Content, OpenApi as Document, Ref, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::api;
+use super::{api, talk};
 
 /// The document, generated once.
 static DOCUMENT: LazyLock<String> =
@@ -40,6 +40,13 @@ pub(super) fn document() -> &'static str {
         api::queues,
         api::workers,
         api::openapi,
+        talk::send,
+        talk::event,
+        talk::schedules,
+        talk::set_schedule,
+        talk::pause,
+        talk::resume,
+        talk::delete,
     ),
     modifiers(&Guarded),
 )]

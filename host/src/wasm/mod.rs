@@ -15,6 +15,7 @@ mod sandbox;
 pub use cache::{
     ComponentLoader, DEFAULT_CACHE_MAX, LoadError, LoadedComponent, Pruned, default_cache_dir, digest, prune,
 };
+pub use deterministic::WorkflowClock;
 pub use engine::{EPOCH_TICK, POOL_COMPONENT_INSTANCES, new_engine, new_engine_with, ticks};
 pub use host_api::RUNTIME_WIT;
 pub use interrupt::{Interrupt, StopReason};

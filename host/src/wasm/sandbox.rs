@@ -11,7 +11,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::capture::{Capture, LogBudget};
-use super::deterministic::make_deterministic;
+use super::deterministic::{WorkflowClock, make_deterministic};
 use super::http_grant::HttpGrant;
 use super::interrupt::{Interrupt, StopReason};
 use crate::config::{AttemptLimits, Grants, RetryPolicy, Stdio};
@@ -189,20 +189,20 @@ impl Sandbox {
     /// A workflow's store: nothing granted, output captured, clocks and
     /// randomness deterministic; not timed, but it yields every tick and
     /// traps once `interrupt` asks it to stop. It carries `context`.
-    /// `seed_id` and `started_at_ms` are what its clocks and randomness derive
-    /// from: its own id and start, or its original's for a fork.
+    /// Its randomness derives from `seed_id` (its own id, or its original's
+    /// for a fork), its wall clock reads `clock`.
     pub fn workflow_store<C: Send + 'static>(
         &self,
         workflow_id: &str,
-        seed: (&str, i64),
+        seed_id: &str,
+        clock: WorkflowClock,
         interrupt: Interrupt,
         context: C,
     ) -> Store<GuestState<C>> {
-        let (seed_id, started_at_ms) = seed;
         let stdout = Capture::new(WORKFLOW_OUTPUT_BYTES);
         let stderr = Capture::new(WORKFLOW_OUTPUT_BYTES);
         let mut builder = base_wasi(&stdout, &stderr);
-        make_deterministic(&mut builder, seed_id, started_at_ms);
+        make_deterministic(&mut builder, seed_id, clock);
         let identity = Identity::Workflow { workflow_id: workflow_id.to_string() };
         let limiter = MemoryLimiter { max_memory_bytes: AttemptLimits::default().max_memory_bytes, denied: false };
         let log = LogBudget::new(WORKFLOW_LOG_BYTES);

@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use wasmtime::component::types::ComponentFunc;
 
-use crate::journal::{DEFAULT_QUEUE, Journal, JournalError, NewSubmission, Submitted, Timestamp};
+use crate::config::CronSchedule;
+use crate::journal::{
+    CatchUp, DEFAULT_QUEUE, Journal, JournalError, NewSchedule, NewSubmission, ScheduleRecord, ScheduleTemplate,
+    Submitted, Timestamp,
+};
+use crate::operate::{EventValue, OperateError, SendReceipt, Sender};
 use crate::run::{ArgumentError, ComponentRef, Deployment, PrepareError, Prepared, RunSpec, StoredSpec, new_workflow};
 use crate::wasm::{ComponentLoader, LoadError, digest};
 
@@ -51,6 +56,26 @@ pub struct SubmitRequest {
     pub timeout: Option<Duration>,
 }
 
+/// A schedule: a workflow started on every tick of a cron expression.
+#[derive(Debug, Clone)]
+pub struct ScheduleRequest {
+    /// The schedule's name (its ticks' workflows are `NAME@TICK`).
+    pub name: String,
+    /// 5 fields, or 6 with seconds first.
+    pub cron: String,
+    /// The IANA time zone the expression is read in (`UTC`).
+    pub timezone: String,
+    /// Ticks missed while no worker ran: skip them, fire the latest, or fire all.
+    pub catch_up: CatchUp,
+    /// One WAVE value per parameter of the entry function, for every tick.
+    pub arguments: Vec<String>,
+    /// The queue ([`DEFAULT_QUEUE`] if `None`).
+    pub queue: Option<String>,
+    pub priority: i32,
+    /// Each tick's workflow times out this long after its tick.
+    pub timeout: Option<Duration>,
+}
+
 /// What a submit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -87,6 +112,8 @@ pub enum SubmitError {
     IdTaken(String),
     #[error("{0}")]
     QueueName(String),
+    #[error("{0}")]
+    Schedule(String),
 }
 
 impl SubmitError {
@@ -96,7 +123,7 @@ impl SubmitError {
             Self::Prepare(error) => error.disposition(),
             Self::Journal(error) => error.disposition(),
             Self::IdTaken(_) => crate::Disposition::Conflict,
-            Self::Arguments(_) | Self::Read { .. } | Self::Changed { .. } | Self::QueueName(_) => {
+            Self::Arguments(_) | Self::Read { .. } | Self::Changed { .. } | Self::QueueName(_) | Self::Schedule(_) => {
                 crate::Disposition::Refused
             }
         }
@@ -184,6 +211,54 @@ impl Client {
         }
     }
 
+    /// Sets schedule `request.name` (created, or replaced) to start `what`
+    /// on every tick of its cron expression, from the next one after now.
+    pub async fn schedule(&self, what: &Submittable, request: &ScheduleRequest) -> Result<ScheduleRecord, SubmitError> {
+        let deployment = &what.deployment;
+        check_schedule_name(&request.name).map_err(SubmitError::Schedule)?;
+        let cron = CronSchedule::parse(&request.cron, &request.timezone).map_err(SubmitError::Schedule)?;
+        let values = crate::run::parse_arguments(&deployment.entry, &what.entry_func, &request.arguments)?;
+        let queue = request.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_string());
+        crate::config::check_queue_name(&queue).map_err(SubmitError::QueueName)?;
+        let workflow = new_workflow(String::new(), deployment, &values, &request.arguments);
+        let next_tick_at = cron
+            .next_after(Timestamp::now())
+            .ok_or_else(|| SubmitError::Schedule(format!("the cron expression {:?} never matches", request.cron)))?;
+        let schedule = NewSchedule {
+            name: request.name.clone(),
+            cron: request.cron.clone(),
+            timezone: request.timezone.clone(),
+            catch_up: request.catch_up,
+            queue,
+            priority: request.priority,
+            timeout_ms: request.timeout.map(|timeout| i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
+            template: ScheduleTemplate {
+                name: workflow.name,
+                component: workflow.component,
+                component_digest: workflow.component_digest,
+                entry: workflow.entry,
+                input: workflow.input,
+                input_json: workflow.input_json,
+                options: workflow.options,
+            },
+            next_tick_at,
+        };
+        self.journal.set_schedule(&schedule).await?;
+        let set = self.journal.schedule(&request.name).await?;
+        set.ok_or_else(|| SubmitError::Schedule(format!("schedule {} was set but cannot be read back", request.name)))
+    }
+
+    /// Sends `value` (JSON text) to workflow `id` on `topic` (what `host send` does).
+    pub async fn send(&self, id: &str, topic: &str, value: &str, sender: &Sender) -> Result<SendReceipt, OperateError> {
+        crate::operate::send(&self.journal, id, topic, value, sender).await
+    }
+
+    /// The value workflow `id` published under `key`, waiting up to `wait`
+    /// (what `host event` does); `None` if not yet.
+    pub async fn event(&self, id: &str, key: &str, wait: Duration) -> Result<Option<EventValue>, OperateError> {
+        crate::operate::event(&self.journal, id, key, wait).await
+    }
+
     /// Stores a component's bytes in the journal unless they are there already.
     async fn store(&self, component: &ComponentRef) -> Result<(), SubmitError> {
         let known =
@@ -206,5 +281,15 @@ impl Client {
 
     fn remember(&self, digest: &str) {
         self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(digest.to_string());
+    }
+}
+
+/// A schedule's name: what its ticks' workflow ids start with.
+pub fn check_schedule_name(name: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if (1..=100).contains(&name.len()) && name.chars().all(plain) {
+        Ok(())
+    } else {
+        Err(format!("invalid schedule name {name:?}: use 1 to 100 letters, digits, '-', '_' or '.'"))
     }
 }

@@ -8,7 +8,9 @@ mod client;
 mod deployments;
 mod service;
 
-pub use client::{Client, Receipt, SubmitError, SubmitRequest, Submittable, Uploaded};
+pub use client::{
+    Client, Receipt, ScheduleRequest, SubmitError, SubmitRequest, Submittable, Uploaded, check_schedule_name,
+};
 pub use service::{
     DEFAULT_CONCURRENCY, DEFAULT_CRASH_LOOP_CAP, DEFAULT_GRACE, DEFAULT_POLL_INTERVAL, Worker, WorkerOptions,
     WorkerReport,

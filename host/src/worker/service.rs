@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 
 use super::deployments::Deployments;
 use crate::Disposition;
-use crate::journal::{Claimed, Journal, JournalError, Timestamp, WorkerInfo};
+use crate::config::CronSchedule;
+use crate::journal::{Claimed, Firing, Journal, JournalError, Timestamp, WorkerInfo};
 use crate::run::{Executor, MAX_RUNNING_WORKFLOWS, RunError, Wakeups};
 use crate::wasm::{ComponentLoader, StopReason};
 
@@ -152,11 +153,15 @@ impl Worker {
         let mut report = WorkerReport::default();
         let reap_every = self.executor.lease() / 2;
         let mut next_reap = Instant::now();
+        let mut next_tick = Instant::now();
         tokio::pin!(shutdown);
         loop {
             if Instant::now() >= next_reap {
                 self.reap().await;
                 next_reap = Instant::now() + jittered(reap_every);
+            }
+            if Instant::now() >= next_tick && !self.executor.cut_off() {
+                next_tick = self.fire_schedules().await;
             }
             // Cut off (its leases lapsed for want of an answer): nothing is claimed until the journal answers.
             let (claimed_all, outage) =
@@ -166,7 +171,9 @@ impl Worker {
             } else if outage {
                 options.poll_interval
             } else {
-                let mut wait = jittered(options.poll_interval).min(next_reap.saturating_duration_since(Instant::now()));
+                let mut wait = jittered(options.poll_interval)
+                    .min(next_reap.saturating_duration_since(Instant::now()))
+                    .min(next_tick.saturating_duration_since(Instant::now()));
                 if slots.available_permits() > 0
                     && let Ok(Some(due)) = journal.next_due(&options.queues).await
                 {
@@ -228,6 +235,40 @@ impl Worker {
             report.handed_back
         );
         Ok(report)
+    }
+
+    /// Fires the schedules that are due (each tick starts one workflow,
+    /// whichever worker fires it); when to look again: the next tick, or the
+    /// next poll (a schedule set meanwhile).
+    async fn fire_schedules(&self) -> Instant {
+        let journal = self.journal();
+        let now = Timestamp::now();
+        let fired = journal
+            .fire_schedules(now, |schedule| match CronSchedule::parse(&schedule.cron, &schedule.timezone) {
+                Ok(cron) => cron.plan(schedule.next_tick_at, now, schedule.catch_up),
+                // Checked when it was set: only another version's expression lands here.
+                Err(_) => Firing { ticks: Vec::new(), next_tick_at: Timestamp::from_millis(i64::MAX) },
+            })
+            .await;
+        match fired {
+            Ok(fired) => {
+                for tick in fired.iter().filter(|tick| tick.started) {
+                    tracing::info!(
+                        source = "host",
+                        "Schedule {} fired its tick {}: workflow {}",
+                        tick.schedule,
+                        tick.tick,
+                        tick.workflow_id
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(source = "host", "cannot fire due schedules: {error}"),
+        }
+        let poll = Instant::now() + self.options.poll_interval;
+        match journal.next_tick().await {
+            Ok(Some(due)) => poll.min(Instant::now() + due.since(Timestamp::now())),
+            _ => poll,
+        }
     }
 
     /// Claims as many due workflows as there are free slots, queue by queue,
@@ -307,6 +348,10 @@ async fn run_one(
         }
         Err(RunError::Parked { until, .. }) => {
             tracing::info!(source = "host", "Workflow {id} waits until {until} for its next attempt; slot given up");
+            Turn::Parked
+        }
+        Err(error @ RunError::Waiting { .. }) => {
+            tracing::info!(source = "host", "{error}");
             Turn::Parked
         }
         Err(error) => match afterwards(error.disposition()) {

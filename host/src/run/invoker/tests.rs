@@ -10,7 +10,7 @@ use super::*;
 use crate::config::SettingsLayers;
 use crate::journal::{Lease, NewWorkflow, Timestamp, WorkflowStatus};
 use crate::run::clock::SimClock;
-use crate::run::context::WorkflowContext;
+use crate::run::context::{Running, WorkflowContext, WorkflowInfo};
 use crate::run::values::to_wave;
 use crate::wasm::{self, ComponentLoader};
 
@@ -124,7 +124,22 @@ impl Setup {
     /// Call 1 of the workflow, as a fresh run or a resume (replaying the journal) makes it.
     async fn slot(&self, interrupt: &Interrupt, resumed: bool, park_after: Option<Duration>) -> CallSlot {
         let history = if resumed { self.journal.step_calls("w").await.unwrap() } else { Vec::new() };
-        WorkflowContext::new(self.lease.clone(), interrupt.clone(), history, park_after).next_call()
+        let running = Running {
+            lease: self.lease.clone(),
+            interrupt: interrupt.clone(),
+            park_after,
+            journal: self.journal.clone(),
+            info: WorkflowInfo {
+                id: "w".into(),
+                name: "w".into(),
+                queue: None,
+                started_at: Timestamp::from_millis(0),
+                scheduled: None,
+            },
+            clock: crate::wasm::WorkflowClock::starting_at(0),
+            mail: Arc::default(),
+        };
+        WorkflowContext::new(running, history).next_call()
     }
 
     /// Call 1, fresh, under the setup's stop flag.
