@@ -25,9 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let journal = dir.path().join("journal.db");
     let stepbox = Stepbox::open(&journal.display().to_string()).await?;
 
-    // Misbehaving steps get a short leash: 300 ms per attempt, two attempts.
-    let leash = SettingsLayer::from_flags([(Setting::Timeout, "300ms"), (Setting::MaxAttempts, "2")])
-        .map_err(anyhow::Error::msg)?;
+    // Misbehaving steps get a short leash: 16 MiB and 1 s per attempt, two attempts.
+    let leash =
+        SettingsLayer::from_flags([(Setting::Timeout, "1s"), (Setting::Memory, "16MiB"), (Setting::MaxAttempts, "2")])
+            .map_err(anyhow::Error::msg)?;
     let hostile = |entry: &str| RunSpec {
         workflow: caller.clone(),
         steps: vec![hostile.clone()],

@@ -1,6 +1,7 @@
-//! `host new`: each step template (Rust, Python, JavaScript, C) and the
-//! workflow template are created, built with the one command their README
-//! shows (run verbatim), and run end to end through `host run`.
+//! `host new`: each step template (Rust, Python, JavaScript, C) and each
+//! workflow template (Rust, Python, JavaScript) are created, built with the
+//! one command their README shows (run verbatim), and run end to end through
+//! `host run` (the Python and JavaScript workflows through a kill and a resume).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,6 +141,8 @@ fn a_workflow_template_runs_on_its_own() {
     assert!(again.refused().contains("exists and is not empty"));
     let bad = host_command(scratch.path(), &["new", "step", "Bad_Name", "--lang", "rust"]);
     assert!(bad.refused().contains("lower-case letters"));
+    let alone = host_command(scratch.path(), &["new", "workflow", "py-alone", "--lang", "python"]);
+    assert!(alone.refused().contains("pass it with --step"), "{}", alone.stderr);
 }
 
 /// `host wit` writes the runtime package where WIT tools look for it.
@@ -150,4 +153,58 @@ fn host_wit_writes_the_runtime_package() {
     assert_eq!(wrote.code, Some(0), "{}", wrote.stderr);
     let written = std::fs::read_to_string(scratch.path().join("wit/deps/stepbox-runtime/runtime.wit")).unwrap();
     assert_eq!(written, include_str!("../../wit/runtime.wit"));
+}
+
+/// A workflow from the Python or JavaScript template (sleep, recv, a step
+/// call), calling a step of the same language: SIGKILLed during its sleep,
+/// sent a greeting while down, resumed — it sleeps what is left, receives
+/// the greeting once and greets with it.
+fn workflow_killed_and_resumed(lang: &str, greeting: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let step = format!("hi-{lang}");
+    let created = host_command(scratch.path(), &["new", "step", &step, "--lang", lang]);
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    run_documented(&scratch.path().join(&step), "build");
+    let workflow = format!("wait-{lang}");
+    let created = host_command(scratch.path(), &["new", "workflow", &workflow, "--lang", lang, "--step", &step]);
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    assert!(created.stdout.starts_with(&format!("created the {greeting} workflow {workflow}")), "{}", created.stdout);
+    let project = scratch.path().join(&workflow);
+    run_documented(&project, "build");
+    let wasm = format!("{workflow}.wasm");
+    let step_wasm = format!("../{step}/{step}.wasm");
+    let journal = project.join("stepbox.db").display().to_string();
+    let mut first = crate::support::Child::spawn(
+        &project,
+        &["run", &wasm, "\"world\"", "--step", &step_wasm, "--id", "w1", "--lease", "1s", "--journal", &journal],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let asleep = runtime.block_on(crate::support::eventually(std::time::Duration::from_secs(60), || async {
+        crate::support::rows(&journal, "w1").await.calls.iter().any(|call| call.step.ends_with(".sleep"))
+    }));
+    assert!(asleep, "the workflow never slept:\n{}", first.stderr());
+    first.kill();
+    runtime.block_on(crate::support::until_lease_lapsed(&journal, "w1"));
+    let stage = host_command(&project, &["event", "w1", "stage", "--journal", &journal]);
+    assert_eq!(stage.stdout.trim(), "\"sleeping\"", "{}", stage.stderr);
+    let sent = host_command(&project, &["send", "w1", "greeting", "\"Bonjour\"", "--journal", &journal]);
+    assert_eq!(sent.code, Some(0), "{}", sent.stderr);
+    let resumed = host_command(&project, &["resume", "w1", "--journal", &journal]);
+    assert_eq!(resumed.code, Some(0), "{}\n{}", resumed.stdout, resumed.stderr);
+    assert_eq!(resumed.output(), format!("ok(\"Bonjour, world (from {greeting})\")"), "{}", resumed.stderr);
+    let rows = runtime.block_on(crate::support::rows(&journal, "w1"));
+    let steps: Vec<&str> = rows.calls.iter().map(|call| call.step.rsplit('.').next().unwrap_or_default()).collect();
+    assert_eq!(steps, ["set-event", "sleep", "set-event", "recv", "set-event", "greet"], "{:?}", rows.calls);
+    let stage = host_command(&project, &["event", "w1", "stage", "--journal", &journal]);
+    assert_eq!(stage.stdout.trim(), "\"greeting\"");
+}
+
+#[test]
+fn a_python_workflow_from_its_template_sleeps_receives_and_resumes() {
+    workflow_killed_and_resumed("python", "Python");
+}
+
+#[test]
+fn a_javascript_workflow_from_its_template_sleeps_receives_and_resumes() {
+    workflow_killed_and_resumed("js", "JavaScript");
 }

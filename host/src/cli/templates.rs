@@ -1,7 +1,8 @@
 //! Authoring from nothing: `host wit` writes the `stepbox:runtime` WIT
 //! package where WIT tools find it, and `host new` creates step projects (in
-//! Rust, Python, JavaScript or C) and workflow projects (in Rust) that build
-//! with the one command their README shows and run through `host run`.
+//! Rust, Python, JavaScript or C) and workflow projects (in Rust, Python or
+//! JavaScript) that build with the one command their README shows and run
+//! through `host run`.
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -29,11 +30,14 @@ pub enum NewCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// A workflow component in Rust that calls a step and falls back when its attempts run out.
+    /// A workflow component that sleeps, waits for a message, calls a step and falls back when its attempts run out.
     Workflow {
         /// The workflow's name (lower-case, dashes allowed).
         name: String,
-        /// A step project (from `host new step`) to call; without it, the workflow implements its step itself.
+        /// The language to write it in (rust, python or js).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+        /// A step project (from `host new step`) to call; without it, a Rust workflow implements its step itself.
         #[arg(long, value_name = "STEP_DIR")]
         step: Option<PathBuf>,
         /// Where to create it [default: ./NAME].
@@ -42,13 +46,24 @@ pub enum NewCommand {
     },
 }
 
-/// The languages steps can be written in.
+/// The languages steps (all four) and workflows (Rust, Python, JavaScript) can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Lang {
     Rust,
     Python,
     Js,
     C,
+}
+
+impl Lang {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rust => "Rust",
+            Self::Python => "Python",
+            Self::Js => "JavaScript",
+            Self::C => "C",
+        }
+    }
 }
 
 /// `host wit --out DIR`.
@@ -67,7 +82,7 @@ pub fn wit(out: &Path) -> u8 {
 pub fn new(command: &NewCommand) -> u8 {
     let result = match command {
         NewCommand::Step { name, lang, dir } => new_step(name, *lang, dir.as_deref()),
-        NewCommand::Workflow { name, step, dir } => new_workflow(name, step.as_deref(), dir.as_deref()),
+        NewCommand::Workflow { name, lang, step, dir } => new_workflow(name, *lang, step.as_deref(), dir.as_deref()),
     };
     match result {
         Ok(()) => 0,
@@ -217,7 +232,17 @@ fn new_step(name: &str, lang: Lang, dir: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
-fn new_workflow(name: &str, step_dir: Option<&Path>, dir: Option<&Path>) -> Result<(), String> {
+fn new_workflow(name: &str, lang: Lang, step_dir: Option<&Path>, dir: Option<&Path>) -> Result<(), String> {
+    if step_dir.is_none() && matches!(lang, Lang::Python | Lang::Js | Lang::C) {
+        return Err(format!(
+            "a workflow in {} calls a step of another component: create one with `host new step greet --lang \
+             python` (or rust, js, c) and pass it with --step greet",
+            lang.name()
+        ));
+    }
+    if lang == Lang::C {
+        return Err("workflows are written in Rust, Python or JavaScript (steps in C too)".into());
+    }
     let dir = project_dir(name, dir)?;
     let (step, step_wit, step_arg) = match step_dir {
         Some(step_dir) => {
@@ -235,16 +260,34 @@ fn new_workflow(name: &str, step_dir: Option<&Path>, dir: Option<&Path>) -> Resu
     )?;
     write(&dir.join("wit").join(format!("deps/{step}-steps/steps.wit")), &step_wit)?;
     write(&dir.join("wit").join(RUNTIME_DEP), RUNTIME_WIT)?;
-    write(&dir.join("Cargo.toml"), &names.render(include_str!("../../templates/workflow/Cargo.toml")))?;
-    write(
-        &dir.join("src/lib.rs"),
-        &local_step(&names.render(include_str!("../../templates/workflow/src/lib.rs")), keep),
-    )?;
-    let readme = names.render(include_str!("../../templates/workflow/README.md"));
-    write(&dir.join("README.md"), &readme)?;
+    let files: Vec<(&str, &str)> = match lang {
+        Lang::Python => vec![
+            ("app.py", include_str!("../../templates/python-workflow/app.py")),
+            ("README.md", include_str!("../../templates/python-workflow/README.md")),
+        ],
+        Lang::Js => vec![
+            ("workflow.js", include_str!("../../templates/js-workflow/workflow.js")),
+            ("package.json", include_str!("../../templates/js-workflow/package.json")),
+            ("README.md", include_str!("../../templates/js-workflow/README.md")),
+        ],
+        Lang::Rust | Lang::C => vec![
+            ("Cargo.toml", include_str!("../../templates/workflow/Cargo.toml")),
+            ("src/lib.rs", include_str!("../../templates/workflow/src/lib.rs")),
+            ("README.md", include_str!("../../templates/workflow/README.md")),
+        ],
+    };
+    let mut readme = String::new();
+    for (file, template) in files {
+        let text = local_step(&names.render(template), keep);
+        if file == "README.md" {
+            readme.clone_from(&text);
+        }
+        write(&dir.join(file), &text)?;
+    }
     write(&dir.join(".gitignore"), GITIGNORE)?;
     output::line(&format!(
-        "created the workflow {name} (calling {step}:steps/steps.greet) in {}; build it with:\n  cd {} && {}",
+        "created the {} workflow {name} (calling {step}:steps/steps.greet) in {}; build it with:\n  cd {} && {}",
+        lang.name(),
         dir.display(),
         dir.display(),
         build_command(&readme)

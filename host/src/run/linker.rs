@@ -66,6 +66,22 @@ pub fn step_targets(
                 .map_err(|error| LinkerError::new(provider, format!("{error:#}")))?;
         }
     }
+    // A component that is both the workflow and a step (the one-file case) imports the workflow's
+    // context as a step too: its functions fail there, saying why.
+    let mut context = linker
+        .instance(super::primitives::INTERFACE_VERSIONED)
+        .map_err(|error| LinkerError::new(workflow, format!("{error:#}")))?;
+    for function in super::primitives::FUNCTIONS {
+        context
+            .func_new(function, move |store, _, _, _| {
+                let caller = store.data().source().to_string();
+                Err(wasmtime::format_err!(
+                    "a step cannot call `{function}` of stepbox:runtime/workflow-context: step `{caller}` did; \
+                     only the workflow sleeps, receives, sends and publishes"
+                ))
+            })
+            .map_err(|error| LinkerError::new(workflow, format!("{error:#}")))?;
+    }
     let mut pres: HashMap<usize, InstancePre<GuestState>> = HashMap::new();
     let mut targets = Vec::new();
     for interface in &plan.interfaces {

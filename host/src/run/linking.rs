@@ -245,6 +245,10 @@ fn choose_entry(
             }
             ComponentItem::ComponentInstance(instance) if !step_interfaces.contains(&name) => {
                 for (function, item) in instance.exports(engine) {
+                    // componentize-py's pre-initialization hook, not a function of the workflow's.
+                    if (name, function) == ("exports", "init") {
+                        continue;
+                    }
                     if let ComponentItem::ComponentFunc(func) = item.ty {
                         candidates.push(Entry {
                             name: format!("{name}.{function}"),

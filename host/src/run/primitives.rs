@@ -28,6 +28,12 @@ use self::stepbox::runtime::workflow_context::{Host, Message, ScheduleTick, Work
 /// The interface's name, the prefix of its operations' journal rows.
 pub const INTERFACE: &str = "stepbox:runtime/workflow-context";
 
+/// The interface as components import it.
+pub const INTERFACE_VERSIONED: &str = "stepbox:runtime/workflow-context@0.1.0";
+
+/// Its functions.
+pub const FUNCTIONS: [&str; 6] = ["info", "sleep", "sleep-until", "recv", "send", "set-event"];
+
 /// Waits at least this long are waits without an end (`recv` with no timeout).
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -391,6 +397,20 @@ mod tests {
         assert_eq!((wave.as_str(), json), (r#"err("no workflow x")"#, json!({ "err": "no workflow x" })));
         assert_eq!(recorded_result(Some(&json!({ "err": "gone" }))), Err("gone".to_string()));
         assert_eq!(recorded_result(Some(&json!({ "ok": null }))), Ok(()));
+    }
+
+    /// The functions stubbed for steps are the interface's, and its version is the package's.
+    #[test]
+    fn the_stubbed_functions_are_the_interfaces() {
+        let wit = include_str!("../../../wit/runtime.wit");
+        let body = wit.split("interface workflow-context {").nth(1).and_then(|rest| rest.split("\n}").next()).unwrap();
+        let functions: Vec<&str> = body
+            .lines()
+            .filter_map(|line| line.trim().split_once(": func("))
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(functions, FUNCTIONS);
+        assert!(wit.contains(&format!("package stepbox:runtime@{};", INTERFACE_VERSIONED.rsplit('@').next().unwrap())));
     }
 
     #[test]

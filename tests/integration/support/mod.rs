@@ -447,27 +447,28 @@ where
 
 /// Waits (up to 10 s) until workflow `id`'s lease has lapsed or been
 /// released, by the database's own clock — what decides whether another
-/// process may take the workflow over — instead of sleeping a guess.
+/// process may take the workflow over — instead of sleeping a guess. A
+/// workflow not written yet (its process killed first) holds no lease.
 pub async fn until_lease_lapsed(target: &str, id: &str) {
     let lapsed = eventually(std::time::Duration::from_secs(10), || async {
-        let sql =
-            "SELECT count(*) FROM workflows WHERE id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= NOW)";
-        let count: i64 = match Target::parse(target).expect("a journal location") {
+        let sql = "SELECT count(*) FROM workflows WHERE id = $1 AND lease_expires_at > NOW";
+        let live: i64 = match Target::parse(target).expect("a journal location") {
             Target::Sqlite(sqlite) => {
                 let url = format!("sqlite://{}?mode=ro", sqlite.path.display());
-                let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("journal opens");
+                // No journal file yet, or no table yet: nothing holds a lease.
+                let Ok(mut connection) = sqlx::SqliteConnection::connect(&url).await else { return true };
                 let sql = sql.replace("NOW", "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)");
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&mut connection).await.expect("lease")
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&mut connection).await.unwrap_or(0)
             }
             Target::Postgres(postgres) => {
                 let mut connection = primary(&postgres).await;
                 let sql = sql
                     .replace("NOW", "statement_timestamp()")
                     .replace("FROM workflows", &format!("FROM {}.workflows", postgres.schema));
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&mut connection).await.expect("lease")
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&mut connection).await.unwrap_or(0)
             }
         };
-        count == 1
+        live == 0
     })
     .await;
     assert!(lapsed, "the lease of workflow {id} never lapsed");

@@ -1,4 +1,4 @@
-//! The __NAME__ workflow: calls `greet` and falls back when its attempts run out.
+//! The __NAME__ workflow: sleeps, waits for a message, calls `greet` and falls back when its attempts run out.
 
 wit_bindgen::generate!({
     world: "__NAME__:workflow/workflow",
@@ -7,22 +7,32 @@ wit_bindgen::generate!({
 });
 
 use __STEP_SNAKE__::steps::steps;
-use stepbox::runtime::log;
+use stepbox::runtime::{log, workflow_context};
 
 struct Workflow;
 
 impl Guest for Workflow {
+    /// Publishes its stage, sleeps a second (durably: a resume sleeps only what is left), waits up to
+    /// 2 s for a greeting message (`host send ID greeting '"Bonjour"'`), then greets through the step.
     fn run(name: String) -> Result<String, StepError> {
-        log::log(log::Level::Info, &format!("greeting {name}"));
-        match steps::greet(&name) {
+        workflow_context::set_event("stage", r#""sleeping""#).ok();
+        workflow_context::sleep(1000);
+        workflow_context::set_event("stage", r#""waiting for a greeting""#).ok();
+        // The message's value is JSON text: a JSON string here, its quotes dropped.
+        let salutation = workflow_context::recv("greeting", 2000)
+            .map_or_else(|| "Hello".to_string(), |message| message.value.trim_matches('"').to_string());
+        workflow_context::set_event("stage", r#""greeting""#).ok();
+        log::log(log::Level::Info, &format!("greeting {name} with {salutation:?}"));
+        let answer = match steps::greet(&name) {
             // Every attempt failed: the host hands over each attempt's failure instead of failing the workflow.
             Err(StepError::RetriesExhausted(exhausted)) => {
                 let message = format!("greet failed all {} attempts; falling back", exhausted.attempts);
                 log::log(log::Level::Warn, &message);
-                Ok(format!("Hello, {name}"))
+                format!("Hello, {name}")
             }
-            other => other,
-        }
+            other => other?,
+        };
+        Ok(answer.replacen("Hello", &salutation, 1))
     }
 }
 // local-step:start
