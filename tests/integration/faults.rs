@@ -268,7 +268,8 @@ async fn a_full_disk_or_a_read_only_journal_is_waited_out_on_sqlite() {
         let scratch = Scratch::new();
         let journal = if fault == "full" { disk.journal() } else { scratch.journal() };
         let mut child = pipeline(&scratch, &journal, "weather", 10, 150, &[]);
-        assert!(eventually(Duration::from_secs(30), || async { done_calls(&journal, "weather").await >= 2 }).await);
+        let started = eventually(Duration::from_secs(60), || async { done_calls(&journal, "weather").await >= 2 });
+        assert!(started.await, "{fault}: two calls never ended:\n{}", child.stderr());
         let filler = if fault == "full" { Some(disk.fill()) } else { None };
         if fault == "read-only" {
             immutable(&journal, true);

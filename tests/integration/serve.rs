@@ -524,3 +524,80 @@ async fn components_are_uploaded_and_workflows_submitted_resumed_and_forked_over
     let url = db.url.clone();
     tokio::task::spawn_blocking(move || submit_resume_fork(&url)).await.expect("the checks ran");
 }
+
+/// Messages, events and schedules over the API, with the documents of
+/// `host send`, `host event` and `host schedule`, and their refusals.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_events_and_schedules_over_the_api() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let waiter = |entry: &[&str], id: &str| {
+        let mut args = vec!["run", artifacts::WAITER, "--step", artifacts::FLAKY, "--invoke"];
+        args.extend(entry);
+        args.extend(["--id", id, "--journal", &journal]);
+        Child::spawn(scratch.path(), &args)
+    };
+    let mut waiting = waiter(&["approval", "\"go\"", "60000"], "api-wait");
+    let waits = eventually(Duration::from_secs(30), || async { !rows(&journal, "api-wait").await.calls.is_empty() });
+    assert!(waits.await, "{}", waiting.stderr());
+    let server = Server::start(&scratch, &journal, &[]);
+
+    let message = json!({"topic": "go", "value": {"approved": true}, "idempotency_key": "k1"});
+    let (status, receipt) = server.post("/api/v1/workflows/api-wait/messages", &message);
+    assert_eq!((status, &receipt["duplicate"], &receipt["topic"]), (201, &json!(false), &json!("go")), "{receipt}");
+    let (status, again) = server.post("/api/v1/workflows/api-wait/messages", &message);
+    assert_eq!((status, &again["duplicate"], &again["message"]), (200, &json!(true), &receipt["message"]), "{again}");
+    let (status, unknown) = server.post("/api/v1/workflows/nobody/messages", &json!({"topic": "go", "value": 1}));
+    assert_eq!((status, &unknown["disposition"]), (404, &json!("not-found")), "{unknown}");
+    let (status, bad) = server.post("/api/v1/workflows/api-wait/messages", &json!({"value": 1}));
+    assert!(status == 400 && bad["error"].as_str().unwrap_or_default().contains("topic"), "{bad}");
+    assert_eq!(waiting.wait_for_exit(Duration::from_secs(30)), Some(0), "{}", waiting.stderr());
+    let (_, result) = server.json("/api/v1/workflows/api-wait/result");
+    assert_eq!(result["output"], json!(r#"{"approved":true}"#), "the API's value arrives as its JSON text");
+    let (status, ended) = server.post("/api/v1/workflows/api-wait/messages", &json!({"topic": "go", "value": 2}));
+    assert_eq!((status, &ended["disposition"]), (409, &json!("conflict")), "{ended}");
+    let (_, shown) = server.json("/api/v1/workflows/api-wait");
+    assert_eq!(shown["messages"].as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(shown["calls"][0]["step"], "stepbox:runtime/workflow-context.recv");
+
+    let mut publisher = waiter(&["publish", "\"stage\"", "\"{\\\"n\\\": 7}\""], "api-pub");
+    assert_eq!(publisher.wait_for_exit(Duration::from_secs(30)), Some(0), "{}", publisher.stderr());
+    let (status, event) = server.json("/api/v1/workflows/api-pub/events/stage?wait=5s");
+    assert_eq!(
+        (status, &event["value"], &event["value_text"]),
+        (200, &json!({"n": 7}), &json!("{\"n\": 7}")),
+        "{event}"
+    );
+    let (status, missing) = server.json("/api/v1/workflows/api-pub/events/nothing");
+    assert_eq!((status, &missing["disposition"]), (404, &json!("not-found")), "{missing}");
+    let (status, _) = server.json("/api/v1/workflows/api-pub/events/stage?wait=soon");
+    assert_eq!(status, 400);
+
+    let (_, none) = server.json("/api/v1/schedules");
+    assert_eq!(none, json!({"schedules": []}));
+    let workflow = upload(&server, artifacts::WAITER);
+    let step = upload(&server, artifacts::FLAKY);
+    let schedule = json!({"name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Paris", "workflow": workflow,
+                          "steps": [step], "invoke": "whoami", "queue": "reports"});
+    let (status, set) = server.post("/api/v1/schedules", &schedule);
+    assert_eq!(
+        (status, &set["name"], &set["queue"], &set["paused"]),
+        (201, &json!("nightly"), &json!("reports"), &json!(false)),
+        "{set}"
+    );
+    let (status, page) = server.get("/schedules");
+    assert!(status == 200 && page.contains("nightly") && page.contains("Europe/Paris"), "{page}");
+    let (status, page) = server.get("/workflows/api-wait");
+    assert!(status == 200 && page.contains("Messages") && page.contains("recv(&quot;go&quot;"), "{page}");
+    let (status, bad) =
+        server.post("/api/v1/schedules", &json!({"name": "x", "cron": "0 3 * *", "workflow": workflow}));
+    assert!(status == 400 && bad["error"].as_str().unwrap_or_default().contains("field(s)"), "{bad}");
+    let (status, paused) = server.post("/api/v1/schedules/nightly/pause", &json!({}));
+    assert_eq!((status, &paused["schedules"][0]["paused"]), (200, &json!(true)), "{paused}");
+    let (status, resumed) = server.post("/api/v1/schedules/nightly/resume", &json!({}));
+    assert_eq!((status, &resumed["schedules"][0]["paused"]), (200, &json!(false)), "{resumed}");
+    let (status, deleted) = server.post("/api/v1/schedules/nightly/delete", &json!({}));
+    assert_eq!((status, deleted), (200, json!({"schedules": []})));
+    let (status, gone) = server.post("/api/v1/schedules/nightly/delete", &json!({}));
+    assert_eq!((status, &gone["disposition"]), (404, &json!("not-found")), "{gone}");
+}

@@ -404,11 +404,8 @@ mod tests {
     fn the_stubbed_functions_are_the_interfaces() {
         let wit = include_str!("../../../wit/runtime.wit");
         let body = wit.split("interface workflow-context {").nth(1).and_then(|rest| rest.split("\n}").next()).unwrap();
-        let functions: Vec<&str> = body
-            .lines()
-            .filter_map(|line| line.trim().split_once(": func("))
-            .map(|(name, _)| name)
-            .collect();
+        let functions: Vec<&str> =
+            body.lines().filter_map(|line| line.trim().split_once(": func(")).map(|(name, _)| name).collect();
         assert_eq!(functions, FUNCTIONS);
         assert!(wit.contains(&format!("package stepbox:runtime@{};", INTERFACE_VERSIONED.rsplit('@').next().unwrap())));
     }

@@ -1,6 +1,7 @@
 //! The dashboard's pages, rendered on the server with maud (which escapes
 //! every string it is given): workflows, a workflow's timeline of calls and
-//! attempts, queues, workers. Each page has a `#live` part that a small
+//! attempts (with its waits, messages and published events), queues,
+//! workers, schedules. Each page has a `#live` part that a small
 //! script refreshes when the event stream says something changed.
 
 use std::time::Duration;
@@ -16,8 +17,11 @@ use serde::Deserialize;
 
 use super::api::{ApiError, ForkBody, ListQuery, fork_workflow};
 use super::{Shared, guard};
-use crate::journal::{AttemptRecord, JournalError, Timestamp, WorkflowHistory, WorkflowRecord, WorkflowStatus};
+use crate::journal::{
+    AttemptRecord, JournalError, Timestamp, WaitKind, WorkflowHistory, WorkflowRecord, WorkflowStatus,
+};
 use crate::operate::{self, OperateError};
+use crate::run::WORKFLOW_CONTEXT;
 
 /// The page style and the live-update script, inline: no CDN, no build step.
 const STYLE: &str = include_str!("dashboard.css");
@@ -32,6 +36,9 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/workflows/{id}/fork", post(fork))
         .route("/queues", get(queues))
         .route("/workers", get(workers))
+        .route("/schedules", get(schedules))
+        .route("/schedules/{name}/pause", post(pause_schedule))
+        .route("/schedules/{name}/resume", post(resume_schedule))
 }
 
 /// Anything the router does not know: JSON under `/api`, a page elsewhere.
@@ -86,6 +93,7 @@ fn layout(title: &str, events: &str, body: Markup) -> Html<String> {
                     a href="/" { "Workflows" }
                     a href="/queues" { "Queues" }
                     a href="/workers" { "Workers" }
+                    a href="/schedules" { "Schedules" }
                 }
                 main data-events=(events) { (body) }
                 script { (PreEscaped(SCRIPT)) }
@@ -189,6 +197,10 @@ fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
             dt { "Started" } dd.mono { (workflow.created_at.rfc3339()) }
             dt { "Duration" } dd { (duration(workflow, now)) }
             @if let Some(executor) = &workflow.executor { dt { "Executor" } dd.mono { (executor) } }
+            @if workflow.status == WorkflowStatus::Waiting { dt { "Waiting" } dd { (waiting(workflow)) } }
+            @if let (Some(schedule), Some(tick)) = (&workflow.schedule, workflow.scheduled_at) {
+                dt { "Schedule" } dd { a href="/schedules" { (schedule) } ", tick " span.mono { (tick.rfc3339()) } }
+            }
             @if let Some(output) = &workflow.output { dt { "Output" } dd { pre { (output) } } }
             @if let Some(error) = &workflow.error { dt { "Error" } dd { pre.error { (error) } } }
         }
@@ -211,9 +223,41 @@ fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
                 button type="submit" title="A new workflow: the calls before this step copied, the rest run again by a worker" { "Fork" }
             }
         }
+        @if !history.published.is_empty() {
+            h2 { "Published events" }
+            table {
+                thead { tr { th { "Key" } th { "Value" } th { "Set by call" } th { "At" } } }
+                tbody { @for event in &history.published {
+                    tr { td.mono { (event.key) } td { pre { (event.value) } } td { "#" (event.seq) } td.mono { (event.set_at.rfc3339()) } }
+                } }
+            }
+        }
+        @if !history.messages.is_empty() {
+            h2 { "Messages" }
+            table {
+                thead { tr { th { "#" } th { "Topic" } th { "From" } th { "Value" } th { "Sent" } th { "Received by" } } }
+                tbody { @for message in &history.messages {
+                    tr {
+                        td { (message.id) } td.mono { (message.topic) } td.mono { (message.sender) }
+                        td { pre { (message.value) } } td.mono { (message.sent_at.rfc3339()) }
+                        td { @match message.received_seq { Some(seq) => { "call #" (seq) } None => { span.empty { "not yet" } } } }
+                    }
+                } }
+            }
+        }
         h2 { "Step calls" }
         @if history.calls.is_empty() { p.empty { "No step called yet." } }
         @for call in &history.calls {
+            @if let Some(operation) = call.call.step.strip_prefix(WORKFLOW_CONTEXT).and_then(|rest| rest.strip_prefix('.')) {
+                section.call {
+                    h3 {
+                        "#" (call.call.seq) " " span.mono { (operation) (call.call.input) }
+                        " " span class=(format!("status {}", call.call.status)) { (call.call.status) }
+                        " " (delay(call.call.finished_at.unwrap_or(now).since(call.call.started_at)))
+                    }
+                    @if let Some(output) = &call.call.output { p.mono { "→ " (output) } }
+                }
+            } @else {
             section.call {
                 h3 {
                     "#" (call.call.seq) " " span.mono { (call.call.step) (call.call.input) }
@@ -228,8 +272,19 @@ fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
                     }
                 }
             }
+            }
         }
     }
+}
+
+/// What a waiting workflow waits for, and until when.
+fn waiting(workflow: &WorkflowRecord) -> String {
+    let what = match (&workflow.waiting_for, &workflow.wait_topic) {
+        (Some(WaitKind::Message), Some(topic)) => format!("for a message on topic {topic}"),
+        _ => "for its sleep to end".to_string(),
+    };
+    let until = workflow.run_at.map(|until| format!(" until {}", until.rfc3339())).unwrap_or_default();
+    format!("{what}{until} (no worker holds it meanwhile)")
 }
 
 /// Whether nobody runs it and a worker could: dead, or running with its lease lapsed.
@@ -340,7 +395,7 @@ async fn queues(State(state): State<Shared>, query: Result<Query<PageQuery>, Que
     let limit = |value: Option<i32>| value.map_or_else(|| "-".to_string(), |value| value.to_string());
     let live = html! {
         table {
-            thead { tr { th { "Queue" } th { "Running / limit" } th { "Per partition" } th { "Rate" } th { "Ready" } th { "Delayed" } th { "Recent starts" } } }
+            thead { tr { th { "Queue" } th { "Running / limit" } th { "Per partition" } th { "Rate" } th { "Ready" } th { "Delayed" } th { "Waiting" } th { "Recent starts" } } }
             tbody {
                 @for queue in &queues {
                     tr {
@@ -353,6 +408,7 @@ async fn queues(State(state): State<Shared>, query: Result<Query<PageQuery>, Que
                         } }
                         td { (queue.ready) }
                         td { (queue.delayed) }
+                        td { (queue.waiting) }
                         td { (queue.recent_starts) }
                     }
                 }
@@ -387,6 +443,66 @@ async fn workers(State(state): State<Shared>, query: Result<Query<PageQuery>, Qu
         @if workers.is_empty() { p.empty { "No worker has run on this journal: `host worker` starts one." } }
     };
     Ok(respond("Workers", "/events", query.fragment.is_some(), html! { h1 { "Workers" } }, live))
+}
+
+async fn schedules(State(state): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> PageResult {
+    let query = parsed(query)?;
+    let schedules = state.journal.schedules().await.map_err(|error| journal_error(&error))?;
+    let live = html! {
+        table {
+            thead { tr { th { "Schedule" } th { "Cron" } th { "Time zone" } th { "Queue" } th { "Runs" } th { "Next tick" } th { "Last tick" } th { "Catch-up" } th { "State" } th {} } }
+            tbody {
+                @for schedule in &schedules {
+                    tr {
+                        td { a href=(format!("/?id_prefix={}", encode(&format!("{}@", schedule.name)))) { (schedule.name) } }
+                        td.mono { (schedule.cron) }
+                        td { (schedule.timezone) }
+                        td { a href=(format!("/?queue={}", encode(&schedule.queue))) { (schedule.queue) } }
+                        td.mono { (schedule.component) " " (schedule.entry) (schedule.input) }
+                        td.mono { @if schedule.paused { "-" } @else { (schedule.next_tick_at.rfc3339()) } }
+                        td.mono { (schedule.last_tick_at.map_or_else(|| "-".to_string(), Timestamp::rfc3339)) }
+                        td { (schedule.catch_up) }
+                        td { span class=(if schedule.paused { "status paused" } else { "status active" }) { (if schedule.paused { "paused" } else { "active" }) } }
+                        td {
+                            form method="post" action=(format!("/schedules/{}/{}", encode(&schedule.name), if schedule.paused { "resume" } else { "pause" })) {
+                                input type="hidden" name="csrf" value=(state.csrf);
+                                button type="submit" { (if schedule.paused { "Resume" } else { "Pause" }) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if schedules.is_empty() { p.empty { "No schedule yet: `host schedule set NAME WORKFLOW.wasm --cron EXPR` starts one." } }
+    };
+    Ok(respond("Schedules", "/events", query.fragment.is_some(), html! { h1 { "Schedules" } }, live))
+}
+
+async fn pause_schedule(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> PageResult {
+    action_form(&state, form)?;
+    schedule_action(operate::pause_schedule(&state.journal, &name, true).await)
+}
+
+async fn resume_schedule(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> PageResult {
+    action_form(&state, form)?;
+    schedule_action(operate::pause_schedule(&state.journal, &name, false).await)
+}
+
+/// After a schedule's action: the schedules, or the reason it was refused.
+#[expect(clippy::result_large_err, reason = "the error is the response axum sends, as in every handler here")]
+fn schedule_action<T>(result: Result<T, OperateError>) -> PageResult {
+    match result {
+        Ok(_) => Ok(Redirect::to("/schedules").into_response()),
+        Err(error) => Err(operate_error(&error)),
+    }
 }
 
 fn entry(workflow: &WorkflowRecord) -> String {
