@@ -148,3 +148,149 @@ async fn the_dashboard_follows_a_workflow_live_cancels_it_and_escapes_messages()
     assert!(browser.client.get_alert_text().await.is_err(), "no alert opened");
     browser.close().await;
 }
+
+/// A page of another origin cannot show the dashboard in a frame (so it
+/// cannot make a visitor click its buttons), and the pages run under their
+/// own Content-Security-Policy: no script error, the live updates work.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_site_cannot_frame_the_dashboard() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    populate(&scratch, &journal);
+    let server = Server::start(&scratch, &journal, &[]);
+    let browser = Browser::start().await;
+    let framing = format!(
+        "data:text/html,<h1>another site</h1><iframe id=f src='http://{}/workflows/pipe-1' width=800 height=600></iframe>",
+        server.address
+    );
+    browser.client.goto(&framing).await.expect("the framing page opens");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    browser.client.enter_frame(0).await.expect("the frame");
+    let framed = browser.client.current_url().await.map(|url| url.to_string()).unwrap_or_default();
+    let inside = browser.client.execute("return document.body ? document.body.innerText : ''", vec![]).await;
+    let inside = inside.ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default();
+    assert!(
+        !inside.contains("Step calls") && !inside.contains("pipe-1"),
+        "the dashboard showed in a frame: {framed}\n{inside}"
+    );
+    browser.client.enter_parent_frame().await.expect("back to the page");
+    // The dashboard itself works under its policy: its script runs (the countdown ticks, the stream opens).
+    browser.client.goto(&format!("http://{}/workflows/pipe-1", server.address)).await.expect("the page opens");
+    let script_ran = browser
+        .client
+        .execute("return typeof EventSource !== 'undefined' && !!document.querySelector('main[data-events]')", vec![])
+        .await;
+    assert_eq!(script_ran.expect("a script runs"), json!(true));
+    let favicon = browser
+        .client
+        .execute("return document.querySelector('link[rel=icon]').href.startsWith('data:image/svg+xml')", vec![])
+        .await;
+    assert_eq!(favicon.expect("a script runs"), json!(true), "a favicon, inline");
+    browser.close().await;
+}
+
+/// Workflows with odd ids open from the list by a click, and a page with a
+/// 5,000-character word stays as wide as the window.
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_ids_open_by_a_click_and_long_words_wrap() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let ids = crate::serve::odd_ids();
+    for id in &ids {
+        let run = crate::support::host_command(
+            scratch.path(),
+            &[
+                "run",
+                artifacts::WAITER,
+                "--step",
+                artifacts::FLAKY,
+                "--invoke",
+                "whoami",
+                "--id",
+                id,
+                "--journal",
+                &journal,
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{id}: {}", run.stderr);
+    }
+    let long = "w".repeat(5000);
+    let mut waiting = Child::spawn(
+        scratch.path(),
+        &[
+            "run",
+            artifacts::WAITER,
+            "--step",
+            artifacts::FLAKY,
+            "--invoke",
+            "approval",
+            "\"go\"",
+            "60000",
+            "--id",
+            "long-1",
+            "--journal",
+            &journal,
+        ],
+    );
+    assert!(eventually(Duration::from_secs(30), || async { !rows(&journal, "long-1").await.calls.is_empty() }).await);
+    let sent = crate::support::host_command(
+        scratch.path(),
+        &["send", "long-1", "go", &format!("\"{long}\""), "--journal", &journal],
+    );
+    assert_eq!(sent.code, Some(0), "{}", sent.stderr);
+    assert_eq!(waiting.wait_for_exit(Duration::from_secs(30)), Some(0));
+    let server = Server::start(&scratch, &journal, &[]);
+    let base = format!("http://{}", server.address);
+    let browser = Browser::start().await;
+    for id in &ids {
+        browser.client.goto(&format!("{base}/?limit=100")).await.expect("the list opens");
+        let links = browser.client.find_all(Locator::Css("#live tbody a")).await.expect("rows");
+        let mut clicked = false;
+        for link in links {
+            if link.text().await.unwrap_or_default() == *id {
+                link.click().await.expect("a click");
+                clicked = true;
+                break;
+            }
+        }
+        assert!(clicked, "the list shows {id:?}");
+        let heading = browser.client.execute("return document.querySelector('h1').textContent", vec![]).await;
+        assert_eq!(heading.expect("a script runs"), json!(format!("Workflow {id}")), "the click opened {id:?}");
+    }
+    browser.client.goto(&format!("{base}/workflows/long-1")).await.expect("the page opens");
+    let widths =
+        browser.client.execute("return [document.documentElement.scrollWidth, window.innerWidth]", vec![]).await;
+    let widths = widths.expect("a script runs");
+    let (scroll, inner) = (widths[0].as_i64().unwrap_or(0), widths[1].as_i64().unwrap_or(1));
+    assert!(scroll <= inner + 2, "the page is {scroll} px wide in a {inner} px window");
+    browser.close().await;
+}
+
+/// Thirty navigations in one tab, then ten tabs open: every page still loads
+/// at once (hidden pages hold no event stream).
+#[tokio::test(flavor = "multi_thread")]
+async fn many_navigations_and_tabs_never_starve_the_browser() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    populate(&scratch, &journal);
+    let server = Server::start(&scratch, &journal, &[]);
+    let base = format!("http://{}", server.address);
+    let browser = Browser::start().await;
+    let pages = ["/", "/workflows/pipe-1", "/queues", "/workers", "/schedules", "/workflows/xss-1"];
+    for n in 0..30 {
+        let started = Instant::now();
+        browser.client.goto(&format!("{base}{}", pages[n % pages.len()])).await.expect("the page opens");
+        assert!(started.elapsed() < Duration::from_secs(5), "navigation {n} took {:?}", started.elapsed());
+    }
+    for n in 0..10 {
+        let tab = browser.client.new_window(true).await.expect("a tab");
+        browser.client.switch_to_window(tab.handle).await.expect("the tab");
+        let started = Instant::now();
+        browser.client.goto(&format!("{base}{}", pages[n % pages.len()])).await.expect("the page opens");
+        assert!(started.elapsed() < Duration::from_secs(5), "tab {n} took {:?}", started.elapsed());
+    }
+    let started = Instant::now();
+    browser.client.goto(&format!("{base}/workflows/pipe-1")).await.expect("one more page");
+    assert!(started.elapsed() < Duration::from_secs(5), "the page after ten tabs took {:?}", started.elapsed());
+    browser.close().await;
+}

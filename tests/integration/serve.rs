@@ -601,3 +601,188 @@ async fn messages_events_and_schedules_over_the_api() {
     let (status, gone) = server.post("/api/v1/schedules/nightly/delete", &json!({}));
     assert_eq!((status, &gone["disposition"]), (404, &json!("not-found")), "{gone}");
 }
+
+/// Ids as people and programs give them: markup, unicode, spaces, slashes,
+/// dot segments inside, `?`, `#`, `+`, `%`, quotes, and 1,000 characters.
+pub fn odd_ids() -> Vec<String> {
+    let mut ids: Vec<String> = [
+        r#"x"><img src=x onerror=alert(4)>"#,
+        "ünï☃ a/../b?c=1#frag",
+        "a b",
+        "a+b",
+        "a%20b",
+        "100%",
+        "slash/inside",
+        "/leading",
+        "trailing/",
+        "a/./b",
+        "../up",
+        "...",
+        ".hidden",
+        "q?x=1",
+        "#hash",
+        "semi;colon",
+        "amp&er=sand",
+        "back\\slash",
+        "tab-free 'quotes'",
+        "<script>alert(5)</script>",
+        "日本語のワークフロー",
+        "emoji 🚀",
+        "comma,and:colon@at",
+        "~tilde~",
+        "UPPER-lower_123",
+        "equals=sign",
+        "[brackets]{braces}",
+        "a|pipe",
+        "dollar$",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    ids.push("x".repeat(1000));
+    ids
+}
+
+/// `text` percent-encoded as one path segment, as the pages write their links.
+pub fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (byte as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// Every id the journal accepts opens from the list's link, from the API,
+/// and can be forked, cancelled and resumed by its path; what it refuses
+/// is refused when the workflow is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_ids_open_from_the_pages_and_the_api() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let ids = odd_ids();
+    for id in &ids {
+        let run = host_command(
+            scratch.path(),
+            &[
+                "run",
+                artifacts::WAITER,
+                "--step",
+                artifacts::FLAKY,
+                "--invoke",
+                "whoami",
+                "--id",
+                id,
+                "--journal",
+                &journal,
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{id}: {}", run.stderr);
+    }
+    for bad in ["..", ".", ""] {
+        let run = host_command(
+            scratch.path(),
+            &[
+                "run",
+                artifacts::WAITER,
+                "--step",
+                artifacts::FLAKY,
+                "--invoke",
+                "whoami",
+                "--id",
+                bad,
+                "--journal",
+                &journal,
+            ],
+        );
+        assert!(run.refused().contains("workflow id") || run.stderr.contains("cannot be a workflow id"), "{bad:?}");
+    }
+    let server = Server::start(&scratch, &journal, &[]);
+    let (status, list) = server.get("/?limit=100");
+    assert_eq!(status, 200);
+    for id in &ids {
+        let path = format!("/workflows/{}", segment(id));
+        assert!(list.contains(&format!("href=\"{path}\"")), "the list links {id:?} as {path}");
+        let (status, page) = server.get(&path);
+        let escaped = id.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+        assert!(status == 200 && page.contains(&escaped), "{id:?} opens at {path}: {status}");
+        let (status, shown) = server.json(&format!("/api/v1/workflows/{}", segment(id)));
+        assert_eq!((status, shown["id"].as_str()), (200, Some(id.as_str())), "{id:?} over the API");
+        let (status, _) = server.post(&format!("/api/v1/workflows/{}/cancel", segment(id)), &json!({}));
+        assert_eq!(status, 409, "{id:?}: ended, nothing to cancel, but found");
+        let (status, _) = server.post(&format!("/api/v1/workflows/{}/resume", segment(id)), &json!({}));
+        assert_eq!(status, 409, "{id:?}: ended, nothing to resume, but found");
+    }
+    let fork = json!({"from_step": 1, "id": "ünï☃ fork/../b?#"});
+    let (status, forked) = server.post(&format!("/api/v1/workflows/{}/fork", segment(&ids[1])), &fork);
+    assert_eq!((status, &forked["id"]), (201, &json!("ünï☃ fork/../b?#")), "{forked}");
+    let (status, refused) = server.post(&format!("/api/v1/workflows/{}/fork", segment(&ids[1])), &json!({"id": ".."}));
+    assert_eq!((status, &refused["disposition"]), (400, &json!("refused")), "{refused}");
+}
+
+/// No other site can frame the pages or run script in them; a token given in
+/// the address moves to a cookie and out of the address.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_forbids_framing_and_the_token_leaves_the_address() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let server = Server::start(&scratch, &journal, &["--token", "s3cret"]);
+    let (status, head, _) = server.request("GET", "/?token=s3cret&status=running", &[], "");
+    assert_eq!(status, 303, "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("location: /?status=running"), "{head}");
+    assert!(lower.contains("set-cookie: stepbox_token=s3cret; httponly; samesite=strict"), "{head}");
+    for (path, headers) in
+        [("/", vec!["Cookie: stepbox_token=s3cret"]), ("/api/v1/workflows", vec![]), ("/nope", vec![])]
+    {
+        let (_, head, _) = server.request("GET", path, &headers, "");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("x-frame-options: deny"), "{path}: {head}");
+        assert!(
+            lower.contains("content-security-policy: default-src 'none'") && lower.contains("frame-ancestors 'none'"),
+            "{path}: {head}"
+        );
+        assert!(
+            lower.contains("x-content-type-options: nosniff") && lower.contains("referrer-policy: same-origin"),
+            "{path}"
+        );
+    }
+}
+
+/// A bare `host serve` exports every family the README lists, each with its
+/// `# HELP`, in text Prometheus parses, with the journal's counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_of_a_bare_server_parse_and_list_the_readmes_families() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    populate(&scratch, &journal);
+    let server = Server::start(&scratch, &journal, &[]);
+    let (status, text) = server.get("/metrics");
+    assert_eq!(status, 200);
+    let lines = text.lines().map(|line| Ok(line.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    let readme = include_str!("../../README.md");
+    let paragraph = readme.split("**Metrics.**").nth(1).and_then(|rest| rest.split("**Traces.**").next()).unwrap();
+    let mut listed: Vec<&str> = paragraph
+        .split('`')
+        .filter(|word| word.starts_with("stepbox_"))
+        .map(|word| word.split('{').next().unwrap_or(word))
+        .collect();
+    listed.sort_unstable();
+    listed.dedup();
+    assert!(listed.len() >= 11, "{listed:?}");
+    // The one labeled by step appears once a step ran (none did in this process).
+    for family in listed.iter().filter(|family| **family != "stepbox_attempt_duration_seconds") {
+        assert!(scrape.docs.contains_key(*family), "{family} has a # HELP line:\n{text}");
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family} is exported:\n{text}");
+    }
+    let succeeded = scrape
+        .samples
+        .iter()
+        .find(|sample| sample.metric == "stepbox_workflows" && sample.labels.get("status") == Some("succeeded"));
+    let value = match succeeded.map(|sample| &sample.value) {
+        Some(prometheus_parse::Value::Gauge(value)) => *value,
+        other => panic!("stepbox_workflows{{status=succeeded}}: {other:?}"),
+    };
+    assert_eq!(value, 2.0, "the journal's two finished workflows");
+}

@@ -18,7 +18,9 @@ pub use cron::{CronSchedule, MAX_CATCH_UP, SKIP_AFTER};
 pub use grants::{DirGrant, GrantOverrides, Grants, Stdio};
 pub use limits::{AttemptLimits, LimitOverrides};
 pub use manifest::{Manifest, ManifestError};
-pub use queues::{QueueFileError, QueueSpec, Rate, check_queue_name, parse_rate, read_queue_file};
+pub use queues::{
+    MAX_WORKFLOW_ID, QueueFileError, QueueSpec, Rate, check_queue_name, check_workflow_id, parse_rate, read_queue_file,
+};
 pub use retry::{PolicyError, RetryPolicy};
 pub use settings::{
     PolicyOverrides, Scope, Setting, SettingsError, SettingsLayer, SettingsLayers, StepSettings, StepSource,

@@ -162,3 +162,41 @@ mod tests {
         assert!(parse_queue_file("[queues.\"a b\"]\n").unwrap_err().contains("invalid queue name"));
     }
 }
+
+/// Most characters of a workflow id.
+pub const MAX_WORKFLOW_ID: usize = 1000;
+
+/// A workflow id: 1 to 1,000 characters, no control characters, and not
+/// `.` or `..` (no URL can carry those as a path segment). Anything else —
+/// spaces, slashes, quotes, `?`, `#`, any script — is a valid id, and every
+/// link and API path encodes it.
+pub fn check_workflow_id(id: &str) -> Result<(), String> {
+    let length = id.chars().count();
+    if length == 0 || length > MAX_WORKFLOW_ID {
+        return Err(format!("a workflow id has 1 to {MAX_WORKFLOW_ID} characters; this one has {length}"));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(format!("a workflow id has no control characters; this one has {:?}", c));
+    }
+    if id == "." || id == ".." {
+        return Err(format!("{id:?} cannot be a workflow id (no URL can name it); pick another"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn workflow_ids_are_anything_printable_but_dot_segments() {
+        for id in
+            ["a", "order-7", "x\"><img src=x onerror=alert(4)>", "ünï☃ a/../b?c=1#frag", "+", "...", &"a".repeat(1000)]
+        {
+            assert!(check_workflow_id(id).is_ok(), "{id}");
+        }
+        for id in ["", ".", "..", "a\nb", "\u{7f}", &"a".repeat(1001)] {
+            assert!(check_workflow_id(id).is_err(), "{id:?}");
+        }
+    }
+}

@@ -55,6 +55,7 @@ pub use leases::RELEASE_BUDGET;
 pub use messages::{MessageRecord, NewMessage, PublishedEvent, Received, SendCall, Sent};
 pub use notify::{EVENTS, Listener, PROGRESS};
 pub use queue::DEFAULT_QUEUE;
+pub use reads::JournalCounts;
 pub use records::{
     AttemptEnd, AttemptRecord, CallEnd, CallHistory, CallRef, CancelOutcome, Claim, Claimed, Deleted, EventRecord,
     Finish, Forked, Lease, NewStepCall, NewSubmission, NewWorkflow, QueueLimits, QueueRecord, Reaped, Renewal,

@@ -2,8 +2,8 @@
 //! with filters and keyset pagination, and the workflows nobody runs.
 
 use super::{
-    AttemptRecord, EventRecord, Journal, JournalError, StepCallRecord, WorkflowFilter, WorkflowHistory, WorkflowRecord,
-    attempt_columns, call_columns, statement, with_conn, workflow_columns,
+    AttemptRecord, EventRecord, Journal, JournalError, StepCallRecord, Timestamp, WorkflowFilter, WorkflowHistory,
+    WorkflowRecord, WorkflowStatus, attempt_columns, call_columns, statement, with_conn, workflow_columns,
 };
 
 impl Journal {
@@ -145,6 +145,42 @@ impl Journal {
         self.run("read of interrupted workflows", || {
             with_conn!(&self.backend, |conn| {
                 statement::query_scalar(sqlx::AssertSqlSafe(sql.clone())).fetch_all(conn).await
+            })
+        })
+        .await
+    }
+}
+
+/// What `/metrics` reads from the journal at a scrape: workflows by status
+/// and queue, and the oldest due workflow of each queue. Two grouped reads,
+/// whatever the number of workflows (an index serves each).
+#[derive(Debug, Clone, Default)]
+pub struct JournalCounts {
+    /// (status, queue or "", count).
+    pub by_status: Vec<(WorkflowStatus, String, i64)>,
+    /// (queue, since when its oldest due workflow waits).
+    pub oldest_ready: Vec<(String, Timestamp)>,
+}
+
+impl Journal {
+    /// The counts `/metrics` exports.
+    pub async fn counts(&self) -> Result<JournalCounts, JournalError> {
+        let now = Timestamp::now();
+        self.run("read of counts", || {
+            with_conn!(&self.backend, |conn| {
+                let by_status: Vec<(WorkflowStatus, String, i64)> = statement::query_as(
+                    "SELECT status, COALESCE(queue, ''), count(*) FROM workflows GROUP BY status, queue",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                let oldest_ready: Vec<(String, Timestamp)> = statement::query_as(
+                    "SELECT queue, min(run_at) FROM workflows WHERE queue IS NOT NULL \
+                     AND status IN ('enqueued', 'delayed', 'waiting') AND run_at <= $1 GROUP BY queue",
+                )
+                .bind(now)
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(JournalCounts { by_status, oldest_ready })
             })
         })
         .await

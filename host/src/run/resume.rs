@@ -109,6 +109,8 @@ pub enum ForkError {
     Unfinished { id: String, seq: i64 },
     #[error("the journal of workflow {id} has options this host cannot read: {message}")]
     UnreadableOptions { id: String, message: String },
+    #[error("{0}")]
+    InvalidId(String),
 }
 
 impl ForkError {
@@ -118,7 +120,7 @@ impl ForkError {
             Self::Journal(error) => error.disposition(),
             Self::Unknown(_) => Disposition::NotFound,
             Self::Exists(_) | Self::Unfinished { .. } => Disposition::Conflict,
-            Self::FromStep | Self::UnreadableOptions { .. } => Disposition::Refused,
+            Self::FromStep | Self::UnreadableOptions { .. } | Self::InvalidId(_) => Disposition::Refused,
         }
     }
 }
@@ -145,6 +147,7 @@ pub async fn fork(
     options.replay_seed =
         Some(options.replay_seed.unwrap_or(ReplaySeed { id: original.id.clone(), started_at: original.created_at }));
     let new_id = new_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    crate::config::check_workflow_id(&new_id).map_err(ForkError::InvalidId)?;
     let options = serde_json::to_value(&options).unwrap_or(Json::Null);
     match journal.fork_workflow(id, &new_id, from_step, &options, queue).await? {
         Forked::Forked { copied } => {

@@ -66,6 +66,8 @@ pub enum RunError {
     Journal(#[from] JournalError),
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+    #[error("{0}")]
+    InvalidId(String),
     #[error("no workflow {id} in the journal {journal}")]
     UnknownWorkflow { id: String, journal: String },
     #[error(
@@ -117,7 +119,9 @@ impl RunError {
                 Disposition::Outage | Disposition::Stopped => Disposition::Stopped,
                 other => other,
             },
-            Self::Linker(_) | Self::Arguments(_) | Self::UnreadableOptions { .. } => Disposition::Refused,
+            Self::Linker(_) | Self::Arguments(_) | Self::UnreadableOptions { .. } | Self::InvalidId(_) => {
+                Disposition::Refused
+            }
             Self::Engine(_) => Disposition::Bug,
             Self::UnknownWorkflow { .. } => Disposition::NotFound,
             Self::Conflict { .. } | Self::Owned { .. } | Self::Queued { .. } => Disposition::Conflict,
@@ -204,6 +208,7 @@ impl Runner {
         let _slot = self.running.acquire().await.map_err(|_| RunError::Engine("the runner was closed".into()))?;
         let started = Instant::now();
         let id = request.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        crate::config::check_workflow_id(&id).map_err(RunError::InvalidId)?;
         let workflow = new_workflow(id, &self.deployment, &values, &request.arguments);
         let journal = &self.journal;
         let (lease, seed, fresh) =

@@ -10,7 +10,25 @@
     }
   }
   if (main && live && main.dataset.events && window.EventSource) {
-    const source = new EventSource(main.dataset.events);
+    // One stream per visible page: closed when the page is hidden (a navigation, the
+    // back/forward cache), opened again when it shows, so tabs never exhaust the
+    // browser's connections to this server.
+    let source = null;
+    function open() {
+      if (source === null) {
+        source = new EventSource(main.dataset.events);
+        source.onmessage = refresh;
+      }
+    }
+    function close() {
+      if (source !== null) { source.close(); source = null; }
+    }
+    window.addEventListener("pagehide", close);
+    window.addEventListener("pageshow", (event) => { open(); if (event.persisted) { refresh(); } });
+    // A tab in the background holds no stream either; shown again, it catches up.
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) { close(); } else { open(); refresh(); }
+    });
     let busy = false;
     let again = false;
     async function refresh() {
@@ -28,7 +46,7 @@
         busy = false;
       }
     }
-    source.onmessage = refresh;
+    open();
   }
   setInterval(tick, 200);
   tick();

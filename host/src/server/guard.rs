@@ -1,5 +1,6 @@
-//! Who may talk to the server: the token (required off loopback) and the
-//! cross-site checks on every POST.
+//! Who may talk to the server: the token (required off loopback), the
+//! cross-site checks on every POST, and the headers every response carries
+//! so that no other site can frame, script or sniff the dashboard.
 
 use std::net::SocketAddr;
 
@@ -7,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 
 use super::Shared;
 
@@ -99,13 +100,57 @@ pub async fn check(State(state): State<Shared>, request: Request, next: Next) ->
             );
         }
     }
-    let mut response = next.run(request).await;
-    if from_query && let Some(token) = state.token.as_deref() {
-        let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(SET_COOKIE, value);
+    // A page opened with `?token=`: the token goes into a cookie and out of the address bar (and history).
+    if from_query && !api && request.method() == Method::GET {
+        let mut response = Redirect::to(&without_token(request.uri())).into_response();
+        if let Some(token) = state.token.as_deref() {
+            let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
         }
+        return response;
     }
+    next.run(request).await
+}
+
+/// `uri` without its `token` query parameter.
+fn without_token(uri: &axum::http::Uri) -> String {
+    let kept: Vec<&str> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("token="))
+        .collect();
+    if kept.is_empty() { uri.path().to_string() } else { format!("{}?{}", uri.path(), kept.join("&")) }
+}
+
+/// The Content-Security-Policy of every response: nothing but the pages'
+/// own inline style and script (by hash), requests to this server, forms
+/// posted to it, and no framing by anyone.
+pub fn content_security_policy(style: &str, script: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = |text: &str| base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text.as_bytes()));
+    format!(
+        "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; img-src data:; connect-src 'self'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        hash(script),
+        hash(style)
+    )
+}
+
+/// Adds the security headers to every response, refusals included.
+pub async fn secure(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if let Ok(policy) = HeaderValue::from_str(&state.csp) {
+        headers.insert("content-security-policy", policy);
+    }
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    // Not `no-referrer`: with it a browser sends `Origin: null` on the pages' own forms, which the cross-site check refuses.
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     response
 }
 
@@ -116,8 +161,8 @@ fn loopback_host(headers: &HeaderMap) -> bool {
         Some(rest) => rest.split_once(']').map_or(rest, |(name, _)| name),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
+    // Exactly the names the README gives (not every 127/8 address).
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1"
 }
 
 /// Why a POST looks cross-site (a browser always says where a request comes from), if it does.
@@ -213,9 +258,26 @@ mod tests {
             headers.insert(HOST, HeaderValue::from_static(value));
             loopback_host(&headers)
         };
-        assert!(host("127.0.0.1:8080") && host("localhost:8080") && host("[::1]:8080") && host("127.0.0.2"));
+        assert!(host("127.0.0.1:8080") && host("localhost:8080") && host("[::1]:8080") && host("127.0.0.1"));
         assert!(!host("evil.example:8080") && !host("10.0.0.1:8080") && !host("localhost.evil.example"));
+        assert!(!host("127.0.0.2:8080"), "only the names the README gives");
         assert!(!loopback_host(&HeaderMap::new()), "no Host header");
+    }
+
+    #[test]
+    fn a_token_in_the_address_is_dropped_and_the_rest_kept() {
+        let uri = |text: &'static str| axum::http::Uri::from_static(text);
+        assert_eq!(without_token(&uri("/?token=abc")), "/");
+        assert_eq!(without_token(&uri("/?status=running&token=abc&limit=5")), "/?status=running&limit=5");
+        assert_eq!(without_token(&uri("/workflows/a%20b?token=abc")), "/workflows/a%20b");
+    }
+
+    #[test]
+    fn the_policy_allows_the_pages_own_script_and_style_only() {
+        let policy = content_security_policy("body {}", "alert(1)");
+        assert!(policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"), "{policy}");
+        // echo -n 'alert(1)' | openssl dgst -sha256 -binary | base64
+        assert!(policy.contains("script-src 'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='"), "{policy}");
     }
 
     #[test]

@@ -37,6 +37,8 @@ struct AppState {
     journal: Journal,
     /// Required on every request when set.
     token: Option<String>,
+    /// The Content-Security-Policy header of every response.
+    csp: String,
     /// The dashboard's forms carry it, so another site cannot post them.
     csrf: String,
     /// Renders `/metrics`; `None` if another recorder was installed first.
@@ -45,6 +47,8 @@ struct AppState {
     client: std::sync::OnceLock<Result<Client, String>>,
     /// Uploads and submissions compiling at once (each takes a core and its component's size in memory).
     compiling: tokio::sync::Semaphore,
+    /// The (status, queue) label sets `/metrics` has exported, so a gone one reads 0.
+    seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// The journal's notices for the event streams, heard from the first stream on.
     notices: tokio::sync::OnceCell<Option<tokio::sync::watch::Receiver<u64>>>,
 }
@@ -76,10 +80,12 @@ pub fn router(journal: Journal, token: Option<String>) -> Router {
     let state = Arc::new(AppState {
         journal,
         token,
+        csp: guard::content_security_policy(pages::STYLE, pages::SCRIPT),
         csrf: guard::new_secret(),
         metrics: recorder,
         client: std::sync::OnceLock::new(),
         compiling: tokio::sync::Semaphore::new(2),
+        seen: std::sync::Mutex::default(),
         notices: tokio::sync::OnceCell::new(),
     });
     Router::new()
@@ -89,6 +95,7 @@ pub fn router(journal: Journal, token: Option<String>) -> Router {
         .route("/metrics", axum::routing::get(metrics))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::secure))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -133,21 +140,67 @@ pub async fn serve_on(
 }
 
 /// `/metrics` in Prometheus text format: this process's counters and
-/// histograms, and the queues' depths read from the journal now.
+/// histograms, and what the journal holds now (workflows by status and
+/// queue, queue depths, the oldest due workflow's wait, workers by state).
 async fn metrics(axum::extract::State(state): axum::extract::State<Shared>) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     let Some(handle) = &state.metrics else {
         return (axum::http::StatusCode::NOT_FOUND, "metrics are off in this process").into_response();
     };
-    match state.journal.queues().await {
-        Ok(queues) => {
-            for queue in queues {
-                crate::telemetry::queue_depth(&queue.limits.name, queue.ready, queue.delayed, queue.running);
-            }
-        }
-        Err(error) => tracing::warn!(source = "host", "metrics: cannot read the queues: {error}"),
+    if let Err(error) = journal_gauges(&state).await {
+        tracing::warn!(source = "host", "metrics: cannot read the journal: {error}");
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+}
+
+/// Sets the gauges read from the journal; a label set seen before and gone now reads 0.
+async fn journal_gauges(state: &AppState) -> Result<(), crate::journal::JournalError> {
+    use crate::journal::{WorkerState, WorkflowStatus};
+    let now = crate::journal::Timestamp::now();
+    let queues = state.journal.queues().await?;
+    // The default queue is always there, with nothing in it if need be.
+    if !queues.iter().any(|queue| queue.limits.name == crate::journal::DEFAULT_QUEUE) {
+        crate::telemetry::queue_depth(crate::journal::DEFAULT_QUEUE, 0, 0, 0, 0);
+    }
+    for queue in &queues {
+        crate::telemetry::queue_depth(&queue.limits.name, queue.ready, queue.delayed, queue.waiting, queue.running);
+    }
+    let counts = state.journal.counts().await?;
+    {
+        let mut seen = state.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current: std::collections::HashSet<(String, String)> =
+            counts.by_status.iter().map(|(status, queue, _)| (status.to_string(), queue.clone())).collect();
+        for (status, queue) in seen.difference(&current) {
+            crate::telemetry::workflows(status, queue, 0);
+        }
+        for status in WorkflowStatus::ALL {
+            if !current.iter().any(|(seen_status, _)| seen_status == status.as_column()) {
+                crate::telemetry::workflows(status.as_column(), "", 0);
+            }
+        }
+        for (status, queue, count) in &counts.by_status {
+            crate::telemetry::workflows(status.as_column(), queue, *count);
+        }
+        seen.extend(current);
+    }
+    for queue in &queues {
+        let since = counts.oldest_ready.iter().find(|(name, _)| *name == queue.limits.name).map(|(_, since)| *since);
+        crate::telemetry::oldest_ready(
+            &queue.limits.name,
+            since.map_or(std::time::Duration::ZERO, |since| now.since(since)),
+        );
+    }
+    if !queues.iter().any(|queue| queue.limits.name == crate::journal::DEFAULT_QUEUE) {
+        crate::telemetry::oldest_ready(crate::journal::DEFAULT_QUEUE, std::time::Duration::ZERO);
+    }
+    let workers = state.journal.workers().await?;
+    for worker_state in WorkerState::ALL {
+        crate::telemetry::workers(
+            worker_state.as_column(),
+            workers.iter().filter(|w| w.state == *worker_state).count(),
+        );
+    }
+    Ok(())
 }
 
 /// The HTTP status of a failure of this disposition: the one place the API

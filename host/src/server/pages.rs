@@ -24,8 +24,11 @@ use crate::operate::{self, OperateError};
 use crate::run::WORKFLOW_CONTEXT;
 
 /// The page style and the live-update script, inline: no CDN, no build step.
-const STYLE: &str = include_str!("dashboard.css");
-const SCRIPT: &str = include_str!("dashboard.js");
+pub(super) const STYLE: &str = include_str!("dashboard.css");
+
+/// The tab's icon, inline (`img-src data:`): a box, in the nav's colour.
+const FAVICON: &str = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Crect x='1' y='1' width='14' height='14' rx='3' fill='%231d2330'/%3E%3Cpath d='M4 8h8M8 4v8' stroke='%23fff' stroke-width='2'/%3E%3C/svg%3E";
+pub(super) const SCRIPT: &str = include_str!("dashboard.js");
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
@@ -85,6 +88,7 @@ fn layout(title: &str, events: &str, body: Markup) -> Html<String> {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · stepbox" }
+                link rel="icon" href=(FAVICON);
                 style { (PreEscaped(STYLE)) }
             }
             body {
@@ -145,8 +149,8 @@ async fn workflows(
             tbody {
                 @for workflow in &rows {
                     tr {
-                        td { a href=(format!("/workflows/{}", encode(&workflow.id))) { (workflow.id) } }
-                        td { span class=(format!("status {}", workflow.status)) { (workflow.status) } }
+                        td { a href=(format!("/workflows/{}", segment(&workflow.id))) { (workflow.id) } }
+                        td { (status_badge(workflow, now)) }
                         td { (workflow.name) }
                         td.mono { (entry(workflow)) }
                         td { (workflow.queue.clone().unwrap_or_default()) }
@@ -190,7 +194,7 @@ fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
     let now = Timestamp::now();
     html! {
         dl.fields {
-            dt { "Status" } dd { span class=(format!("status {}", workflow.status)) { (workflow.status) } }
+            dt { "Status" } dd { (status_badge(workflow, now)) }
             dt { "Workflow" } dd.mono { (workflow.component) " (sha256 " (workflow.component_digest.get(..12).unwrap_or_default()) ")" }
             dt { "Entry" } dd.mono { (entry(workflow)) }
             @if let Some(queue) = &workflow.queue { dt { "Queue" } dd { (queue) " (priority " (workflow.priority) ")" } }
@@ -201,23 +205,23 @@ fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
             @if let (Some(schedule), Some(tick)) = (&workflow.schedule, workflow.scheduled_at) {
                 dt { "Schedule" } dd { a href="/schedules" { (schedule) } ", tick " span.mono { (tick.rfc3339()) } }
             }
-            @if let Some(output) = &workflow.output { dt { "Output" } dd { pre { (output) } } }
+            @if let Some(output) = &workflow.output { dt { "Output" } dd { (value_block(output)) } }
             @if let Some(error) = &workflow.error { dt { "Error" } dd { pre.error { (error) } } }
         }
         div.actions {
             @if !workflow.status.is_final() {
-                form method="post" action=(format!("/workflows/{}/cancel", encode(&workflow.id))) {
+                form method="post" action=(format!("/workflows/{}/cancel", segment(&workflow.id))) {
                     input type="hidden" name="csrf" value=(csrf);
                     button.danger type="submit" { "Cancel" }
                 }
             }
             @if resumable(workflow, now) {
-                form method="post" action=(format!("/workflows/{}/resume", encode(&workflow.id))) {
+                form method="post" action=(format!("/workflows/{}/resume", segment(&workflow.id))) {
                     input type="hidden" name="csrf" value=(csrf);
                     button type="submit" title="Hand it back to its queue; a worker resumes it from its journal" { "Resume" }
                 }
             }
-            form method="post" action=(format!("/workflows/{}/fork", encode(&workflow.id))) {
+            form method="post" action=(format!("/workflows/{}/fork", segment(&workflow.id))) {
                 input type="hidden" name="csrf" value=(csrf);
                 label { "from step " input type="number" name="from_step" min="1" value=(fork_point(history)) required; }
                 button type="submit" title="A new workflow: the calls before this step copied, the rest run again by a worker" { "Fork" }
@@ -255,7 +259,7 @@ fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
                         " " span class=(format!("status {}", call.call.status)) { (call.call.status) }
                         " " (delay(call.call.finished_at.unwrap_or(now).since(call.call.started_at)))
                     }
-                    @if let Some(output) = &call.call.output { p.mono { "→ " (output) } }
+                    @if let Some(output) = &call.call.output { (value_block(output)) }
                 }
             } @else {
             section.call {
@@ -264,17 +268,44 @@ fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
                     " " span class=(format!("status {}", call.call.status)) { (call.call.status) }
                     " attempts " (call.attempts.len()) "/" (call.call.max_attempts)
                 }
-                @if let Some(output) = &call.call.output { p.mono { "→ " (output) } }
+                @if let Some(output) = &call.call.output { (value_block(output)) }
                 table {
                     thead { tr { th { "Attempt" } th { "Started" } th { "Duration" } th { "Outcome" } th { "Kind" } th { "Next attempt" } th { "Executor" } th { "Message" } } }
                     tbody {
-                        @for attempt in &call.attempts { (attempt_row(attempt, now)) }
+                        @for attempt in &call.attempts { (attempt_row(attempt, now, !resumable(workflow, now))) }
                     }
                 }
             }
             }
         }
     }
+}
+
+/// Its status as the page tells it: a running workflow nobody holds (its
+/// lease released or lapsed) is interrupted, and resumable.
+fn status_badge(workflow: &WorkflowRecord, now: Timestamp) -> Markup {
+    if resumable(workflow, now) && workflow.status == WorkflowStatus::Running {
+        return html! { span.status.stopped title="Nobody runs it: its lease was released or lapsed. Resume hands it to a worker." { "interrupted — resumable" } };
+    }
+    html! { span class=(format!("status {}", workflow.status)) { (workflow.status) } }
+}
+
+/// A value (WAVE): short ones on a line; long ones, and ones whose strings
+/// hold line breaks (an exhausted call's failures), folded under their first
+/// line, one failure per line, at most 100,000 characters in the page.
+fn value_block(value: &str) -> Markup {
+    // One failure (one record of a list) per line, and a string's line breaks as breaks.
+    let unfolded = value.replace("\\n", "\n").replace("}, {", "},\n  {");
+    let first = unfolded.lines().next().unwrap_or_default();
+    if unfolded.len() <= 160 && !unfolded.contains('\n') {
+        return html! { p.mono.value { "→ " (value) } };
+    }
+    let mut shown: String = unfolded.chars().take(100_000).collect();
+    if shown.len() < unfolded.len() {
+        shown.push_str(&format!("\n… {} more characters (the API has them all)", unfolded.len() - shown.len()));
+    }
+    let summary: String = first.chars().take(160).collect();
+    html! { details.value { summary.mono { "→ " (summary) "…" } pre { (shown) } } }
 }
 
 /// What a waiting workflow waits for, and until when.
@@ -300,7 +331,8 @@ fn fork_point(history: &WorkflowHistory) -> i64 {
     failed.map_or_else(|| calls.map(|call| call.seq).max().map_or(1, |seq| seq + 1), |call| call.seq)
 }
 
-fn attempt_row(attempt: &AttemptRecord, now: Timestamp) -> Markup {
+/// One attempt; the countdown to the next only when someone will run it (`alive`).
+fn attempt_row(attempt: &AttemptRecord, now: Timestamp, alive: bool) -> Markup {
     let took = attempt.finished_at.map(|end| delay(end.since(attempt.started_at)));
     html! {
         tr {
@@ -311,7 +343,9 @@ fn attempt_row(attempt: &AttemptRecord, now: Timestamp) -> Markup {
             td { (attempt.kind.map(|kind| kind.to_string()).unwrap_or_default()) }
             td {
                 @if let Some(at) = attempt.retry_at {
-                    @if at > now {
+                    @if at > now && !alive {
+                        "at " span.mono { (at.rfc3339()) } ", when resumed"
+                    } @else if at > now {
                         span.countdown data-at=(at.to_system_time().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis())) {
                             "in " (delay(at.since(now)))
                         }
@@ -353,7 +387,7 @@ fn action_form(state: &Shared, form: Result<Form<ActionForm>, FormRejection>) ->
 #[expect(clippy::result_large_err, reason = "the error is the response axum sends, as in every handler here")]
 fn after_action<T>(id: &str, result: Result<T, ApiError>) -> PageResult {
     match result {
-        Ok(_) => Ok(Redirect::to(&format!("/workflows/{}", encode(id))).into_response()),
+        Ok(_) => Ok(Redirect::to(&format!("/workflows/{}", segment(id))).into_response()),
         Err(ApiError(status, failure)) => Err(error_page(status, &failure.error)),
     }
 }
@@ -464,7 +498,7 @@ async fn schedules(State(state): State<Shared>, query: Result<Query<PageQuery>, 
                         td { (schedule.catch_up) }
                         td { span class=(if schedule.paused { "status paused" } else { "status active" }) { (if schedule.paused { "paused" } else { "active" }) } }
                         td {
-                            form method="post" action=(format!("/schedules/{}/{}", encode(&schedule.name), if schedule.paused { "resume" } else { "pause" })) {
+                            form method="post" action=(format!("/schedules/{}/{}", segment(&schedule.name), if schedule.paused { "resume" } else { "pause" })) {
                                 input type="hidden" name="csrf" value=(state.csrf);
                                 button type="submit" { (if schedule.paused { "Resume" } else { "Pause" }) }
                             }
@@ -521,8 +555,18 @@ fn delay(duration: Duration) -> String {
 }
 
 /// A path segment or query value, percent-encoded.
+/// `text` as a query value (`+` for spaces, as forms send it).
 fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// `text` as one path segment: every byte but letters, digits, `-`, `_`
+/// and `~` percent-encoded (`/`, `?`, `#`, `+`, `.` included, so no id
+/// reads as a path or a dot segment), which the router decodes back.
+pub(super) fn segment(text: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 /// The same list with `after` set to the next page's cursor.

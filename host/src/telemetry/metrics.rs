@@ -29,9 +29,45 @@ pub(crate) fn install() -> Option<PrometheusHandle> {
                     )
                 })
                 .ok()?;
-            builder.install_recorder().ok()
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
         })
         .clone()
+}
+
+/// Every family's `# HELP`, and the unlabeled ones registered at zero, so a
+/// scrape lists them all before anything counted.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("stepbox_attempts_total", "Step attempts this process ended, by outcome and failure kind");
+    describe_histogram!("stepbox_attempt_duration_seconds", Unit::Seconds, "How long step attempts ran, by step");
+    describe_histogram!(
+        "stepbox_journal_commit_seconds",
+        Unit::Seconds,
+        "How long journal commits of attempt writes took"
+    );
+    describe_histogram!("stepbox_journal_commit_writes", "Attempt writes per journal commit (group commit batch size)");
+    describe_histogram!("stepbox_claim_seconds", Unit::Seconds, "How long a worker's claims of queued workflows took");
+    describe_counter!("stepbox_claimed_total", "Workflows this process claimed from queues");
+    describe_counter!("stepbox_lease_losses_total", "Workflows whose lease this process found taken by another");
+    describe_gauge!(
+        "stepbox_queue_workflows",
+        "Workflows of a queue by state (ready, delayed, waiting, running), from the journal"
+    );
+    describe_gauge!("stepbox_workflows", "Workflows by status and queue (\"\" for none), from the journal");
+    describe_gauge!(
+        "stepbox_queue_oldest_ready_seconds",
+        Unit::Seconds,
+        "How long the oldest due workflow of a queue has waited for a worker"
+    );
+    describe_gauge!("stepbox_workers", "Worker processes by state (live, stopped, lost), from the journal");
+    metrics::counter!("stepbox_attempts_total", "outcome" => "ok", "kind" => "").increment(0);
+    metrics::counter!("stepbox_claimed_total").increment(0);
+    metrics::counter!("stepbox_lease_losses_total").increment(0);
+    let _ = metrics::histogram!("stepbox_journal_commit_seconds");
+    let _ = metrics::histogram!("stepbox_journal_commit_writes");
+    let _ = metrics::histogram!("stepbox_claim_seconds");
 }
 
 /// An attempt ended: `outcome` (`ok`, `failed`, `rejected`) and, for failures, the kind.
@@ -57,9 +93,25 @@ pub(crate) fn lease_lost() {
     metrics::counter!("stepbox_lease_losses_total").increment(1);
 }
 
-/// Sets the queue-depth gauges before a scrape.
-pub(crate) fn queue_depth(queue: &str, ready: i64, delayed: i64, running: i64) {
-    for (state, count) in [("ready", ready), ("delayed", delayed), ("running", running)] {
+/// Sets a queue's depth gauges before a scrape.
+pub(crate) fn queue_depth(queue: &str, ready: i64, delayed: i64, waiting: i64, running: i64) {
+    for (state, count) in [("ready", ready), ("delayed", delayed), ("waiting", waiting), ("running", running)] {
         metrics::gauge!("stepbox_queue_workflows", "queue" => queue.to_string(), "state" => state).set(count as f64);
     }
+}
+
+/// Sets the count of workflows of one status and queue before a scrape.
+pub(crate) fn workflows(status: &str, queue: &str, count: i64) {
+    metrics::gauge!("stepbox_workflows", "status" => status.to_string(), "queue" => queue.to_string())
+        .set(count as f64);
+}
+
+/// Sets how long a queue's oldest due workflow has waited, before a scrape.
+pub(crate) fn oldest_ready(queue: &str, waited: Duration) {
+    metrics::gauge!("stepbox_queue_oldest_ready_seconds", "queue" => queue.to_string()).set(waited.as_secs_f64());
+}
+
+/// Sets the count of workers in one state before a scrape.
+pub(crate) fn workers(state: &str, count: usize) {
+    metrics::gauge!("stepbox_workers", "state" => state.to_string()).set(count as f64);
 }

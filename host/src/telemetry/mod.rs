@@ -6,6 +6,6 @@
 mod metrics;
 mod traces;
 
-pub(crate) use metrics::{attempt, claim, commit, install, lease_lost, queue_depth};
+pub(crate) use metrics::{attempt, claim, commit, install, lease_lost, oldest_ready, queue_depth, workers, workflows};
 pub use traces::{SPAN_TARGET, Traces};
 pub(crate) use traces::{attempt_span, call_span, ended, workflow_span};

@@ -110,6 +110,7 @@ pub enum SubmitError {
     Changed { path: String },
     #[error("a workflow {0} exists already with other inputs; pick another --id")]
     IdTaken(String),
+    /// A queue name or a workflow id that breaks its rule.
     #[error("{0}")]
     QueueName(String),
     #[error("{0}")]
@@ -193,6 +194,7 @@ impl Client {
         let queue = request.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_string());
         crate::config::check_queue_name(&queue).map_err(SubmitError::QueueName)?;
         let id = request.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        crate::config::check_workflow_id(&id).map_err(SubmitError::QueueName)?;
         let workflow = new_workflow(id.clone(), deployment, &values, &request.arguments);
         let now = workflow.created_at;
         let submission = NewSubmission {
