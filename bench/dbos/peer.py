@@ -11,7 +11,21 @@ workflow whose step always raises, has three attempts and no retry interval, and
 reads PostgreSQL's counts of the transactions committed and the rows written in the peer
 database (`pg_stat_database`). Usage:
 `python peer.py --postgres postgresql://postgres@127.0.0.1:5432 [--quick] [--workflows 1,10,100,1000]
-[--concurrency async]`.
+[--concurrency async] [--only WORKLOAD,...]`.
+
+It also runs the workloads shared with the Restate and Temporal peers (bench/PEERS.md) and puts
+them under the top-level key "workloads", with "engine", "version", "store" and
+"workloads_notes" beside it (the keys above stay as they are: the Rust bench reads them). Each is
+driven as a client would, DBOS.start_workflow then get_result(), and timed from before the start:
+"seed", a step that always fails, 3 attempts, interval_seconds=1.0 and backoff_rate=2.0 (1 s then
+2 s), whose DBOSMaxStepRetriesExceeded the workflow catches to return a fallback (wall seconds);
+"sequential", one workflow of 1,000 no-op steps (median step inside the workflow, and total over
+steps); "concurrent", 100 workflows of 100 steps at once (steps/s); "submit_to_start", one
+workflow at a time, start to its step's first line (p50/p90 ms over 200); "submit_to_result", a
+3-step workflow one at a time, start to result (p50/p99 ms over 200); "burst", 1,000 such
+workflows started at once (workflows/s, first start to last result); "fanout", an async workflow
+running 100 async no-op steps at once with asyncio.gather (ms and steps/s). `--only` runs only
+the named shared workloads and skips the others, the keys the Rust bench reads included.
 """
 
 import argparse
@@ -115,6 +129,39 @@ def exhaustion_workflow() -> int:
     return result
 
 
+# The shared workloads' steps and workflows (see bench/PEERS.md).
+# Wall times (ns) of the seed step's attempts, by key.
+seed_attempts_ns: dict[str, list[int]] = {}
+
+
+@DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=1.0, backoff_rate=2.0)
+def seed_step(key: str) -> int:
+    seed_attempts_ns.setdefault(key, []).append(time.time_ns())
+    raise RuntimeError("simulated failure")
+
+
+@DBOS.workflow()
+def seed_workflow(key: str) -> str:
+    try:
+        seed_step(key)
+        return "provisioned"
+    except error.DBOSMaxStepRetriesExceeded:
+        return "fallback"
+
+
+@DBOS.workflow()
+def plain_steps_workflow(steps: int) -> int:
+    total = 0
+    for i in range(steps):
+        total += noop_step(i)
+    return total
+
+
+@DBOS.workflow()
+async def fanout_workflow(steps: int) -> int:
+    return sum(await asyncio.gather(*(async_noop_step(i) for i in range(steps))))
+
+
 def log(message: str) -> None:
     print(f"dbos-peer: {message}", file=sys.stderr, flush=True)
 
@@ -124,24 +171,28 @@ def p99(values: list[float]) -> float:
     return ordered[math.ceil(0.99 * len(ordered)) - 1]
 
 
-def run_concurrent_threads(workflows: int) -> int:
+def run_concurrent_threads(
+    workflows: int, steps: int = STEPS_PER_WORKFLOW, workflow: Callable[[int], int] = steps_workflow
+) -> int:
+    """Start `workflows` workflows of `steps` steps from the starter threads; sum the results.
+    The shared workloads pass plain_steps_workflow (no per-step timing)."""
     with ThreadPoolExecutor(max_workers=min(workflows, STARTER_THREADS)) as starters:
         handles = list(
             starters.map(
-                lambda _: DBOS.start_workflow(steps_workflow, STEPS_PER_WORKFLOW),
+                lambda _: DBOS.start_workflow(workflow, steps),
                 range(workflows),
             )
         )
     return sum(handle.get_result() for handle in handles)
 
 
-def run_concurrent_async(workflows: int) -> int:
+def run_concurrent_async(
+    workflows: int, steps: int = STEPS_PER_WORKFLOW, workflow: Callable[[int], Any] | None = None
+) -> int:
+    """The async variant; there is one async steps workflow, so `workflow` is ignored."""
     async def run() -> int:
         handles = await asyncio.gather(
-            *(
-                DBOS.start_workflow_async(async_steps_workflow, STEPS_PER_WORKFLOW)
-                for _ in range(workflows)
-            )
+            *(DBOS.start_workflow_async(async_steps_workflow, steps) for _ in range(workflows))
         )
         return sum(await asyncio.gather(*(handle.get_result() for handle in handles)))
 
@@ -294,7 +345,7 @@ def timed(call: Callable[[], None]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def expect(actual: int, expected: int) -> None:
+def expect(actual: Any, expected: Any) -> None:
     if actual != expected:
         raise RuntimeError(f"workload returned {actual}, expected {expected}")
 
@@ -404,6 +455,203 @@ def queue_throughput(workflows: int, steps: int) -> dict[str, Any]:
     }
 
 
+# The workloads shared with the Restate and Temporal peers (bench/PEERS.md). Each one drives
+# DBOS as a client would, DBOS.start_workflow then get_result(), timed from before the start.
+
+SHARED_WORKLOADS = [
+    "seed",
+    "sequential",
+    "concurrent",
+    "submit_to_start",
+    "submit_to_result",
+    "burst",
+    "fanout",
+]
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank, as p99 above."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+
+
+def triangle(n: int) -> int:
+    return n * (n - 1) // 2
+
+
+def shared_seed(runs: int) -> dict[str, Any]:
+    seconds, gaps = [], []
+    for n in range(runs):
+        key = f"seed-{n}-{time.time_ns()}"
+        start = time.perf_counter()
+        expect(DBOS.start_workflow(seed_workflow, key).get_result(), "fallback")
+        seconds.append(time.perf_counter() - start)
+        attempts = seed_attempts_ns.pop(key)
+        expect(len(attempts), 3)
+        gaps.append([(attempts[1] - attempts[0]) / 1e9, (attempts[2] - attempts[1]) / 1e9])
+    return {
+        "seconds": statistics.median(seconds),
+        "runs_seconds": seconds,
+        "attempt_gaps_seconds": gaps,
+        "method": f"{runs} run(s), median: DBOS.start_workflow of a workflow calling a sync step "
+        "that always raises, with retries_allowed=True, max_attempts=3, interval_seconds=1.0, "
+        "backoff_rate=2.0, and catching DBOSMaxStepRetriesExceeded to return a fallback, then "
+        "get_result(); seconds from before the start to the result. The retries sleep in the "
+        "workflow's thread (time.sleep), and none follows the last attempt",
+    }
+
+
+def shared_sequential(steps: int) -> dict[str, Any]:
+    step_latencies_ns.clear()
+    start = time.perf_counter()
+    expect(DBOS.start_workflow(steps_workflow, steps).get_result(), triangle(steps))
+    total = time.perf_counter() - start
+    latencies_us = [ns / 1000 for ns in step_latencies_ns]
+    return {
+        "steps": steps,
+        "seconds": total,
+        "step_median_us": statistics.median(latencies_us),
+        "step_p99_us": p99(latencies_us),
+        "us_per_step": total * 1e6 / steps,
+        "steps_per_second": steps / total,
+        "method": f"DBOS.start_workflow of one workflow looping over {steps} calls of a sync "
+        "no-op @DBOS.step, then get_result(); step_* times each step call inside the workflow "
+        "(time.perf_counter_ns), us_per_step is start to result over the steps",
+    }
+
+
+def shared_concurrent(
+    run: Callable[..., int], method: str, workflows: int, steps: int
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    expect(run(workflows, steps, plain_steps_workflow), workflows * triangle(steps))
+    seconds = time.perf_counter() - start
+    return {
+        "workflows": workflows,
+        "steps_per_workflow": steps,
+        "seconds": seconds,
+        "steps_per_second": workflows * steps / seconds,
+        "method": f"{workflows} workflows of {steps} no-op steps: {method}; seconds from before "
+        "the first start to the last result",
+    }
+
+
+def shared_submit_to_start(samples: int) -> dict[str, Any]:
+    warmup = math.ceil(samples / 10)
+    latencies_ms = []
+    for n in range(samples + warmup):
+        key = f"start-{n}-{time.time_ns()}"
+        submitted = time.time_ns()
+        expect(DBOS.start_workflow(marked_workflow, key).get_result(), 1)
+        if n >= warmup:
+            latencies_ms.append((first_step_ns[key] - submitted) / 1e6)
+        first_step_ns.pop(key)
+    return {
+        "n": samples,
+        "p50_ms": percentile(latencies_ms, 0.5),
+        "p90_ms": percentile(latencies_ms, 0.9),
+        "p99_ms": percentile(latencies_ms, 0.99),
+        "method": f"{samples} submissions (after {warmup} discarded), one at a time: "
+        "DBOS.start_workflow of a workflow calling one step, then get_result() before the next; "
+        "ms from before start_workflow to the step's first line (wall clock, same process)",
+    }
+
+
+def shared_submit_to_result(samples: int) -> dict[str, Any]:
+    warmup = math.ceil(samples / 10)
+    latencies_ms = []
+    for n in range(samples + warmup):
+        start = time.perf_counter()
+        expect(DBOS.start_workflow(plain_steps_workflow, 3).get_result(), 3)
+        if n >= warmup:
+            latencies_ms.append((time.perf_counter() - start) * 1000)
+    return {
+        "n": samples,
+        "p50_ms": percentile(latencies_ms, 0.5),
+        "p90_ms": percentile(latencies_ms, 0.9),
+        "p99_ms": percentile(latencies_ms, 0.99),
+        "method": f"{samples} DBOS.start_workflow calls (after {warmup} discarded), one at a "
+        "time, of a workflow of 3 sync no-op steps, each followed by get_result(); ms from "
+        "before the start to the result",
+    }
+
+
+def shared_burst(run: Callable[..., int], method: str, workflows: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    expect(run(workflows, 3, plain_steps_workflow), workflows * 3)
+    seconds = time.perf_counter() - start
+    return {
+        "n": workflows,
+        "seconds": seconds,
+        "workflows_per_second": workflows / seconds,
+        "method": f"{workflows} workflows of 3 no-op steps: {method}; seconds from before the "
+        "first start to the last result",
+    }
+
+
+def shared_fanout(steps: int, runs: int) -> dict[str, Any]:
+    async def one() -> float:
+        start = time.perf_counter()
+        handle = await DBOS.start_workflow_async(fanout_workflow, steps)
+        expect(await handle.get_result(), triangle(steps))
+        return (time.perf_counter() - start) * 1000
+
+    async def all_runs() -> list[float]:
+        return [await one() for _ in range(runs)]
+
+    runs_ms = asyncio.run(all_runs())
+    ms = statistics.median(runs_ms)
+    return {
+        "steps": steps,
+        "runs": runs,
+        "ms": ms,
+        "runs_ms": runs_ms,
+        "steps_per_second": steps / (ms / 1000),
+        "method": f"{runs} runs one after another (median): DBOS.start_workflow_async of an async "
+        f"workflow that awaits asyncio.gather of {steps} calls of an async no-op @DBOS.step, then "
+        "get_result(); ms from before the start to the result",
+    }
+
+
+def run_shared(
+    only: list[str], quick: bool, run_concurrent: Callable[..., int], concurrent_method: str
+) -> dict[str, Any]:
+    counts = (
+        dict(seed_runs=1, steps=200, workflows=20, samples=30, burst=100, fanout_runs=3)
+        if quick
+        else dict(seed_runs=3, steps=1000, workflows=100, samples=200, burst=1000, fanout_runs=10)
+    )
+    plan: dict[str, Callable[[], dict[str, Any]]] = {
+        "seed": lambda: shared_seed(counts["seed_runs"]),
+        "sequential": lambda: shared_sequential(counts["steps"]),
+        "concurrent": lambda: shared_concurrent(
+            run_concurrent, concurrent_method, counts["workflows"], STEPS_PER_WORKFLOW
+        ),
+        "submit_to_start": lambda: shared_submit_to_start(counts["samples"]),
+        "submit_to_result": lambda: shared_submit_to_result(counts["samples"]),
+        "burst": lambda: shared_burst(run_concurrent, concurrent_method, counts["burst"]),
+        "fanout": lambda: shared_fanout(100, counts["fanout_runs"]),
+    }
+    results = {}
+    for name in SHARED_WORKLOADS:
+        if name in only:
+            log(f"shared workload: {name}")
+            results[name] = plan[name]()
+    return results
+
+
+def server_settings(admin: psycopg.Connection) -> str:
+    row = admin.execute(
+        "SELECT current_setting('server_version'), current_setting('fsync'),"
+        " current_setting('synchronous_commit'), current_setting('wal_sync_method')"
+    ).fetchone()
+    assert row is not None
+    return (
+        f"PostgreSQL {row[0]} system database (fsync={row[1]}, synchronous_commit={row[2]}, "
+        f"wal_sync_method={row[3]}): every DBOS transaction's commit is flushed to its WAL"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", required=True, help="PostgreSQL server URL (no database)")
@@ -419,7 +667,18 @@ def main() -> None:
         default="",
         help="also the queue workloads: WORKFLOWSxSTEPS for throughput, e.g. 1000x10",
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated shared workloads to run, of "
+        f"{','.join(SHARED_WORKLOADS)}; the others, and the keys the Rust bench reads, are skipped",
+    )
     args = parser.parse_args()
+    only = [name for name in args.only.split(",") if name]
+    for name in only:
+        if name not in SHARED_WORKLOADS:
+            parser.error(f"unknown workload {name}")
+    legacy = not only
     steps = 500 if args.quick else 1000
     workflow_counts = [int(count) for count in args.workflows.split(",")]
     runs = 50 if args.quick else 200
@@ -450,22 +709,39 @@ def main() -> None:
             steps_workflow(10)
             exhaustion_workflow()
         run_concurrent(10)
+        DBOS.start_workflow(plain_steps_workflow, 3).get_result()
+        DBOS.start_workflow(marked_workflow, "warmup").get_result()
+        shared_fanout(10, 1)
 
-        log(f"sequential: {steps} steps")
-        sequential_result = sequential(meter, steps)
-        concurrent_results = []
-        for workflows in workflow_counts:
-            log(f"concurrent: {workflows} workflows x {STEPS_PER_WORKFLOW} steps")
-            concurrent_results.append(concurrent(meter, workflows, run_concurrent))
-        log(f"exhaustion: {runs} workflows")
-        exhaustion_result = exhaustion(meter, runs)
+        legacy_results: dict[str, Any] = {}
+        if legacy:
+            log(f"sequential: {steps} steps")
+            sequential_result = sequential(meter, steps)
+            concurrent_results = []
+            for workflows in workflow_counts:
+                log(f"concurrent: {workflows} workflows x {STEPS_PER_WORKFLOW} steps")
+                concurrent_results.append(concurrent(meter, workflows, run_concurrent))
+            log(f"exhaustion: {runs} workflows")
+            exhaustion_result = exhaustion(meter, runs)
+            legacy_results = {
+                "sequential": sequential_result,
+                "concurrent": concurrent_results,
+                "exhaustion": exhaustion_result,
+            }
+        store = server_settings(admin)
+        shared_results = run_shared(
+            only or SHARED_WORKLOADS, args.quick, run_concurrent, concurrent_method
+        )
         queue_result = None
-        if args.queue:
+        if legacy and args.queue:
             queued, queued_steps = (int(part) for part in args.queue.split("x"))
             log("queue: enqueue to first step")
             latency = queue_latency(10 if args.quick else 30)
             log(f"queue: {queued} workflows x {queued_steps} steps")
-            queue_result = {"latency": latency, "throughput": queue_throughput(queued, queued_steps)}
+            queue_result = {
+                "latency": latency,
+                "throughput": queue_throughput(queued, queued_steps),
+            }
     finally:
         DBOS.destroy()
         admin.close()
@@ -474,12 +750,10 @@ def main() -> None:
     result = {
         "dbos_version": version("dbos"),
         "python": platform.python_version(),
-        "sequential": sequential_result,
-        "concurrent": concurrent_results,
+        **legacy_results,
         "concurrent_method": f"{concurrent_method}; seconds is the wall time from the first "
         f"start to the last result; DBOS's default system-database pool of {POOL_SIZE} "
         "connections and unbounded executor",
-        "exhaustion": exhaustion_result,
         "queue": queue_result,
         "notes": [
             "interval_seconds=0 means no sleep in DBOS 3.4.0: the retry loop "
@@ -507,6 +781,25 @@ def main() -> None:
             "log_level is ERROR, or DBOS logs a warning with a traceback on each retry",
             f"1-minute load average {load_before:.2f} before and {load_after:.2f} after the "
             f"run, on {os.cpu_count()} CPUs",
+        ],
+        # The workloads shared with the Restate and Temporal peers (bench/PEERS.md).
+        "engine": "dbos",
+        "version": version("dbos"),
+        "store": store,
+        "quick": args.quick,
+        "workloads": shared_results,
+        "workloads_notes": [
+            "DBOS runs in this process (workflows and steps on its executor threads, or the "
+            "asyncio loop for the async fan-out), against the PostgreSQL server on the same "
+            "machine; start_workflow returns once the workflow's status and inputs are committed",
+            "concurrent and burst use the --concurrency mode's way of starting: "
+            f"{concurrent_method}",
+            "fanout: DBOS assigns each step of asyncio.gather its function id as it is called, "
+            "so the 100 steps run concurrently on the event loop, each recording its outcome in "
+            "its own transaction",
+            "the seed's retries sleep in the workflow's thread (time.sleep in "
+            "dbos/_outcome.py, Immediate._retry): 1.0 s after the first attempt, 2.0 s after the "
+            "second, none after the third",
         ],
     }
     json.dump(result, stdout)

@@ -1,9 +1,10 @@
 //! stepbox's benchmarks (issue 6): per-attempt overhead, sequential and
 //! concurrent durable steps against the PostgreSQL commit floor, the
-//! exhaustion path, start-up per language, and DBOS Transact side by side on
-//! the same server in the same run. Writes the results into BENCHMARKS.md
-//! and draws the throughput chart. Run it with `bench/run` (the `stepbox`
-//! bench target calls [`run`]).
+//! exhaustion path, start-up per language, workers and queues, workflows
+//! that wait (issue 24), and the peers — DBOS Transact, Restate and Temporal
+//! — on the same workloads in the same run, side by side (issue 27). Writes
+//! the results into BENCHMARKS.md and draws the throughput chart. Run it
+//! with `bench/run` (the `stepbox` bench target calls [`run`]).
 
 mod chart;
 mod cpu;
@@ -13,6 +14,7 @@ mod queues;
 mod report;
 mod startup;
 mod stats;
+mod waits;
 mod workloads;
 
 use std::path::{Path, PathBuf};
@@ -25,8 +27,9 @@ use stepbox::journal::{Journal, JournalOptions};
 use stepbox_test_artifacts as artifacts;
 
 use crate::floor::OwnCall;
+use crate::peer::{Engine, Peer};
 use crate::queues::Queues;
-use crate::report::{BatchFloor, QueueResults, Results};
+use crate::report::{BatchFloor, QueueResults, Results, SideBySide};
 use crate::startup::StartCase;
 /// A step's attempts without a workflow, for probes that profile one loop (`examples/attempts.rs`).
 pub use crate::workloads::BareStep;
@@ -39,7 +42,7 @@ const RESULTS_END: &str = "<!-- results:end -->";
 
 /// The benchmark's command line.
 #[derive(Parser)]
-#[command(about = "Benchmarks stepbox (and DBOS Transact beside it) on one PostgreSQL server")]
+#[command(about = "Benchmarks stepbox on one PostgreSQL server, and DBOS Transact, Restate and Temporal beside it")]
 pub struct Args {
     /// PostgreSQL server URL without a database; the benchmark makes `stepbox_bench` on it.
     #[arg(long, env = "STEPBOX_BENCH_POSTGRES", default_value = "postgresql://postgres@127.0.0.1:5432")]
@@ -47,15 +50,27 @@ pub struct Args {
     /// Fewer samples and no 1,000-workflow point: a smoke run in about a minute.
     #[arg(long)]
     quick: bool,
-    /// Skip DBOS Transact.
-    #[arg(long)]
+    /// Skip every peer (DBOS, Restate, Temporal).
+    #[arg(long, conflicts_with = "peers")]
     no_peer: bool,
+    /// Run only this peer (repeatable); without it, all three.
+    #[arg(long = "peer", value_name = "NAME", value_enum)]
+    peers: Vec<Engine>,
+    /// A peer whose install failed (bench/run passes it): reported as not measured.
+    #[arg(long = "not-installed", value_name = "NAME", value_enum, hide = true)]
+    not_installed: Vec<Engine>,
     /// Also run DBOS at 1,000 concurrent workflows (6-8 more minutes on 2 cores).
     #[arg(long)]
     peer_1000: bool,
     /// The Python that has `dbos` installed (bench/run makes this virtualenv).
     #[arg(long, default_value = "bench/dbos/.venv/bin/python")]
     python: PathBuf,
+    /// The Node.js that runs the Restate peer (bench/restate/install fills its node_modules).
+    #[arg(long, default_value = "node")]
+    node: PathBuf,
+    /// The Python that has `temporalio` installed (bench/temporal/install makes this virtualenv).
+    #[arg(long, default_value = "bench/temporal/.venv/bin/python")]
+    temporal_python: PathBuf,
     /// The `host` binary whose start-up is measured.
     #[arg(long, default_value = "target/release/host")]
     host: PathBuf,
@@ -87,6 +102,10 @@ struct Sizes {
     poll_latency_samples: usize,
     queue_workflows: usize,
     language_attempts: usize,
+    seed_runs: usize,
+    result_samples: usize,
+    burst: usize,
+    waits: waits::WaitSizes,
 }
 
 const FULL: Sizes = Sizes {
@@ -105,6 +124,10 @@ const FULL: Sizes = Sizes {
     poll_latency_samples: 30,
     queue_workflows: 1000,
     language_attempts: 300,
+    seed_runs: 3,
+    result_samples: 200,
+    burst: 1000,
+    waits: waits::WaitSizes { messages: 200, sleepers: 200, ticks: 30 },
 };
 
 const QUICK: Sizes = Sizes {
@@ -123,6 +146,10 @@ const QUICK: Sizes = Sizes {
     poll_latency_samples: 10,
     queue_workflows: 200,
     language_attempts: 50,
+    seed_runs: 1,
+    result_samples: 30,
+    burst: 100,
+    waits: waits::WaitSizes { messages: 30, sleepers: 30, ticks: 8 },
 };
 
 /// Steps per workflow in the queue throughput runs.
@@ -239,15 +266,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         commit_capacity_connections: CAPACITY_CONNECTIONS,
     };
 
-    let peer = if args.no_peer {
-        None
-    } else {
-        progress("DBOS Transact on the same server");
-        let workflows: Vec<usize> =
-            sizes.curve.iter().copied().filter(|&workflows| workflows < 1000 || args.peer_1000).collect();
-        let queue = Some((sizes.queue_workflows, QUEUE_STEPS));
-        Some(peer::run(&args.python, Path::new("bench/dbos/peer.py"), server, args.quick, &workflows, queue)?)
-    };
+    progress("(p) the peers' workloads on stepbox: the seed, submit → result and a burst");
+    let seed = workloads::seed(&postgres, &cache, sizes.seed_runs).await?;
+    progress(&format!("    seed {:.2} s, provision example {:.2} s", seed.seconds.median, seed.provision_seconds));
+    let submit_to_result = queues.submit_to_result(sizes.result_samples).await?;
+    progress(&format!("    submit → result p50 {:.1} ms", submit_to_result.client.median));
+    let burst = queues.burst(sizes.burst).await?;
+    progress(&format!("    burst of {}: {:.0} workflows/s", burst.workflows, burst.workflows_per_second()));
+    let waits = waits::measure(&queues, sizes.waits).await?;
+
+    let (dbos, peers) = run_peers(&args, sizes, server).await?;
 
     let results = Results {
         machine,
@@ -271,8 +299,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         floors,
         attempt_languages,
         starts,
-        peer,
+        dbos,
         queues: queue_results,
+        side: SideBySide { seed, submit_to_result, burst, peers },
+        waits,
     };
     let markdown = results.markdown();
     println!("{markdown}");
@@ -284,6 +314,68 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 fn progress(message: &str) {
     eprintln!("== {message}");
+}
+
+/// The peers `--peer` and `--no-peer` leave, one after another (DBOS, Restate,
+/// Temporal tuned, then Temporal's shipped defaults on the sequential workload
+/// alone). One that fails is kept as not measured, with its reason.
+async fn run_peers(args: &Args, sizes: &Sizes, server: &str) -> anyhow::Result<(Option<peer::PeerResults>, Vec<Peer>)> {
+    let selected: Vec<Engine> = if args.no_peer {
+        Vec::new()
+    } else {
+        Engine::ALL.into_iter().filter(|engine| args.peers.is_empty() || args.peers.contains(engine)).collect()
+    };
+    let quick = args.quick;
+    let mut dbos = None;
+    let mut peers = Vec::new();
+    for engine in selected {
+        let not_installed = args.not_installed.contains(&engine);
+        let skipped = |variant: Option<&str>| {
+            Peer::not_measured(engine, variant.map(str::to_string), "its install failed (bench/run says why)".into())
+        };
+        match engine {
+            Engine::Dbos if not_installed => peers.push(skipped(None)),
+            Engine::Dbos => {
+                progress("DBOS Transact on the same server");
+                let workflows: Vec<usize> =
+                    sizes.curve.iter().copied().filter(|&workflows| workflows < 1000 || args.peer_1000).collect();
+                let queue = Some((sizes.queue_workflows, QUEUE_STEPS));
+                let (python, server) = (args.python.clone(), server.to_string());
+                let (own, peer) = blocking(move || peer::dbos(&python, &server, quick, &workflows, queue)).await?;
+                dbos = own;
+                peers.push(peer);
+            }
+            Engine::Restate if not_installed => peers.push(skipped(None)),
+            Engine::Restate => {
+                progress("Restate (its own server and store)");
+                let node = args.node.clone();
+                peers.push(blocking(move || peer::restate(&node, quick)).await?);
+            }
+            Engine::Temporal => {
+                for (flags, only, variant) in [
+                    (&peer::TEMPORAL_TUNED[..], None, peer::TEMPORAL_TUNED_VARIANT),
+                    (&[][..], Some("sequential"), peer::TEMPORAL_DEFAULT_VARIANT),
+                ] {
+                    if not_installed {
+                        peers.push(skipped(Some(variant)));
+                        continue;
+                    }
+                    progress(&format!("Temporal ({variant})"));
+                    let python = args.temporal_python.clone();
+                    peers.push(blocking(move || peer::temporal(&python, quick, flags, only, variant)).await?);
+                }
+            }
+        }
+        if let Some(Peer { measured: Err(reason), .. }) = peers.last() {
+            progress(&format!("{} not measured: {reason}", engine.name()));
+        }
+    }
+    Ok((dbos, peers))
+}
+
+/// Runs `work` (a peer's process, waited for) off the async runtime.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work).await.context("a peer's thread panicked")
 }
 
 /// What one workflow at a time measured: (b) on each journal and (d).
@@ -400,12 +492,26 @@ fn draw(path: &Path, results: &Results) -> anyhow::Result<()> {
             color: RGBColor(120, 170, 220),
         },
     ];
-    if let Some(peer) = &results.peer {
+    if let Some(dbos) = &results.dbos {
         series.push(chart::Series {
-            label: format!("DBOS Transact {}", peer.version),
-            points: peer.concurrent.clone(),
+            label: format!("DBOS Transact {}", dbos.version),
+            points: dbos.concurrent.clone(),
             color: RGBColor(220, 90, 40),
         });
+    }
+    // Restate and Temporal run one point (their `concurrent` workload).
+    for (peer, color) in results.side.peers.iter().filter_map(|peer| match peer.engine {
+        Engine::Restate => Some((peer, RGBColor(40, 150, 70))),
+        Engine::Temporal => Some((peer, RGBColor(130, 60, 180))),
+        Engine::Dbos => None,
+    }) {
+        if let Some(concurrent) = peer.workloads().and_then(|workloads| workloads.concurrent) {
+            series.push(chart::Series {
+                label: format!("{} ({} workflows)", peer.label(), concurrent.workflows),
+                points: vec![(concurrent.workflows, concurrent.steps_per_second)],
+                color,
+            });
+        }
     }
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     chart::draw(path, &format!("Durable no-op steps per second, one PostgreSQL, {cores} cores"), &series)

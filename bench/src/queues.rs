@@ -1,16 +1,19 @@
 //! Workers and queues (issue 14): submit → first attempt latency with a
 //! `host worker` woken by NOTIFY and with one polling, and the throughput of
 //! 1, 2 and 4 worker processes on one PostgreSQL — each figure read from
-//! the journal's timestamps, with what PostgreSQL committed meanwhile.
+//! the journal's timestamps, with what PostgreSQL committed meanwhile —
+//! and the peers' client-side workloads through a worker: submit → result
+//! of a 3-step workflow, and a burst of them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use sqlx::Connection as _;
 use stepbox::config::SettingsLayer;
-use stepbox::journal::{Journal, WorkflowStatus};
+use stepbox::journal::{Journal, Timestamp, WorkflowStatus};
 use stepbox::run::RunSpec;
 use stepbox::wasm::{self, ComponentLoader};
 use stepbox::worker::{Client, SubmitRequest, Submittable};
@@ -44,13 +47,38 @@ impl WorkerThroughput {
     }
 }
 
+/// Submit → result of one workflow at a time, ms: as the client saw it, and from the journal.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultLatency {
+    /// From before the submit call to the client reading the finished row (it polls every 1 ms).
+    pub client: Summary,
+    /// The row's `finished_at` − `created_at`: when the result was durable.
+    pub journal: Summary,
+}
+
+/// Workflows submitted at once to one worker: first submit to last finish.
+#[derive(Debug, Clone, Copy)]
+pub struct Burst {
+    pub workflows: usize,
+    pub elapsed: Duration,
+}
+
+impl Burst {
+    pub fn workflows_per_second(&self) -> f64 {
+        self.workflows as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Tasks submitting a burst at once (DBOS's peer starts from 32 threads).
+const SUBMITTERS: usize = 32;
+
 /// Submits bench-loop workflows to the journal of `database_url` and runs `host worker` processes.
 pub struct Queues {
     host: PathBuf,
     database_url: String,
     cache: PathBuf,
-    client: Client,
-    sequential: Submittable,
+    client: Arc<Client>,
+    sequential: Arc<Submittable>,
 }
 
 impl Queues {
@@ -65,21 +93,29 @@ impl Queues {
         let journal = Journal::open(database_url).await?;
         let engine = wasm::new_engine().map_err(|error| anyhow::anyhow!("{error:#}"))?;
         let client = Client::new(journal, ComponentLoader::new(&engine, Some(cache.to_path_buf())));
-        let spec = RunSpec {
-            workflow: workflow.to_path_buf(),
-            steps: vec![steps.to_path_buf()],
-            invoke: Some("sequential".into()),
-            config: None,
-            cli_settings: SettingsLayer::default(),
-        };
-        let sequential = client.prepare(&spec).await?;
+        let sequential = client.prepare(&spec(workflow, &[steps], "sequential")).await?;
         Ok(Self {
             host: host.to_path_buf(),
             database_url: database_url.to_string(),
             cache: cache.to_path_buf(),
-            client,
-            sequential,
+            client: Arc::new(client),
+            sequential: Arc::new(sequential),
         })
+    }
+
+    /// The client that submits (and sends messages, and sets schedules).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// `invoke` of `workflow` with `steps`, ready to submit.
+    pub async fn prepare(&self, workflow: &Path, steps: &[&Path], invoke: &str) -> anyhow::Result<Submittable> {
+        Ok(self.client.prepare(&spec(workflow, steps, invoke)).await?)
+    }
+
+    /// The journal's database, for the queries that read its timestamps.
+    pub async fn database(&self) -> anyhow::Result<sqlx::PgConnection> {
+        Ok(sqlx::PgConnection::connect(&self.database_url).await?)
     }
 
     fn journal(&self) -> &Journal {
@@ -88,10 +124,23 @@ impl Queues {
 
     /// Starts a `host worker` on `queue`.
     fn worker(&self, queue: &str, concurrency: usize, wakeups: Wakeups) -> anyhow::Result<Worker> {
+        self.worker_with(queue, concurrency, wakeups, &[])
+    }
+
+    /// Starts a `host worker` on `queue` with `extra` arguments, and waits until it listens.
+    pub async fn started_worker(&self, queue: &str, concurrency: usize, extra: &[&str]) -> anyhow::Result<Worker> {
+        let worker = self.worker_with(queue, concurrency, Wakeups::Notify, extra)?;
+        self.registered(1).await?;
+        Ok(worker)
+    }
+
+    /// Starts a `host worker` on `queue` with `extra` arguments.
+    fn worker_with(&self, queue: &str, concurrency: usize, wakeups: Wakeups, extra: &[&str]) -> anyhow::Result<Worker> {
         let concurrency = concurrency.to_string();
         let mut command = Command::new(&self.host);
         command
             .args(["worker", "--journal", &self.database_url, "--queue", queue, "--concurrency", &concurrency])
+            .args(extra)
             .env("STEPBOX_CACHE_DIR", &self.cache)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -214,14 +263,96 @@ impl Queues {
         })
     }
 
+    /// Submit → result of a 3-step workflow, one at a time, `samples` times
+    /// (after a tenth more, discarded), through a worker woken by NOTIFY.
+    pub async fn submit_to_result(&self, samples: usize) -> anyhow::Result<ResultLatency> {
+        let queue = "submit-to-result";
+        let mut worker = self.started_worker(queue, stepbox::worker::DEFAULT_CONCURRENCY, &[]).await?;
+        let result = async {
+            let request =
+                SubmitRequest { arguments: vec!["3".into()], queue: Some(queue.into()), ..SubmitRequest::default() };
+            let (mut client, mut journal) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+            for n in 0..samples + samples / 10 {
+                let started = Instant::now();
+                let receipt = self.client.submit(&self.sequential, &request).await?;
+                let deadline = started + Duration::from_secs(30);
+                let workflow = loop {
+                    let workflow =
+                        self.journal().workflow(&receipt.id).await?.context("the workflow is in the journal")?;
+                    if workflow.status.is_final() {
+                        break workflow;
+                    }
+                    if Instant::now() > deadline {
+                        bail!("workflow {} did not finish within 30 s", receipt.id);
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                };
+                let seen = crate::workloads::micros(started.elapsed()) / 1000.0;
+                if workflow.status != WorkflowStatus::Succeeded {
+                    bail!("workflow {} ended {}", receipt.id, workflow.status);
+                }
+                let finished = workflow.finished_at.context("a finished workflow has its finish time")?;
+                if n >= samples / 10 {
+                    client.push(seen);
+                    journal.push((finished.millis() - workflow.created_at.millis()) as f64);
+                }
+            }
+            Ok(ResultLatency { client: summarize(client), journal: summarize(journal) })
+        }
+        .await;
+        worker.stop();
+        result
+    }
+
+    /// `workflows` 3-step workflows submitted at once (from 32 tasks) to one
+    /// worker of the default concurrency: first submit to last finish.
+    pub async fn burst(&self, workflows: usize) -> anyhow::Result<Burst> {
+        let queue = "burst";
+        let mut worker = self.started_worker(queue, stepbox::worker::DEFAULT_CONCURRENCY, &[]).await?;
+        let result = async {
+            let first = Timestamp::now();
+            let mut submitters = tokio::task::JoinSet::new();
+            for task in 0..SUBMITTERS {
+                let (client, sequential) = (self.client.clone(), self.sequential.clone());
+                let request = SubmitRequest {
+                    arguments: vec!["3".into()],
+                    queue: Some(queue.into()),
+                    ..SubmitRequest::default()
+                };
+                let share = workflows / SUBMITTERS + usize::from(task < workflows % SUBMITTERS);
+                submitters.spawn(async move {
+                    for _ in 0..share {
+                        client.submit(&sequential, &request).await?;
+                    }
+                    anyhow::Ok(())
+                });
+            }
+            while let Some(submitted) = submitters.join_next().await {
+                submitted.context("a submitting task panicked")??;
+            }
+            let (_, last) = self.drained_at(queue, workflows).await?;
+            let elapsed = Duration::from_millis(u64::try_from(last.millis() - first.millis()).unwrap_or(0).max(1));
+            Ok(Burst { workflows, elapsed })
+        }
+        .await;
+        worker.stop();
+        result
+    }
+
     /// Waits until every workflow of `queue` succeeded; first claim to last finish.
     async fn drained(&self, queue: &str, workflows: usize) -> anyhow::Result<Duration> {
+        let (first, last) = self.drained_at(queue, workflows).await?;
+        Ok(Duration::from_millis(u64::try_from(last.millis() - first.millis()).unwrap_or(0).max(1)))
+    }
+
+    /// Waits until the `workflows` workflows of `queue` succeeded: their first claim and last finish.
+    pub async fn drained_at(&self, queue: &str, workflows: usize) -> anyhow::Result<(Timestamp, Timestamp)> {
         let mut database = sqlx::PgConnection::connect(&self.database_url).await?;
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let (succeeded, other, first, last): (i64, i64, Option<f64>, Option<f64>) = sqlx::query_as(
                 "SELECT count(*) FILTER (WHERE status = 'succeeded'), \
-                 count(*) FILTER (WHERE status NOT IN ('succeeded', 'enqueued', 'running', 'delayed')), \
+                 count(*) FILTER (WHERE status NOT IN ('succeeded', 'enqueued', 'running', 'delayed', 'waiting')), \
                  extract(epoch FROM min(started_at))::float8, extract(epoch FROM max(finished_at))::float8 \
                  FROM stepbox.workflows WHERE queue = $1",
             )
@@ -232,14 +363,26 @@ impl Queues {
                 bail!("{other} workflow(s) of {queue} did not succeed");
             }
             if succeeded as usize == workflows {
-                let (first, last) = (first.unwrap_or_default(), last.unwrap_or_default());
-                return Ok(Duration::from_secs_f64((last - first).max(0.001)));
+                let at =
+                    |epoch: Option<f64>| Timestamp::from_millis((epoch.unwrap_or_default() * 1000.0).round() as i64);
+                return Ok((at(first), at(last)));
             }
             if Instant::now() > deadline {
                 bail!("queue {queue} did not drain within 10 minutes ({succeeded} of {workflows} done)");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// `invoke` of `workflow` linked with `steps`, with no settings of its own.
+fn spec(workflow: &Path, steps: &[&Path], invoke: &str) -> RunSpec {
+    RunSpec {
+        workflow: workflow.to_path_buf(),
+        steps: steps.iter().map(|step| step.to_path_buf()).collect(),
+        invoke: Some(invoke.into()),
+        config: None,
+        cli_settings: SettingsLayer::default(),
     }
 }
 
@@ -257,12 +400,13 @@ async fn counters(database: &mut sqlx::PgConnection) -> anyhow::Result<(i64, i64
 }
 
 /// A `host worker` process; stopped with SIGTERM.
-struct Worker {
+pub struct Worker {
     child: Child,
 }
 
 impl Worker {
-    fn stop(&mut self) {
+    /// SIGTERM, then SIGKILL if it has not exited within 30 s.
+    pub fn stop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {

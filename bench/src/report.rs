@@ -1,14 +1,16 @@
 //! The results as a markdown report: what was measured, how, against which
-//! floor or peer, and whether each target of issue 6 is met.
+//! floor or peer, whether each target is met, and the peers side by side on
+//! the workloads of bench/PEERS.md.
 
 use std::fmt::Write as _;
 
 use crate::CURVE_STEPS as CURVE;
-use crate::peer::PeerResults;
-use crate::queues::WorkerThroughput;
+use crate::peer::{Peer, PeerResults, TEMPORAL_DEFAULT_VARIANT, Workloads};
+use crate::queues::{Burst, ResultLatency, WorkerThroughput};
 use crate::startup::StartTimes;
 use crate::stats::Summary;
-use crate::workloads::Throughput;
+use crate::waits::{MessageWake, SLEEP_MS, WaitResults};
+use crate::workloads::{SeedRuns, Throughput};
 
 /// Everything one benchmark run measured.
 pub struct Results {
@@ -46,8 +48,21 @@ pub struct Results {
     pub attempt_languages: Vec<(&'static str, Summary)>,
     /// (e) per language.
     pub starts: Vec<(&'static str, StartTimes)>,
-    pub peer: Option<PeerResults>,
+    /// DBOS's own keys: the rows beside stepbox's in the first table.
+    pub dbos: Option<PeerResults>,
     pub queues: QueueResults,
+    /// The peers' workloads on stepbox, and the peers.
+    pub side: SideBySide,
+    /// Workflows that wait (issue 24).
+    pub waits: WaitResults,
+}
+
+/// What stepbox measured only for the side-by-side tables, and every peer's run.
+pub struct SideBySide {
+    pub seed: SeedRuns,
+    pub submit_to_result: ResultLatency,
+    pub burst: Burst,
+    pub peers: Vec<Peer>,
 }
 
 /// The rows of a concurrency point written by a plain loop of batches (`floor::batched`).
@@ -75,6 +90,8 @@ pub struct QueueResults {
 }
 
 const TARGET_LATENCY_MS: f64 = 5.0;
+/// Issue 24: a message wakes its waiting workflow within this (p50).
+const TARGET_MESSAGE_MS: f64 = 10.0;
 const TARGET_TWO_WORKERS_SHARE: f64 = 0.8;
 const TARGET_QUEUE_RATIO: f64 = 30.0;
 
@@ -174,7 +191,7 @@ impl Results {
     /// The report: a results table, the concurrency curve, group commit before/after, startup, notes.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let peer = self.peer.as_ref();
+        let peer = self.dbos.as_ref();
         let _ = writeln!(
             out,
             "Machine: {}.{}\n",
@@ -408,6 +425,8 @@ impl Results {
             );
         }
         self.queue_section(&mut out);
+        self.waits_section(&mut out);
+        self.side_by_side(&mut out);
         if let Some(peer) = peer {
             let _ = writeln!(out, "\nDBOS concurrency: {}", peer.concurrent_method);
             for note in &peer.notes {
@@ -422,7 +441,7 @@ impl Results {
     /// Workers and queues: latency, throughput per worker count, and where one PostgreSQL saturates.
     fn queue_section(&self, out: &mut String) {
         let queues = &self.queues;
-        let dbos = self.peer.as_ref().and_then(|peer| peer.queue.as_ref());
+        let dbos = self.dbos.as_ref().and_then(|peer| peer.queue.as_ref());
         out.push_str("\n### Workers and queues (PostgreSQL, `host worker` processes)\n\n");
         out.push_str("| what | stepbox | reference | ratio | target | |\n|---|---|---|---|---|---|\n");
         let notify = queues.latency_notify;
@@ -511,6 +530,373 @@ impl Results {
     }
 }
 
+/// "stepbox 3.1× Restate": how many times better stepbox did (less time, or more per second).
+fn versus(better: f64, peer: &str) -> String {
+    if !better.is_finite() || better <= 0.0 {
+        return String::new();
+    }
+    let times = if better >= 10.0 {
+        format!("{better:.0}")
+    } else if better >= 1.0 {
+        format!("{better:.1}")
+    } else {
+        format!("{better:.2}")
+    };
+    format!("stepbox {times}× {peer}")
+}
+
+fn ms(value: f64) -> String {
+    if value.is_nan() {
+        "—".into()
+    } else if value >= 100.0 {
+        format!("{value:.0} ms")
+    } else {
+        format!("{value:.1} ms")
+    }
+}
+
+/// The short name a ratio uses: the engine, and Temporal's untuned run says so.
+fn short(peer: &Peer) -> String {
+    if peer.variant.as_deref() == Some(TEMPORAL_DEFAULT_VARIANT) {
+        format!("{} with its defaults", peer.engine.name())
+    } else {
+        peer.engine.name().to_string()
+    }
+}
+
+/// One row per peer of a side-by-side table: `row` renders a measured
+/// peer's workload (`None`: it did not run that workload, no row); a peer
+/// that was not measured gets its reason, once per table.
+fn peer_rows(out: &mut String, peers: &[Peer], columns: usize, row: impl Fn(&Peer, &Workloads) -> Option<String>) {
+    for peer in peers {
+        match &peer.measured {
+            Ok(run) => {
+                if let Some(cells) = row(peer, &run.workloads) {
+                    let quick = if run.quick { " (--quick)" } else { "" };
+                    let _ = writeln!(out, "| {}{quick} | {cells} |", peer.label());
+                }
+            }
+            Err(reason) => {
+                let reason = reason.replace('|', "\\|");
+                let _ = writeln!(out, "| {} | not measured: {reason} |{}", peer.label(), " |".repeat(columns - 1));
+            }
+        }
+    }
+}
+
+impl Results {
+    /// Workflows that wait: messages, timers and schedule ticks through a worker (issue 24).
+    fn waits_section(&self, out: &mut String) {
+        let waits = &self.waits;
+        out.push_str("\n### Workflows that wait (PostgreSQL, one `host worker` woken by NOTIFY)\n\n");
+        out.push_str(
+            "Milliseconds between journal timestamps (the journal keeps milliseconds, so each figure is ±1 ms); \
+             the `waiter` workflow of `guest-steps/rust/waiter`. **Parked**: the worker runs with `--park-after 0s`, \
+             so a wait gives its slot back (status `waiting`, lease released) and the workflow is claimed and \
+             replayed to its wait when woken. **Held**: `--park-after 1h`, the workflow waits in its slot.\n\n",
+        );
+        out.push_str("| what | p50 | p90 | p99 | samples | target | |\n|---|---|---|---|---|---|---|\n");
+        let row = |out: &mut String, what: &str, summary: Summary, target: &str| {
+            let _ = writeln!(
+                out,
+                "| {what} | {} | {} | {} | {} | {target} |",
+                ms(summary.median),
+                ms(summary.p90),
+                ms(summary.p99),
+                summary.samples
+            );
+        };
+        let message = |out: &mut String, how: &str, wake: &MessageWake| {
+            let target = format!("p50 ≤ 10 ms | {}", met(wake.received.median <= TARGET_MESSAGE_MS));
+            row(
+                out,
+                &format!(
+                    "message → running again, {how}: `approval` waiting in `recv`, then `host send`'s call \
+                     (`Client::send`); `messages.received_at` − `sent_at`, the workflow's next journal write, one \
+                     message at a time"
+                ),
+                wake.received,
+                &target,
+            );
+            row(out, "same, to the workflow's end (`workflows.finished_at` − `sent_at`)", wake.finished, " |");
+        };
+        message(out, "parked", &waits.message_parked);
+        message(out, "held in its slot", &waits.message_held);
+        let timer = |out: &mut String, how: &str, late: Summary| {
+            row(
+                out,
+                &format!(
+                    "timer due → running, {how}: {} workflows `nap(ms)` submitted together, sleeping {:.1} to {:.1} s; \
+                     lateness = the sleep's `finished_at` − (`started_at` + ms)",
+                    waits.sleepers,
+                    SLEEP_MS as f64 / 1000.0,
+                    (SLEEP_MS + 10 * waits.sleepers.saturating_sub(1) as u64) as f64 / 1000.0
+                ),
+                late,
+                " |",
+            );
+        };
+        timer(out, "parked", waits.timer_parked);
+        timer(out, "held in its slot", waits.timer_held);
+        row(
+            out,
+            "schedule tick → first operation: `host schedule set` every second (`* * * * * *`) of `nap(0)`; the \
+             tick's workflow's first operation `started_at` − `workflows.scheduled_at`, the first tick left out",
+            waits.tick_first_operation,
+            " |",
+        );
+        row(out, "same, tick → claimed (`workflows.started_at` − `scheduled_at`)", waits.tick_claimed, " |");
+    }
+
+    /// The workloads of bench/PEERS.md on stepbox and on each peer, one table per workload.
+    fn side_by_side(&self, out: &mut String) {
+        let side = &self.side;
+        let peers = &side.peers;
+        out.push_str("\n### Side by side: stepbox, DBOS, Restate and Temporal on the same workloads\n\n");
+        out.push_str(
+            "The workloads of `bench/PEERS.md`, each engine with its own store on this machine, in this run, one \
+             after the other (stepbox first). \"stepbox N× X\": stepbox took N times less time than X, or did N \
+             times more per second (below 1: X did better). Temporal runs tuned (`--sqlite-wal`, \
+             `history.transferProcessorMaxPollRPS=1000`): with the dev server's default of 20 polls a second of \
+             its one shard's transfer queue, every sequential step waits up to 50 ms for the limiter, which \
+             measures the limiter rather than the engine; its shipped defaults are run too, on the sequential \
+             workload.\n",
+        );
+        if peers.is_empty() {
+            out.push_str("\nNo peer ran (`--no-peer`).\n");
+        }
+
+        let seed = side.seed;
+        out.push_str(
+            "\n#### Seed: a step failing all 3 attempts, retried 1 s then 2 s later, the exhaustion caught \
+             (submit → result)\n\n| engine | seconds (median) | runs | |\n|---|---|---|---|\n",
+        );
+        let _ = writeln!(
+            out,
+            "| stepbox (`retry-demo` calling `flaky(3)`, default policy, in process, PostgreSQL journal) | {:.2} s | {} | |",
+            seed.seconds.median, seed.seconds.samples
+        );
+        let _ = writeln!(
+            out,
+            "| stepbox, the provision example itself (its step also sleeps 1 s in each attempt) | {:.2} s | 1 | |",
+            seed.provision_seconds
+        );
+        peer_rows(out, peers, 3, |peer, workloads| {
+            let run = workloads.seed?;
+            Some(format!(
+                "{:.2} s | {} | {}",
+                run.seconds,
+                run.runs,
+                versus(run.seconds / seed.seconds.median, &short(peer))
+            ))
+        });
+        out.push_str("| the retry delays alone (1 s + 2 s) | 3.00 s | | |\n");
+
+        let sequential = per_step(&self.sequential_postgres);
+        let steps = self.sequential_postgres.first().map_or(0, |run| run.steps);
+        out.push_str(
+            "\n#### Sequential: one workflow of no-op durable steps, each result durable before the next \
+             step\n\n| engine | run ÷ steps | median step | steps | stepbox against its run ÷ steps / its median step |\n\
+             |---|---|---|---|---|\n",
+        );
+        let _ = writeln!(
+            out,
+            "| stepbox (`Runner::run` on one thread, PostgreSQL journal; median of {} runs) | {} | (not timed per step) | {steps} | |",
+            self.sequential_postgres.len(),
+            us(sequential.median)
+        );
+        peer_rows(out, peers, 4, |peer, workloads| {
+            let run = workloads.sequential?;
+            let name = short(peer);
+            Some(format!(
+                "{} | {} | {} | {} / {}",
+                us(run.us_per_step),
+                us(run.step_median_us),
+                run.steps,
+                versus(run.us_per_step / sequential.median, &name),
+                versus(run.step_median_us / sequential.median, &name)
+            ))
+        });
+        let _ = writeln!(
+            out,
+            "| floor: one single-row commit, PostgreSQL (stepbox's and DBOS's store) | {} | | | |",
+            us(self.floor_postgres.median)
+        );
+        let _ = writeln!(
+            out,
+            "| floor: stepbox's own step transaction (fence, call row, attempt row) from a plain loop | {} | | | |",
+            us(self.floor_step.median)
+        );
+        let _ = writeln!(
+            out,
+            "| floor: one single-row commit, SQLite file, WAL, synchronous = FULL (Temporal's store, tuned) | {} | | | |",
+            us(self.floor_sqlite.median)
+        );
+
+        out.push_str(
+            "\n#### Concurrent: workflows of 100 no-op steps started at once\n\n\
+             | engine | steps/s | workflows × steps | |\n|---|---|---|---|\n",
+        );
+        let stepbox_concurrent = at(&self.curve, 100);
+        match stepbox_concurrent {
+            Some(point) => {
+                let _ = writeln!(
+                    out,
+                    "| stepbox (one process, PostgreSQL journal, group commit) | {} | 100 × {CURVE} | |",
+                    rate(point.steps_per_second())
+                );
+            }
+            None => out.push_str("| stepbox | not run at 100 workflows | | |\n"),
+        }
+        peer_rows(out, peers, 3, |peer, workloads| {
+            let run = workloads.concurrent?;
+            let ratio = stepbox_concurrent.map_or(f64::NAN, |point| point.steps_per_second() / run.steps_per_second);
+            Some(format!(
+                "{} | {} × {} | {}",
+                rate(run.steps_per_second),
+                run.workflows,
+                run.steps_per_workflow,
+                versus(ratio, &short(peer))
+            ))
+        });
+        if let Some(floor) = self.floors.iter().find(|floor| floor.workflows == 100) {
+            let _ = writeln!(
+                out,
+                "| floor: the same rows in the journal's tables by a plain loop, batches of {} steps | {} | 100 × {CURVE} | |",
+                floor.batch,
+                rate(floor.steps_per_second)
+            );
+        }
+
+        let start = self.queues.latency_notify;
+        out.push_str(
+            "\n#### Submit → start: a one-step workflow submitted, then awaited before the next\n\n\
+             | engine | p50 | p90 | p99 | samples | |\n|---|---|---|---|---|---|\n",
+        );
+        let _ = writeln!(
+            out,
+            "| stepbox (`Client::submit` to a `host worker` woken by NOTIFY; the attempt's `started_at` − the row's `created_at`, ms) | {} | {} | {} | {} | |",
+            ms(start.median),
+            ms(start.p90),
+            ms(start.p99),
+            start.samples
+        );
+        let latency_cells = |peer: &Peer, latency: crate::peer::Latency, stepbox: f64| {
+            format!(
+                "{} | {} | {} | {} | {}",
+                ms(latency.p50_ms),
+                latency.p90_ms.map_or("—".into(), ms),
+                latency.p99_ms.map_or("—".into(), ms),
+                latency.samples,
+                versus(latency.p50_ms / stepbox.max(0.5), &short(peer))
+            )
+        };
+        peer_rows(out, peers, 5, |peer, workloads| Some(latency_cells(peer, workloads.submit_to_start?, start.median)));
+        if let Some(queue) = self.dbos.as_ref().and_then(|dbos| dbos.queue.as_ref()) {
+            let _ = writeln!(
+                out,
+                "| DBOS through its queue (its `queue` workload: enqueue → first step, default 1 s polling) | {} | | {} | | {} |",
+                ms(queue.latency_ms.0),
+                ms(queue.latency_ms.1),
+                versus(queue.latency_ms.0 / start.median.max(0.5), "DBOS's queue")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| floor: one single-row commit, PostgreSQL | {} | | | | |",
+            ms(self.floor_postgres.median / 1000.0)
+        );
+
+        let result = side.submit_to_result;
+        out.push_str(
+            "\n#### Submit → result: a workflow of 3 no-op steps, one at a time\n\n\
+             | engine | p50 | p90 | p99 | samples | |\n|---|---|---|---|---|---|\n",
+        );
+        let _ = writeln!(
+            out,
+            "| stepbox (`Client::submit` to a `host worker` woken by NOTIFY; the client reads the row every 1 ms, as stepbox has no result push: `host result --wait` polls every 100 ms) | {} | {} | {} | {} | |",
+            ms(result.client.median),
+            ms(result.client.p90),
+            ms(result.client.p99),
+            result.client.samples
+        );
+        let _ = writeln!(
+            out,
+            "| stepbox, from the journal (`finished_at` − `created_at`: the result durable) | {} | {} | {} | {} | |",
+            ms(result.journal.median),
+            ms(result.journal.p90),
+            ms(result.journal.p99),
+            result.journal.samples
+        );
+        peer_rows(out, peers, 5, |peer, workloads| {
+            Some(latency_cells(peer, workloads.submit_to_result?, result.client.median))
+        });
+
+        let burst = side.burst;
+        out.push_str(
+            "\n#### Burst: 3-step workflows submitted at once, first submit → last result\n\n\
+             | engine | workflows/s | workflows | |\n|---|---|---|---|\n",
+        );
+        let _ = writeln!(
+            out,
+            "| stepbox (32 tasks calling `Client::submit`, one `host worker` of the default concurrency, 100; the last `finished_at`) | {} | {} | |",
+            rate(burst.workflows_per_second()),
+            burst.workflows
+        );
+        peer_rows(out, peers, 3, |peer, workloads| {
+            let run = workloads.burst?;
+            Some(format!(
+                "{} | {} | {}",
+                rate(run.workflows_per_second),
+                run.workflows,
+                versus(burst.workflows_per_second() / run.workflows_per_second, &short(peer))
+            ))
+        });
+
+        out.push_str(
+            "\n#### Fan-out: one workflow running 100 no-op steps concurrently, submit → result\n\n\
+             | engine | ms (median) | steps/s | runs |\n|---|---|---|---|\n",
+        );
+        out.push_str("| stepbox | not yet (issue 25): a workflow calls its steps one at a time | | |\n");
+        peer_rows(out, peers, 3, |_, workloads| {
+            let run = workloads.fanout?;
+            Some(format!("{} | {} | {}", ms(run.ms), rate(run.steps_per_second), run.runs))
+        });
+
+        self.peer_notes(out);
+    }
+
+    /// Each peer's version, store, setup and notes, and exactly what each workload timed.
+    fn peer_notes(&self, out: &mut String) {
+        if self.side.peers.is_empty() {
+            return;
+        }
+        out.push_str("\n#### The peers: versions, stores and notes\n\n");
+        for peer in &self.side.peers {
+            match &peer.measured {
+                Err(reason) => {
+                    let _ = writeln!(out, "- **{}**: not measured: {reason}", peer.label());
+                }
+                Ok(run) => {
+                    let _ = writeln!(out, "- **{}**. Store: {}.", peer.label(), run.store);
+                    for detail in &run.details {
+                        let _ = writeln!(out, "  - {detail}");
+                    }
+                    for note in &run.notes {
+                        let _ = writeln!(out, "  - {note}");
+                    }
+                    if !run.workloads.methods.is_empty() {
+                        let _ = writeln!(out, "  - What each workload timed:");
+                        for (workload, method) in &run.workloads.methods {
+                            let _ = writeln!(out, "    - `{workload}`: {method}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,6 +906,14 @@ mod tests {
         assert_eq!(rate(12345.6), "12,346");
         assert_eq!(rate(999.0), "999");
         assert_eq!(rate(1_000_000.0), "1,000,000");
+    }
+
+    #[test]
+    fn ratios_say_who_did_better() {
+        assert_eq!(versus(3.12, "Restate"), "stepbox 3.1× Restate");
+        assert_eq!(versus(0.456, "Restate"), "stepbox 0.46× Restate");
+        assert_eq!(versus(76.3, "DBOS"), "stepbox 76× DBOS");
+        assert_eq!(versus(f64::NAN, "DBOS"), "");
     }
 
     #[test]

@@ -284,3 +284,52 @@ fn commits(before: CommitCount, after: CommitCount) -> u64 {
 pub fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
 }
+
+/// The seed scenario, timed in process on one journal.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedRuns {
+    /// Seconds per run of the peers' shape: a step failing at once on each of
+    /// 3 attempts, 1 s then 2 s apart, its exhaustion caught.
+    pub seconds: Summary,
+    /// Seconds of one run of the provision example itself, whose step also
+    /// sleeps 1 s in each attempt.
+    pub provision_seconds: f64,
+}
+
+/// The seed's shape: `retry-demo` calling `flaky(3)` under the default
+/// policy (3 attempts, 1 s then 2 s), `runs` times, then the provision
+/// example once; each from the run's start to its output, on `journal`.
+pub async fn seed(journal: &Journal, cache_dir: &Path, runs: usize) -> anyhow::Result<SeedRuns> {
+    let engine = wasm::new_engine().map_err(|e| anyhow!("{e:#}"))?;
+    let loader = ComponentLoader::new(&engine, Some(PathBuf::from(cache_dir)));
+    let executor = Executor::start(journal.clone(), DEFAULT_LEASE);
+    let open = |workflow: &str, steps: &[&str], invoke: &str| {
+        let spec = RunSpec {
+            workflow: PathBuf::from(workflow),
+            steps: steps.iter().map(PathBuf::from).collect(),
+            invoke: Some(invoke.to_string()),
+            config: None,
+            cli_settings: SettingsLayer::default(),
+        };
+        Runner::open(&spec, &loader, executor.clone())
+    };
+    let artifacts = (stepbox_test_artifacts::RETRY_DEMO, stepbox_test_artifacts::FLAKY);
+    let exhausting = open(artifacts.0, &[artifacts.1], "retry-then-succeed")?;
+    let mut seconds = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let outcome = exhausting.run(RunRequest { id: None, arguments: vec!["3".into()] }).await?;
+        seconds.push(started.elapsed().as_secs_f64());
+        if !outcome.output.starts_with("err(retries-exhausted(") {
+            bail!("the seed's shape returned {} instead of its exhaustion", outcome.output);
+        }
+    }
+    let provision = open(stepbox_test_artifacts::PROVISION, &[], "run")?;
+    let started = Instant::now();
+    let outcome = provision.run(RunRequest { id: None, arguments: Vec::new() }).await?;
+    let provision_seconds = started.elapsed().as_secs_f64();
+    if outcome.output != "true" {
+        bail!("the provision example returned {} instead of true", outcome.output);
+    }
+    Ok(SeedRuns { seconds: summarize(seconds), provision_seconds })
+}

@@ -130,8 +130,16 @@ async fn the_dashboard_follows_a_workflow_live_cancels_it_and_escapes_messages()
 
     // Cancel from the page.
     browser.client.find(Locator::Css("button.danger")).await.expect("a Cancel button").click().await.expect("a click");
-    assert!(browser.wait_for_text("cancelled", Duration::from_secs(15)).await, "{}", browser.live_text().await);
     assert_eq!(run.wait_for_exit(Duration::from_secs(15)), Some(1), "{}", run.stderr());
+    let status = || async {
+        let badge = browser.client.execute("return document.querySelector('.fields .status').textContent", vec![]);
+        badge.await.ok().and_then(|text| text.as_str().map(str::to_string)).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while status().await != "cancelled" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status().await, "cancelled", "{}", browser.live_text().await);
     assert!(browser.client.find(Locator::Css("button.danger")).await.is_err(), "no Cancel button once it ended");
 
     // The list.
@@ -254,8 +262,8 @@ async fn odd_ids_open_by_a_click_and_long_words_wrap() {
             }
         }
         assert!(clicked, "the list shows {id:?}");
-        let heading = browser.client.execute("return document.querySelector('h1').textContent", vec![]).await;
-        assert_eq!(heading.expect("a script runs"), json!(format!("Workflow {id}")), "the click opened {id:?}");
+        let heading = browser.client.execute("return document.querySelector('h1 .mono').textContent", vec![]).await;
+        assert_eq!(heading.expect("a script runs"), json!(id), "the click opened {id:?}");
     }
     browser.client.goto(&format!("{base}/workflows/long-1")).await.expect("the page opens");
     let widths =
@@ -292,5 +300,109 @@ async fn many_navigations_and_tabs_never_starve_the_browser() {
     let started = Instant::now();
     browser.client.goto(&format!("{base}/workflows/pipe-1")).await.expect("one more page");
     assert!(started.elapsed() < Duration::from_secs(5), "the page after ten tabs took {:?}", started.elapsed());
+    browser.close().await;
+}
+
+/// A workflow of 1,000 calls and 10,000 attempts opens in pages of 100 calls;
+/// a call of 30 attempts shows its first and last ones and says how many it
+/// left out; a call's attempts are drawn to scale (the bars' gap over their
+/// span is the journal's backoff over the call's time); the copy button
+/// copies the id, and every time says how long ago it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_calls_page_their_attempts_draw_to_scale_and_ids_copy() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    let manifest = scratch.path().join("fast.toml");
+    std::fs::write(&manifest, "[retry]\nmax-attempts = 10\ninterval = \"1ms\"\nbackoff-rate = 1.0\n").expect("written");
+    let manifest = manifest.to_string_lossy().into_owned();
+    let loop_run = |id: &str, calls: &str, extra: &[&str]| {
+        let mut args = vec!["run", artifacts::BENCH_LOOP, calls, "--step", artifacts::NOOP, "--invoke", "exhaust"];
+        args.extend(["--config", &manifest, "--id", id, "--journal", &journal]);
+        args.extend(extra);
+        let run = crate::support::host_command(scratch.path(), &args);
+        assert_eq!(run.code, Some(0), "{id}: {}", run.stderr);
+    };
+    loop_run("big-1", "1000", &[]);
+    loop_run("long-tail", "1", &["--max-attempts", "30"]);
+    // Item 3 of the pipeline fails once: 200 ms, a 600 ms backoff, 200 ms.
+    crate::support::host_command(
+        scratch.path(),
+        &["run", artifacts::PIPELINE, "3", "200", "--id", "gap-1", "--interval", "600ms", "--journal", &journal],
+    )
+    .success();
+    let server = Server::start(&scratch, &journal, &[]);
+    let base = format!("http://{}", server.address);
+
+    // The HTML of one page of the big workflow stays small enough to render at once.
+    let started = Instant::now();
+    let (status, page) = server.get_page("/workflows/big-1");
+    assert_eq!(status, 200);
+    assert!(page.len() < 3_000_000, "one page of calls is {} bytes", page.len());
+    assert!(started.elapsed() < Duration::from_secs(20), "the page took {:?}", started.elapsed());
+
+    let browser = Browser::start().await;
+    let count = |selector: &'static str| {
+        let client = browser.client.clone();
+        async move {
+            let found = client.execute(&format!("return document.querySelectorAll('{selector}').length"), vec![]).await;
+            found.expect("a script runs").as_u64().unwrap_or(0)
+        }
+    };
+    browser.client.goto(&format!("{base}/workflows/big-1")).await.expect("the page opens");
+    assert_eq!(count("section.call").await, 100, "a page holds 100 calls");
+    assert_eq!(count("section.call tbody tr").await, 1000, "each with its 10 attempts");
+    assert!(browser.live_text().await.contains("1–100 of 1000"), "{}", browser.live_text().await);
+    browser.client.find(Locator::LinkText("later calls →")).await.expect("a next page").click().await.expect("a click");
+    assert!(browser.wait_for_text("101–200 of 1000", Duration::from_secs(20)).await);
+    browser.client.goto(&format!("{base}/workflows/big-1?calls=900")).await.expect("the last page opens");
+    assert!(browser.live_text().await.contains("#1000 "), "the last call is on the last page");
+    assert!(browser.client.find(Locator::LinkText("later calls →")).await.is_err(), "no page after the last");
+
+    browser.client.goto(&format!("{base}/workflows/long-tail")).await.expect("the page opens");
+    assert_eq!(count("section.call tbody tr:not(.elided)").await, 25, "the first 5 and the last 20 attempts");
+    assert!(browser.live_text().await.contains("5 attempts not shown"), "{}", browser.live_text().await);
+
+    // To scale: the gap between the two bars of call 3, over the bars' whole span, in pixels,
+    // is the journal's gap over the call's span, in milliseconds.
+    let attempts: Vec<_> = rows(&journal, "gap-1").await.attempts.into_iter().filter(|a| a.seq == 3).collect();
+    assert_eq!(attempts.len(), 2, "call 3 was retried once");
+    let (first, second) = (&attempts[0], &attempts[1]);
+    let first_end = first.finished_at.expect("it ended");
+    let span_ms = (second.finished_at.expect("it ended") - first.started_at) as f64;
+    let gap_ms = (second.started_at - first_end) as f64;
+    browser.client.goto(&format!("{base}/workflows/gap-1")).await.expect("the page opens");
+    let bars = browser
+        .client
+        .execute(
+            "const svg = document.querySelectorAll('svg.timeline')[2].getBoundingClientRect();
+             return [...document.querySelectorAll('svg.timeline')[2].querySelectorAll('rect')]
+                 .map(r => { const b = r.getBoundingClientRect(); return [b.left - svg.left, b.width, svg.width]; });",
+            vec![],
+        )
+        .await
+        .expect("a script runs");
+    let bar = |index: usize, field: usize| bars[index][field].as_f64().expect("a number");
+    let drawn_gap = bar(1, 0) - (bar(0, 0) + bar(0, 1));
+    let drawn_span = bar(1, 0) + bar(1, 1) - bar(0, 0);
+    let (drawn, journaled) = (drawn_gap / drawn_span, gap_ms / span_ms);
+    assert!((drawn - journaled).abs() < 0.02, "drawn gap {drawn:.3} of the span, journaled {journaled:.3}: {bars}");
+    assert!(gap_ms >= 550.0, "the backoff was about 600 ms: {gap_ms}");
+
+    // The id's copy button writes it to the clipboard (captured here: headless Chromium has none).
+    browser
+        .client
+        .execute(
+            "window.copied = null; navigator.clipboard.writeText = async (text) => { window.copied = text; }; return true",
+            vec![],
+        )
+        .await
+        .expect("a script runs");
+    browser.client.find(Locator::Css("h1 button.copy")).await.expect("a copy button").click().await.expect("a click");
+    let copied = browser.client.execute("return window.copied", vec![]).await.expect("a script runs");
+    assert_eq!(copied, json!("gap-1"));
+    let ago = browser.client.execute("return document.querySelector('time + .ago').textContent", vec![]).await;
+    let ago = ago.expect("a script runs");
+    assert!(ago.as_str().is_some_and(|text| text.ends_with(" ago)")), "a time says how long ago: {ago}");
+    browser.screenshot("dashboard-timeline.png").await;
     browser.close().await;
 }

@@ -17,6 +17,9 @@ use crate::support::{Child, PostgresDb, Scratch, artifacts, eventually, host_com
 pub struct Server {
     child: Child,
     pub address: String,
+    /// Its OpenAPI document, fetched at the first API request: every JSON answer of the API is
+    /// checked against it (a documented status, a body of the documented schema).
+    contract: std::sync::OnceLock<Value>,
 }
 
 impl Server {
@@ -34,7 +37,7 @@ impl Server {
             let stderr = child.stderr();
             if let Some(rest) = stderr.split(" at http://").nth(1) {
                 let address = rest.split('/').next().expect("an address").to_string();
-                return Self { child, address };
+                return Self { child, address, contract: std::sync::OnceLock::new() };
             }
             assert!(Instant::now() < deadline, "the server did not start:\n{stderr}");
             std::thread::sleep(Duration::from_millis(20));
@@ -73,7 +76,19 @@ impl Server {
         let response = String::from_utf8_lossy(&response).into_owned();
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
         let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        if path.starts_with("/api/v1/") && path != OPENAPI && head.to_ascii_lowercase().contains("application/json") {
+            let contract = self.contract.get_or_init(|| {
+                let (_, _, document) = self.request_bytes("GET", OPENAPI, headers, b"");
+                serde_json::from_str(&document).unwrap_or_else(|_| panic!("{OPENAPI} answered JSON, not:\n{document}"))
+            });
+            conforms(contract, method, path, status, body);
+        }
         (status, head.to_string(), body.to_string())
+    }
+
+    /// A page's status and HTML.
+    pub fn get_page(&self, path: &str) -> (u16, String) {
+        self.get(path)
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -91,6 +106,58 @@ impl Server {
         let (status, _, answer) = self.request("POST", path, &["Content-Type: application/json"], &body.to_string());
         (status, serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{path} answered JSON, not:\n{answer}")))
     }
+}
+
+const OPENAPI: &str = "/api/v1/openapi.json";
+
+/// Panics unless openapi-spec-validator (pinned in tests/requirements.txt, installed by
+/// tools/install-test-deps) accepts `document` as OpenAPI 3.1.
+fn valid_openapi(document: &Value) {
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(file.path(), document.to_string()).expect("the document is written");
+    let output = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator", "--schema", "3.1", "--subschema-errors", "all"])
+        .arg(file.path())
+        .output()
+        .expect("python3 runs (tools/install-test-deps installs openapi-spec-validator)");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && said.contains("OK"), "openapi-spec-validator refuses the document:\n{said}");
+}
+
+/// Panics unless the OpenAPI document lists `status` for the operation that `method` and `path`
+/// reach, with a JSON schema that `body` satisfies. Paths no operation serves (a 404 of an
+/// unknown route, a 405) are not the document's to describe.
+fn conforms(document: &Value, method: &str, path: &str, status: u16, body: &str) {
+    let route = path.split(['?', '#']).next().unwrap_or(path);
+    let segments: Vec<&str> = route.split('/').collect();
+    let Some(operation) = document["paths"].as_object().and_then(|paths| {
+        paths.iter().find_map(|(template, item)| {
+            let parts: Vec<&str> = template.split('/').collect();
+            let fits = parts.len() == segments.len()
+                && parts.iter().zip(&segments).all(|(part, segment)| part.starts_with('{') || part == segment);
+            fits.then(|| &item[method.to_ascii_lowercase()]).filter(|operation| operation.is_object())
+        })
+    }) else {
+        return;
+    };
+    let response = &operation["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path} answered {status}, which the OpenAPI document does not list: {body}"
+    );
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "{method} {path} {status}: the document gives no JSON schema for the body {body}");
+    // The schema's `$ref`s point into the document's components: validate against the document.
+    let mut root = document.clone();
+    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    root["allOf"] = json!([schema]);
+    let validator = jsonschema::validator_for(&root)
+        .unwrap_or_else(|error| panic!("the schema of {method} {path} {status} compiles: {error}"));
+    let instance: Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("{method} {path} answered JSON: {body}"));
+    let errors: Vec<String> =
+        validator.iter_errors(&instance).map(|error| format!("{error} at {}", error.instance_path())).collect();
+    assert!(errors.is_empty(), "{method} {path} {status} does not match its documented schema: {errors:?}\n{body}");
 }
 
 impl Drop for Server {
@@ -176,6 +243,7 @@ fn api_and_pages(journal: &str) {
     assert_eq!(server.json("/api/v1/nothing-here").0, 404);
     let (status, document) = server.json("/api/v1/openapi.json");
     assert_eq!((status, document["openapi"].as_str()), (200, Some("3.1.0")));
+    valid_openapi(&document);
 
     // Changing requests: JSON only, never from another site; a finished workflow cannot be cancelled.
     let json = ["Content-Type: application/json"];
@@ -359,7 +427,8 @@ fn the_token_guards_every_request() {
     assert_eq!(server.request("GET", "/api/v1/workflows", &bearer, "").0, 200);
     assert_eq!(server.request("GET", "/api/v1/workflows", &["Authorization: Bearer s3creT"], "").0, 401);
     let (status, head, _) = server.request("GET", "/?token=s3cret", &[], "");
-    assert_eq!(status, 200);
+    assert_eq!(status, 303, "{head}");
+    assert!(head.lines().any(|line| line.trim().eq_ignore_ascii_case("location: /")), "{head}");
     assert!(head.to_lowercase().contains("set-cookie: stepbox_token=s3cret; httponly; samesite=strict"), "{head}");
     assert_eq!(server.request("GET", "/workflows/t-1", &["Cookie: stepbox_token=s3cret"], "").0, 200);
 }

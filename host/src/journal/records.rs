@@ -27,6 +27,8 @@ pub struct WorkflowRecord {
     pub status: WorkflowStatus,
     /// The result as WAVE, once succeeded.
     pub output: Option<String>,
+    /// Any JSON value (null until it has one): one schema, not `null` or any.
+    #[schema(value_type = serde_json::Value)]
     pub output_json: Option<Json>,
     /// Why it failed, was cancelled, timed out or died.
     pub error: Option<String>,
@@ -73,6 +75,8 @@ pub struct StepCallRecord {
     pub status: CallStatus,
     /// The value the workflow received, as WAVE.
     pub output: Option<String>,
+    /// Any JSON value (null until it has one): one schema, not `null` or any.
+    #[schema(value_type = serde_json::Value)]
     pub output_json: Option<Json>,
     /// Attempts started so far (in JSON, the attempt list says it).
     #[serde(skip)]

@@ -22,6 +22,7 @@ pub struct WorkflowResult {
     pub id: String,
     pub status: WorkflowStatus,
     /// The entry function's result as JSON, once succeeded.
+    #[schema(value_type = serde_json::Value)]
     pub output: Option<Json>,
     /// The same result as WAVE text.
     pub output_wave: Option<String>,

@@ -5,6 +5,7 @@
 
 mod api;
 mod guard;
+mod history_page;
 mod live;
 mod openapi;
 mod pages;

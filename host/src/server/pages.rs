@@ -16,12 +16,9 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use super::api::{ApiError, ForkBody, ListQuery, fork_workflow};
-use super::{Shared, guard};
-use crate::journal::{
-    AttemptRecord, JournalError, Timestamp, WaitKind, WorkflowHistory, WorkflowRecord, WorkflowStatus,
-};
+use super::{Shared, guard, history_page};
+use crate::journal::{JournalError, Timestamp, WorkflowRecord, WorkflowStatus};
 use crate::operate::{self, OperateError};
-use crate::run::WORKFLOW_CONTEXT;
 
 /// The page style and the live-update script, inline: no CDN, no build step.
 pub(super) const STYLE: &str = include_str!("dashboard.css");
@@ -33,7 +30,7 @@ pub(super) const SCRIPT: &str = include_str!("dashboard.js");
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/", get(workflows))
-        .route("/workflows/{id}", get(workflow))
+        .route("/workflows/{id}", get(history_page::workflow))
         .route("/workflows/{id}/cancel", post(cancel))
         .route("/workflows/{id}/resume", post(resume))
         .route("/workflows/{id}/fork", post(fork))
@@ -59,19 +56,19 @@ pub(super) async fn not_found(uri: Uri) -> Response {
 }
 
 /// A page, or an error page that says what went wrong.
-type PageResult = Result<Response, Response>;
+pub(super) type PageResult = Result<Response, Response>;
 
-fn error_page(status: StatusCode, message: &str) -> Response {
+pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
     (status, layout("Error", "", html! { p.error { (message) } })).into_response()
 }
 
 /// A page's query parameters, or a page saying what is wrong with them.
 #[expect(clippy::result_large_err, reason = "the error is the response axum sends, as in every handler here")]
-fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
+pub(super) fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
     query.map(|Query(query)| query).map_err(|rejection| error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))
 }
 
-fn journal_error(error: &JournalError) -> Response {
+pub(super) fn journal_error(error: &JournalError) -> Response {
     error_page(super::status(error.disposition()), &error.to_string())
 }
 
@@ -108,7 +105,7 @@ fn layout(title: &str, events: &str, body: Markup) -> Html<String> {
 }
 
 /// The `#live` part alone when the query asks for a fragment, else the whole page.
-fn respond(title: &str, events: &str, fragment: bool, before: Markup, live: Markup) -> Response {
+pub(super) fn respond(title: &str, events: &str, fragment: bool, before: Markup, live: Markup) -> Response {
     if fragment {
         Html(live.into_string()).into_response()
     } else {
@@ -154,7 +151,7 @@ async fn workflows(
                         td { (workflow.name) }
                         td.mono { (entry(workflow)) }
                         td { (workflow.queue.clone().unwrap_or_default()) }
-                        td.mono { (workflow.created_at.rfc3339()) }
+                        td { (clock(workflow.created_at)) }
                         td { (duration(workflow, now)) }
                     }
                 }
@@ -173,196 +170,19 @@ struct PageQuery {
     fragment: Option<u8>,
 }
 
-async fn workflow(
-    State(state): State<Shared>,
-    Path(id): Path<String>,
-    query: Result<Query<PageQuery>, QueryRejection>,
-) -> PageResult {
-    let query = parsed(query)?;
-    let history = state.journal.history(&id).await.map_err(|error| journal_error(&error))?;
-    let Some(history) = history else {
-        return Err(error_page(StatusCode::NOT_FOUND, &format!("No workflow {id} in the journal.")));
-    };
-    let before = html! { h1 { "Workflow " span.mono { (id) } } };
-    let live = detail(&history, &state.csrf);
-    Ok(respond(&id, &format!("/events?workflow={}", encode(&id)), query.fragment.is_some(), before, live))
-}
-
-/// The live part of a workflow's page: its fields, then each call with every attempt.
-fn detail(history: &WorkflowHistory, csrf: &str) -> Markup {
-    let workflow = &history.workflow;
-    let now = Timestamp::now();
-    html! {
-        dl.fields {
-            dt { "Status" } dd { (status_badge(workflow, now)) }
-            dt { "Workflow" } dd.mono { (workflow.component) " (sha256 " (workflow.component_digest.get(..12).unwrap_or_default()) ")" }
-            dt { "Entry" } dd.mono { (entry(workflow)) }
-            @if let Some(queue) = &workflow.queue { dt { "Queue" } dd { (queue) " (priority " (workflow.priority) ")" } }
-            dt { "Started" } dd.mono { (workflow.created_at.rfc3339()) }
-            dt { "Duration" } dd { (duration(workflow, now)) }
-            @if let Some(executor) = &workflow.executor { dt { "Executor" } dd.mono { (executor) } }
-            @if workflow.status == WorkflowStatus::Waiting { dt { "Waiting" } dd { (waiting(workflow)) } }
-            @if let (Some(schedule), Some(tick)) = (&workflow.schedule, workflow.scheduled_at) {
-                dt { "Schedule" } dd { a href="/schedules" { (schedule) } ", tick " span.mono { (tick.rfc3339()) } }
-            }
-            @if let Some(output) = &workflow.output { dt { "Output" } dd { (value_block(output)) } }
-            @if let Some(error) = &workflow.error { dt { "Error" } dd { pre.error { (error) } } }
-        }
-        div.actions {
-            @if !workflow.status.is_final() {
-                form method="post" action=(format!("/workflows/{}/cancel", segment(&workflow.id))) {
-                    input type="hidden" name="csrf" value=(csrf);
-                    button.danger type="submit" { "Cancel" }
-                }
-            }
-            @if resumable(workflow, now) {
-                form method="post" action=(format!("/workflows/{}/resume", segment(&workflow.id))) {
-                    input type="hidden" name="csrf" value=(csrf);
-                    button type="submit" title="Hand it back to its queue; a worker resumes it from its journal" { "Resume" }
-                }
-            }
-            form method="post" action=(format!("/workflows/{}/fork", segment(&workflow.id))) {
-                input type="hidden" name="csrf" value=(csrf);
-                label { "from step " input type="number" name="from_step" min="1" value=(fork_point(history)) required; }
-                button type="submit" title="A new workflow: the calls before this step copied, the rest run again by a worker" { "Fork" }
-            }
-        }
-        @if !history.published.is_empty() {
-            h2 { "Published events" }
-            table {
-                thead { tr { th { "Key" } th { "Value" } th { "Set by call" } th { "At" } } }
-                tbody { @for event in &history.published {
-                    tr { td.mono { (event.key) } td { pre { (event.value) } } td { "#" (event.seq) } td.mono { (event.set_at.rfc3339()) } }
-                } }
-            }
-        }
-        @if !history.messages.is_empty() {
-            h2 { "Messages" }
-            table {
-                thead { tr { th { "#" } th { "Topic" } th { "From" } th { "Value" } th { "Sent" } th { "Received by" } } }
-                tbody { @for message in &history.messages {
-                    tr {
-                        td { (message.id) } td.mono { (message.topic) } td.mono { (message.sender) }
-                        td { pre { (message.value) } } td.mono { (message.sent_at.rfc3339()) }
-                        td { @match message.received_seq { Some(seq) => { "call #" (seq) } None => { span.empty { "not yet" } } } }
-                    }
-                } }
-            }
-        }
-        h2 { "Step calls" }
-        @if history.calls.is_empty() { p.empty { "No step called yet." } }
-        @for call in &history.calls {
-            @if let Some(operation) = call.call.step.strip_prefix(WORKFLOW_CONTEXT).and_then(|rest| rest.strip_prefix('.')) {
-                section.call {
-                    h3 {
-                        "#" (call.call.seq) " " span.mono { (operation) (call.call.input) }
-                        " " span class=(format!("status {}", call.call.status)) { (call.call.status) }
-                        " " (delay(call.call.finished_at.unwrap_or(now).since(call.call.started_at)))
-                    }
-                    @if let Some(output) = &call.call.output { (value_block(output)) }
-                }
-            } @else {
-            section.call {
-                h3 {
-                    "#" (call.call.seq) " " span.mono { (call.call.step) (call.call.input) }
-                    " " span class=(format!("status {}", call.call.status)) { (call.call.status) }
-                    " attempts " (call.attempts.len()) "/" (call.call.max_attempts)
-                }
-                @if let Some(output) = &call.call.output { (value_block(output)) }
-                table {
-                    thead { tr { th { "Attempt" } th { "Started" } th { "Duration" } th { "Outcome" } th { "Kind" } th { "Next attempt" } th { "Executor" } th { "Message" } } }
-                    tbody {
-                        @for attempt in &call.attempts { (attempt_row(attempt, now, !resumable(workflow, now))) }
-                    }
-                }
-            }
-            }
-        }
-    }
-}
-
 /// Its status as the page tells it: a running workflow nobody holds (its
 /// lease released or lapsed) is interrupted, and resumable.
-fn status_badge(workflow: &WorkflowRecord, now: Timestamp) -> Markup {
+pub(super) fn status_badge(workflow: &WorkflowRecord, now: Timestamp) -> Markup {
     if resumable(workflow, now) && workflow.status == WorkflowStatus::Running {
         return html! { span.status.stopped title="Nobody runs it: its lease was released or lapsed. Resume hands it to a worker." { "interrupted — resumable" } };
     }
     html! { span class=(format!("status {}", workflow.status)) { (workflow.status) } }
 }
 
-/// A value (WAVE): short ones on a line; long ones, and ones whose strings
-/// hold line breaks (an exhausted call's failures), folded under their first
-/// line, one failure per line, at most 100,000 characters in the page.
-fn value_block(value: &str) -> Markup {
-    // One failure (one record of a list) per line, and a string's line breaks as breaks.
-    let unfolded = value.replace("\\n", "\n").replace("}, {", "},\n  {");
-    let first = unfolded.lines().next().unwrap_or_default();
-    if unfolded.len() <= 160 && !unfolded.contains('\n') {
-        return html! { p.mono.value { "→ " (value) } };
-    }
-    let mut shown: String = unfolded.chars().take(100_000).collect();
-    if shown.len() < unfolded.len() {
-        shown.push_str(&format!("\n… {} more characters (the API has them all)", unfolded.len() - shown.len()));
-    }
-    let summary: String = first.chars().take(160).collect();
-    html! { details.value { summary.mono { "→ " (summary) "…" } pre { (shown) } } }
-}
-
-/// What a waiting workflow waits for, and until when.
-fn waiting(workflow: &WorkflowRecord) -> String {
-    let what = match (&workflow.waiting_for, &workflow.wait_topic) {
-        (Some(WaitKind::Message), Some(topic)) => format!("for a message on topic {topic}"),
-        _ => "for its sleep to end".to_string(),
-    };
-    let until = workflow.run_at.map(|until| format!(" until {}", until.rfc3339())).unwrap_or_default();
-    format!("{what}{until} (no worker holds it meanwhile)")
-}
-
 /// Whether nobody runs it and a worker could: dead, or running with its lease lapsed.
-fn resumable(workflow: &WorkflowRecord, now: Timestamp) -> bool {
+pub(super) fn resumable(workflow: &WorkflowRecord, now: Timestamp) -> bool {
     workflow.status == WorkflowStatus::Dead
         || (workflow.status == WorkflowStatus::Running && workflow.lease_expires_at.is_none_or(|expires| expires < now))
-}
-
-/// Where a fork most likely starts: the first call that did not succeed (else after the last).
-fn fork_point(history: &WorkflowHistory) -> i64 {
-    let calls = history.calls.iter().map(|call| &call.call);
-    let failed = calls.clone().find(|call| call.status != crate::journal::CallStatus::Succeeded);
-    failed.map_or_else(|| calls.map(|call| call.seq).max().map_or(1, |seq| seq + 1), |call| call.seq)
-}
-
-/// One attempt; the countdown to the next only when someone will run it (`alive`).
-fn attempt_row(attempt: &AttemptRecord, now: Timestamp, alive: bool) -> Markup {
-    let took = attempt.finished_at.map(|end| delay(end.since(attempt.started_at)));
-    html! {
-        tr {
-            td { (attempt.attempt) }
-            td.mono { (attempt.started_at.rfc3339()) }
-            td { (took.unwrap_or_else(|| "running".into())) }
-            td { (attempt.outcome.map(|outcome| outcome.to_string()).unwrap_or_default()) }
-            td { (attempt.kind.map(|kind| kind.to_string()).unwrap_or_default()) }
-            td {
-                @if let Some(at) = attempt.retry_at {
-                    @if at > now && !alive {
-                        "at " span.mono { (at.rfc3339()) } ", when resumed"
-                    } @else if at > now {
-                        span.countdown data-at=(at.to_system_time().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis())) {
-                            "in " (delay(at.since(now)))
-                        }
-                    } @else {
-                        "after " (delay(at.since(attempt.finished_at.unwrap_or(at))))
-                    }
-                }
-            }
-            td.mono { (attempt.executor) }
-            td.message {
-                @if let Some(message) = &attempt.message {
-                    @let (first, rest) = message.split_once('\n').unwrap_or((message.as_str(), ""));
-                    @if rest.is_empty() { code { (first) } } @else { details { summary { code { (first) } } pre { (rest) } } }
-                }
-            }
-        }
-    }
 }
 
 /// A button's form: the page's secret, and the step a fork starts from.
@@ -468,7 +288,7 @@ async fn workers(State(state): State<Shared>, query: Result<Query<PageQuery>, Qu
                         td { (worker.queue_names()) }
                         td { (worker.running) }
                         td { (worker.concurrency) }
-                        td.mono { (worker.started_at.rfc3339()) }
+                        td { (clock(worker.started_at)) }
                         td { (delay(now.since(worker.last_seen_at))) " ago" }
                     }
                 }
@@ -493,7 +313,7 @@ async fn schedules(State(state): State<Shared>, query: Result<Query<PageQuery>, 
                         td { (schedule.timezone) }
                         td { a href=(format!("/?queue={}", encode(&schedule.queue))) { (schedule.queue) } }
                         td.mono { (schedule.component) " " (schedule.entry) (schedule.input) }
-                        td.mono { @if schedule.paused { "-" } @else { (schedule.next_tick_at.rfc3339()) } }
+                        td { @if schedule.paused { "-" } @else { (clock(schedule.next_tick_at)) } }
                         td.mono { (schedule.last_tick_at.map_or_else(|| "-".to_string(), Timestamp::rfc3339)) }
                         td { (schedule.catch_up) }
                         td { span class=(if schedule.paused { "status paused" } else { "status active" }) { (if schedule.paused { "paused" } else { "active" }) } }
@@ -539,24 +359,34 @@ fn schedule_action<T>(result: Result<T, OperateError>) -> PageResult {
     }
 }
 
-fn entry(workflow: &WorkflowRecord) -> String {
+pub(super) fn entry(workflow: &WorkflowRecord) -> String {
     format!("{}{}", workflow.entry, workflow.input)
 }
 
-fn duration(workflow: &WorkflowRecord, now: Timestamp) -> String {
+pub(super) fn duration(workflow: &WorkflowRecord, now: Timestamp) -> String {
     let start = workflow.started_at.unwrap_or(workflow.created_at);
     delay(workflow.finished_at.unwrap_or(now).since(start))
 }
 
+/// A time as its RFC 3339 text, which the page's script follows with how long ago it was.
+pub(super) fn clock(at: Timestamp) -> Markup {
+    html! { time.mono datetime=(at.rfc3339()) data-ms=(at.millis()) { (at.rfc3339()) } }
+}
+
+/// A button that copies `text` (the page's script does it; without script it is inert).
+pub(super) fn copy_button(text: &str, title: &str) -> Markup {
+    html! { button.copy type="button" data-copy=(text) title=(title) aria-label=(title) { "⧉" } }
+}
+
 /// A duration to the millisecond, as people write it (`1s 250ms`).
-fn delay(duration: Duration) -> String {
+pub(super) fn delay(duration: Duration) -> String {
     humantime::format_duration(Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)))
         .to_string()
 }
 
 /// A path segment or query value, percent-encoded.
 /// `text` as a query value (`+` for spaces, as forms send it).
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 

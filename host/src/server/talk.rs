@@ -48,7 +48,7 @@ pub(super) struct MessageBody {
 }
 
 /// Sends a message to a workflow; its `recv` on the topic takes it, once.
-#[utoipa::path(post, path = "/api/v1/workflows/{id}/messages", tag = "workflows",
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/messages", operation_id = "send_message", tag = "workflows",
     params(("id" = String, Path, description = "The workflow's id")), request_body = MessageBody, responses(
     (status = 201, description = "Sent", body = SendReceipt),
     (status = 200, description = "Sent before with this idempotency key: nothing new", body = SendReceipt),
@@ -72,7 +72,7 @@ async fn send(
 }
 
 /// The value a workflow published under a key (`set-event`), waiting for it up to `wait`.
-#[utoipa::path(get, path = "/api/v1/workflows/{id}/events/{key}", tag = "workflows",
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/events/{key}", operation_id = "read_event", tag = "workflows",
     params(("id" = String, Path, description = "The workflow's id"), ("key" = String, Path, description = "The key"), WaitQuery),
     responses(
     (status = 200, description = "The value", body = EventValue),
@@ -101,7 +101,7 @@ async fn event(
 }
 
 /// Every schedule.
-#[utoipa::path(get, path = "/api/v1/schedules", tag = "schedules", responses(
+#[utoipa::path(get, path = "/api/v1/schedules", operation_id = "list_schedules", tag = "schedules", responses(
     (status = 200, description = "The schedules", body = ScheduleList),
     (status = 503, description = "The journal is unreachable", body = Failure),
 ))]
@@ -143,7 +143,7 @@ pub(super) struct ScheduleBody {
 }
 
 /// Sets (creates or replaces) a schedule of stored components.
-#[utoipa::path(post, path = "/api/v1/schedules", tag = "schedules", request_body = ScheduleBody, responses(
+#[utoipa::path(post, path = "/api/v1/schedules", operation_id = "set_schedule", tag = "schedules", request_body = ScheduleBody, responses(
     (status = 201, description = "Set", body = ScheduleRecord),
     (status = 400, description = "What does not fit: expression, zone, components, arguments", body = Failure),
     (status = 503, description = "The journal is unreachable", body = Failure),
@@ -187,7 +187,7 @@ async fn set_schedule(
 }
 
 /// Pauses a schedule: it fires nothing until resumed.
-#[utoipa::path(post, path = "/api/v1/schedules/{name}/pause", tag = "schedules",
+#[utoipa::path(post, path = "/api/v1/schedules/{name}/pause", operation_id = "pause_schedule", tag = "schedules",
     params(("name" = String, Path, description = "The schedule")), responses(
     (status = 200, description = "Paused", body = ScheduleList),
     (status = 404, description = "No such schedule", body = Failure),
@@ -198,7 +198,7 @@ async fn pause(State(state): State<Shared>, Path(name): Path<String>) -> Result<
 }
 
 /// Resumes a schedule from its next tick after now.
-#[utoipa::path(post, path = "/api/v1/schedules/{name}/resume", tag = "schedules",
+#[utoipa::path(post, path = "/api/v1/schedules/{name}/resume", operation_id = "resume_schedule", tag = "schedules",
     params(("name" = String, Path, description = "The schedule")), responses(
     (status = 200, description = "Active again", body = ScheduleList),
     (status = 404, description = "No such schedule", body = Failure),
@@ -209,7 +209,7 @@ async fn resume(State(state): State<Shared>, Path(name): Path<String>) -> Result
 }
 
 /// Deletes a schedule; the workflows it started stay.
-#[utoipa::path(post, path = "/api/v1/schedules/{name}/delete", tag = "schedules",
+#[utoipa::path(post, path = "/api/v1/schedules/{name}/delete", operation_id = "delete_schedule", tag = "schedules",
     params(("name" = String, Path, description = "The schedule")), responses(
     (status = 200, description = "Deleted", body = ScheduleList),
     (status = 404, description = "No such schedule", body = Failure),
