@@ -39,11 +39,11 @@
     event.preventDefault();
     try {
       await navigator.clipboard.writeText(button.dataset.copy);
-      button.textContent = "✓";
+      button.textContent = "copied";
     } catch {
-      button.textContent = "✗";
+      button.textContent = "not copied";
     }
-    setTimeout(() => { button.textContent = "⧉"; }, 1000);
+    setTimeout(() => { button.textContent = "copy"; }, 1000);
   });
   if (main && live && main.dataset.events && window.EventSource) {
     // One stream per visible page: closed when the page is hidden (a navigation, the

@@ -188,7 +188,7 @@ fn call_section(call: &CallHistory, id: &str, now: Timestamp, alive: bool) -> Ma
                 " attempts " (count) "/" (record.max_attempts)
             }
             @if let Some(output) = &record.output { (value_block(output)) }
-            @if !call.attempts.is_empty() { (timeline(call, now)) }
+            @if call.attempts.len() > 1 { (timeline(call, now)) }
             table {
                 thead { tr { th { "Attempt" } th { "Started" } th { "Duration" } th { "Outcome" } th { "Kind" } th { "Next attempt" } th { "Executor" } th { "Message and output" } } }
                 tbody {
@@ -203,7 +203,7 @@ fn call_section(call: &CallHistory, id: &str, now: Timestamp, alive: bool) -> Ma
     }
 }
 
-/// The call's attempts as bars on one time axis, from its first start to its last end (or the
+/// A retried call's attempts as bars on one time axis, from its first start to its last end (or the
 /// next retry, or now): each bar's length is the attempt's duration, the gaps are the backoff.
 /// Hovering a bar names it. At most the attempts the table shows are drawn.
 fn timeline(call: &CallHistory, now: Timestamp) -> Markup {

@@ -375,7 +375,7 @@ pub(super) fn clock(at: Timestamp) -> Markup {
 
 /// A button that copies `text` (the page's script does it; without script it is inert).
 pub(super) fn copy_button(text: &str, title: &str) -> Markup {
-    html! { button.copy type="button" data-copy=(text) title=(title) aria-label=(title) { "⧉" } }
+    html! { button.copy type="button" data-copy=(text) title=(title) aria-label=(title) { "copy" } }
 }
 
 /// A duration to the millisecond, as people write it (`1s 250ms`).
