@@ -216,6 +216,23 @@ fn api_and_pages(journal: &str) {
     assert_eq!((second["workflows"][0]["id"].as_str(), &second["next"]), (Some("xss-1"), &Value::Null));
     let (_, succeeded) = server.json("/api/v1/workflows?status=succeeded&name=pipeline");
     assert_eq!(succeeded["workflows"].as_array().unwrap().len(), 1);
+    // A time range: both ends as durations ago or RFC 3339 times; pipe-1 started after xss-1.
+    let pipe = server.json("/api/v1/workflows/pipe-1").1;
+    let pipe_started = pipe["created_at"].as_str().expect("a time").to_string();
+    let ids_of = |query: &str| {
+        let (status, page) = server.json(&format!("/api/v1/workflows?{query}"));
+        assert_eq!(status, 200, "{query}: {page}");
+        page["workflows"].as_array().unwrap().iter().map(|w| w["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids_of(&format!("until={pipe_started}")), ["xss-1"]);
+    assert_eq!(ids_of(&format!("since={pipe_started}&until=0s")), ["pipe-1"]);
+    assert_eq!(ids_of("since=1h&until=2000-01-01T00:00:00Z"), Vec::<String>::new());
+    let (status, refused) = server.json("/api/v1/workflows?until=yesterday");
+    assert_eq!(status, 400);
+    assert!(refused["error"].as_str().unwrap_or_default().contains("until"), "{refused}");
+    let listed = host_command(scratch.path(), &["list", "--until", &pipe_started, "-o", "json", "--journal", journal]);
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    assert!(listed.stdout.contains("xss-1") && !listed.stdout.contains("pipe-1"), "{}", listed.stdout);
 
     // One workflow: its calls and every attempt.
     let (status, pipe) = server.json("/api/v1/workflows/pipe-1");

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
-use stepbox::config::parse_duration;
 use stepbox::journal::{Journal, Timestamp, WorkflowFilter, WorkflowHistory, WorkflowStatus};
 use stepbox::operate::{self, CancelKind, OperateError, WorkflowResult};
 
@@ -33,9 +32,12 @@ pub struct ListArgs {
     /// Only workflows whose id starts with this.
     #[arg(long, value_name = "PREFIX")]
     id_prefix: Option<String>,
-    /// Only workflows started within this long before now (e.g. 1h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    since: Option<Duration>,
+    /// Only workflows created at or after this: a duration before now (1h) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = |text: &str| operate::parse_point("--since", text))]
+    since: Option<Timestamp>,
+    /// Only workflows created before this: a duration before now (30m) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = |text: &str| operate::parse_point("--until", text))]
+    until: Option<Timestamp>,
     /// At most this many.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     limit: u32,
@@ -57,7 +59,8 @@ pub async fn list(args: &ListArgs, journal: &str, format: Format) -> u8 {
         name: args.name.clone(),
         queue: args.queue.clone(),
         id_prefix: args.id_prefix.clone(),
-        created_after: args.since.map(|since| Timestamp::now().minus(since)),
+        created_after: args.since,
+        created_before: args.until,
         limit: args.limit,
         ..WorkflowFilter::default()
     };

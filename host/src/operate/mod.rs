@@ -90,6 +90,17 @@ fn cursor(workflow: &WorkflowRecord) -> String {
     format!("{}|{}", workflow.created_at.rfc3339(), workflow.id)
 }
 
+/// Reads one end of a time range: an RFC 3339 time, or a duration meaning that long before now
+/// (`1h`), so a list can be bounded both ways (`since`, `until`).
+pub fn parse_point(name: &str, text: &str) -> Result<Timestamp, String> {
+    if let Ok(at) = Timestamp::parse_rfc3339(text.trim()) {
+        return Ok(at);
+    }
+    let ago = crate::config::parse_duration(text)
+        .map_err(|_| format!("{name}: {text:?} is neither a duration (\"1h\": that long ago) nor an RFC 3339 time"))?;
+    Ok(Timestamp::now().minus(ago))
+}
+
 /// Reads a cursor of [`list`]'s `next`.
 pub fn parse_cursor(cursor: &str) -> Result<(Timestamp, String), String> {
     let (time, id) = cursor.split_once('|').ok_or("after: not a cursor from a previous page's `next`")?;

@@ -120,8 +120,10 @@ pub(super) struct ListQuery {
     pub queue: Option<String>,
     /// Only workflows whose id starts with this.
     pub id_prefix: Option<String>,
-    /// Only workflows created within this long (`1h`).
+    /// Only workflows created at or after this: a duration ago (`1h`) or an RFC 3339 time.
     pub since: Option<String>,
+    /// Only workflows created before this: a duration ago (`30m`) or an RFC 3339 time.
+    pub until: Option<String>,
     /// At most this many (1 to 1000; 50 if not given).
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
@@ -147,10 +149,8 @@ impl ListQuery {
             Some(status) => Some(status.parse::<WorkflowStatus>()?),
             None => None,
         };
-        let created_after = match nonempty(&self.since) {
-            Some(since) => Some(Timestamp::now().minus(parse_duration(&since)?)),
-            None => None,
-        };
+        let created_after = nonempty(&self.since).map(|since| operate::parse_point("since", &since)).transpose()?;
+        let created_before = nonempty(&self.until).map(|until| operate::parse_point("until", &until)).transpose()?;
         let after = match nonempty(&self.after) {
             Some(cursor) => Some(operate::parse_cursor(&cursor)?),
             None => None,
@@ -161,7 +161,7 @@ impl ListQuery {
             queue: nonempty(&self.queue),
             id_prefix: nonempty(&self.id_prefix),
             created_after,
-            created_before: None,
+            created_before,
             after,
             limit,
         })

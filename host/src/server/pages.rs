@@ -136,7 +136,8 @@ async fn workflows(
             label { "Name " input name="name" value=(value(&query.name)); }
             label { "Queue " input name="queue" value=(value(&query.queue)); }
             label { "Id prefix " input name="id_prefix" value=(value(&query.id_prefix)); }
-            label { "Since " input name="since" placeholder="1h" value=(value(&query.since)); }
+            label { "Since " input name="since" placeholder="1h or 2026-12-01T00:00:00Z" value=(value(&query.since)); }
+            label { "Until " input name="until" placeholder="10m or a time" value=(value(&query.until)); }
             button type="submit" { "Filter" }
         }
     };
