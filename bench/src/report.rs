@@ -545,6 +545,18 @@ fn versus(better: f64, peer: &str) -> String {
     format!("stepbox {times}× {peer}")
 }
 
+/// A latency table's stepbox row: `label`, then p50, p90 and p99 in ms and the sample count.
+fn stepbox_latency_row(out: &mut String, label: &str, latency: &Summary) {
+    let _ = writeln!(
+        out,
+        "| {label} | {} | {} | {} | {} | |",
+        ms(latency.median),
+        ms(latency.p90),
+        ms(latency.p99),
+        latency.samples
+    );
+}
+
 fn ms(value: f64) -> String {
     if value.is_nan() {
         "—".into()
@@ -773,13 +785,10 @@ impl Results {
             "\n#### Submit → start: a one-step workflow submitted, then awaited before the next\n\n\
              | engine | p50 | p90 | p99 | samples | |\n|---|---|---|---|---|---|\n",
         );
-        let _ = writeln!(
+        stepbox_latency_row(
             out,
-            "| stepbox (`Client::submit` to a `host worker` woken by NOTIFY; the attempt's `started_at` − the row's `created_at`, ms) | {} | {} | {} | {} | |",
-            ms(start.median),
-            ms(start.p90),
-            ms(start.p99),
-            start.samples
+            "stepbox (`Client::submit` to a `host worker` woken by NOTIFY; the attempt's `started_at` − the row's `created_at`, ms)",
+            &start,
         );
         let latency_cells = |peer: &Peer, latency: crate::peer::Latency, stepbox: f64| {
             format!(
@@ -812,21 +821,15 @@ impl Results {
             "\n#### Submit → result: a workflow of 3 no-op steps, one at a time\n\n\
              | engine | p50 | p90 | p99 | samples | |\n|---|---|---|---|---|---|\n",
         );
-        let _ = writeln!(
+        stepbox_latency_row(
             out,
-            "| stepbox (`Client::submit` to a `host worker` woken by NOTIFY; the client reads the row every 1 ms, as stepbox has no result push: `host result --wait` polls every 100 ms) | {} | {} | {} | {} | |",
-            ms(result.client.median),
-            ms(result.client.p90),
-            ms(result.client.p99),
-            result.client.samples
+            "stepbox (`Client::submit` to a `host worker` woken by NOTIFY; the client reads the row every 1 ms, as stepbox has no result push: `host result --wait` polls every 100 ms)",
+            &result.client,
         );
-        let _ = writeln!(
+        stepbox_latency_row(
             out,
-            "| stepbox, from the journal (`finished_at` − `created_at`: the result durable) | {} | {} | {} | {} | |",
-            ms(result.journal.median),
-            ms(result.journal.p90),
-            ms(result.journal.p99),
-            result.journal.samples
+            "stepbox, from the journal (`finished_at` − `created_at`: the result durable)",
+            &result.journal,
         );
         peer_rows(out, peers, 5, |peer, workloads| {
             Some(latency_cells(peer, workloads.submit_to_result?, result.client.median))
