@@ -78,6 +78,13 @@ impl Browser {
         false
     }
 
+    /// Opens `url` and checks it loaded within 5 s: a browser starved of connections takes far longer.
+    async fn open_promptly(&self, url: &str, what: &str) {
+        let started = Instant::now();
+        self.client.goto(url).await.expect("the page opens");
+        assert!(started.elapsed() < Duration::from_secs(5), "{what} took {:?}", started.elapsed());
+    }
+
     /// Saves a screenshot under target/, and under docs/ when asked to.
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("a screenshot");
@@ -203,25 +210,7 @@ async fn another_site_cannot_frame_the_dashboard() {
 async fn odd_ids_open_by_a_click_and_long_words_wrap() {
     let scratch = Scratch::new();
     let journal = scratch.journal();
-    let ids = crate::serve::odd_ids();
-    for id in &ids {
-        let run = crate::support::host_command(
-            scratch.path(),
-            &[
-                "run",
-                artifacts::WAITER,
-                "--step",
-                artifacts::FLAKY,
-                "--invoke",
-                "whoami",
-                "--id",
-                id,
-                "--journal",
-                &journal,
-            ],
-        );
-        assert_eq!(run.code, Some(0), "{id}: {}", run.stderr);
-    }
+    let ids = crate::serve::run_odd_ids(&scratch, &journal);
     let long = "w".repeat(5000);
     let mut waiting = Child::spawn(
         scratch.path(),
@@ -286,20 +275,14 @@ async fn many_navigations_and_tabs_never_starve_the_browser() {
     let browser = Browser::start().await;
     let pages = ["/", "/workflows/pipe-1", "/queues", "/workers", "/schedules", "/workflows/xss-1"];
     for n in 0..30 {
-        let started = Instant::now();
-        browser.client.goto(&format!("{base}{}", pages[n % pages.len()])).await.expect("the page opens");
-        assert!(started.elapsed() < Duration::from_secs(5), "navigation {n} took {:?}", started.elapsed());
+        browser.open_promptly(&format!("{base}{}", pages[n % pages.len()]), &format!("navigation {n}")).await;
     }
     for n in 0..10 {
         let tab = browser.client.new_window(true).await.expect("a tab");
         browser.client.switch_to_window(tab.handle).await.expect("the tab");
-        let started = Instant::now();
-        browser.client.goto(&format!("{base}{}", pages[n % pages.len()])).await.expect("the page opens");
-        assert!(started.elapsed() < Duration::from_secs(5), "tab {n} took {:?}", started.elapsed());
+        browser.open_promptly(&format!("{base}{}", pages[n % pages.len()]), &format!("tab {n}")).await;
     }
-    let started = Instant::now();
-    browser.client.goto(&format!("{base}/workflows/pipe-1")).await.expect("one more page");
-    assert!(started.elapsed() < Duration::from_secs(5), "the page after ten tabs took {:?}", started.elapsed());
+    browser.open_promptly(&format!("{base}/workflows/pipe-1"), "the page after ten tabs").await;
     browser.close().await;
 }
 

@@ -688,6 +688,30 @@ async fn messages_events_and_schedules_over_the_api() {
     assert_eq!((status, &gone["disposition"]), (404, &json!("not-found")), "{gone}");
 }
 
+/// Runs one short workflow under each of [`odd_ids`]; the ids.
+pub fn run_odd_ids(scratch: &Scratch, journal: &str) -> Vec<String> {
+    let ids = odd_ids();
+    for id in &ids {
+        let run = host_command(
+            scratch.path(),
+            &[
+                "run",
+                artifacts::WAITER,
+                "--step",
+                artifacts::FLAKY,
+                "--invoke",
+                "whoami",
+                "--id",
+                id,
+                "--journal",
+                journal,
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{id}: {}", run.stderr);
+    }
+    ids
+}
+
 /// Ids as people and programs give them: markup, unicode, spaces, slashes,
 /// dot segments inside, `?`, `#`, `+`, `%`, quotes, and 1,000 characters.
 pub fn odd_ids() -> Vec<String> {
@@ -746,25 +770,7 @@ pub fn segment(text: &str) -> String {
 async fn odd_ids_open_from_the_pages_and_the_api() {
     let scratch = Scratch::new();
     let journal = scratch.journal();
-    let ids = odd_ids();
-    for id in &ids {
-        let run = host_command(
-            scratch.path(),
-            &[
-                "run",
-                artifacts::WAITER,
-                "--step",
-                artifacts::FLAKY,
-                "--invoke",
-                "whoami",
-                "--id",
-                id,
-                "--journal",
-                &journal,
-            ],
-        );
-        assert_eq!(run.code, Some(0), "{id}: {}", run.stderr);
-    }
+    let ids = run_odd_ids(&scratch, &journal);
     for bad in ["..", ".", ""] {
         let run = host_command(
             scratch.path(),

@@ -261,6 +261,28 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Res
     serde_json::from_slice(bytes).map_err(|error| bad_request(format!("the request body is not valid: {error}")))
 }
 
+/// The stored components a request names, with its manifest's settings (submit and schedules).
+pub(super) fn stored_spec(
+    workflow: &str,
+    steps: &[String],
+    invoke: Option<String>,
+    manifest: Option<&str>,
+) -> Result<StoredSpec, ApiError> {
+    let settings = match manifest {
+        Some(text) => {
+            let manifest = Manifest::parse(text).map_err(|message| bad_request(format!("manifest: {message}")))?;
+            Some(manifest.remote_layer("the manifest of the request").map_err(bad_request)?)
+        }
+        None => None,
+    };
+    Ok(StoredSpec {
+        workflow: digest_of(workflow)?,
+        steps: steps.iter().map(|step| digest_of(step)).collect::<Result<_, _>>()?,
+        invoke,
+        settings,
+    })
+}
+
 /// A component digest as given: hex SHA-256, with or without `sha256:`.
 pub(super) fn digest_of(given: &str) -> Result<String, ApiError> {
     let hex = given.strip_prefix("sha256:").unwrap_or(given).to_ascii_lowercase();
@@ -347,19 +369,7 @@ pub(super) struct SubmitBody {
 
 impl SubmitBody {
     fn request(&self) -> Result<(StoredSpec, SubmitRequest), ApiError> {
-        let settings = match &self.manifest {
-            Some(text) => {
-                let manifest = Manifest::parse(text).map_err(|message| bad_request(format!("manifest: {message}")))?;
-                Some(manifest.remote_layer("the manifest of the request").map_err(bad_request)?)
-            }
-            None => None,
-        };
-        let spec = StoredSpec {
-            workflow: digest_of(&self.workflow)?,
-            steps: self.steps.iter().map(|step| digest_of(step)).collect::<Result<_, _>>()?,
-            invoke: self.invoke.clone(),
-            settings,
-        };
+        let spec = stored_spec(&self.workflow, &self.steps, self.invoke.clone(), self.manifest.as_deref())?;
         let (start_at, delay) = match (&self.delay, &self.start_at) {
             (Some(_), Some(_)) => return Err(bad_request("give delay or start_at, not both")),
             (Some(delay), None) => (None, Some(parse_duration(delay).map_err(bad_request)?)),

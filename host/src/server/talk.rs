@@ -13,11 +13,10 @@ use axum::routing::{MethodRouter, get, post};
 use serde::Deserialize;
 
 use super::Shared;
-use super::api::{ApiError, MAX_WAIT, WaitQuery, bad_request, body, client, compile_turn, digest_of, parsed};
-use crate::config::{Manifest, parse_duration};
+use super::api::{ApiError, MAX_WAIT, WaitQuery, bad_request, body, client, compile_turn, parsed, stored_spec};
+use crate::config::parse_duration;
 use crate::journal::{CatchUp, ScheduleRecord};
 use crate::operate::{self, EventValue, Failure, ScheduleList, SendReceipt, Sender};
-use crate::run::StoredSpec;
 use crate::worker::ScheduleRequest;
 
 /// This room's routes: path, method, handler.
@@ -153,19 +152,7 @@ async fn set_schedule(
     request: Result<axum::Json<ScheduleBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = body(request)?;
-    let settings = match &request.manifest {
-        Some(text) => {
-            let manifest = Manifest::parse(text).map_err(|message| bad_request(format!("manifest: {message}")))?;
-            Some(manifest.remote_layer("the manifest of the request").map_err(bad_request)?)
-        }
-        None => None,
-    };
-    let spec = StoredSpec {
-        workflow: digest_of(&request.workflow)?,
-        steps: request.steps.iter().map(|step| digest_of(step)).collect::<Result<_, _>>()?,
-        invoke: request.invoke.clone(),
-        settings,
-    };
+    let spec = stored_spec(&request.workflow, &request.steps, request.invoke.clone(), request.manifest.as_deref())?;
     let timezone = request.timezone.unwrap_or_else(|| "UTC".to_string());
     crate::config::CronSchedule::parse(&request.cron, &timezone).map_err(bad_request)?;
     let timeout = request.timeout.as_deref().map(parse_duration).transpose().map_err(bad_request)?;
