@@ -30,12 +30,14 @@ const GUESTS: &[(&str, &str)] = &[
     ("bench-loop", "BENCH_LOOP"),
     ("queue-chain", "QUEUE_CHAIN"),
     ("waiter", "WAITER"),
+    ("fan-out", "FAN_OUT"),
 ];
 
 /// Python and JavaScript guests: (folder under guest-steps/<language>, WIT file under guest-steps/wit, world, constant name).
 const PYTHON_GUESTS: &[(&str, &str, &str, &str)] = &[
     ("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_PY"),
     ("check", "polyglot.wit", "guests:polyglot/check-step", "CHECK_PY"),
+    ("fan_out", "fan-out.wit", "guests:fan-out/fan-out", "FAN_OUT_PY"),
 ];
 const JS_GUESTS: &[(&str, &str, &str, &str)] = &[
     ("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_JS"),
@@ -112,6 +114,8 @@ fn main() {
         generated.push_str(&optional("C", folder, constant, built));
     }
     sources.insert(workspace.join("wit/runtime.wit"));
+    // Every guest's WIT is staged beside each Python and JavaScript guest's.
+    sources.insert(workspace.join("guest-steps/wit"));
     sources.insert(workspace.join("guest-steps/js/package-lock.json"));
     fs::write(out_dir.join("artifacts.rs"), generated).expect("write artifacts.rs");
 
@@ -184,6 +188,16 @@ fn stage_wit(workspace: &Path, out_dir: &Path, language: &str, folder: &str, wit
     fs::create_dir_all(&deps).expect("create the WIT staging folder");
     fs::copy(workspace.join("guest-steps/wit").join(wit), stage.join(wit)).expect("stage the step WIT");
     fs::copy(workspace.join("wit/runtime.wit"), deps.join("runtime.wit")).expect("stage the runtime WIT");
+    // The other guests' packages, for a guest (a workflow) that imports their steps.
+    for entry in fs::read_dir(workspace.join("guest-steps/wit")).expect("list guest-steps/wit") {
+        let path = entry.expect("list guest-steps/wit").path();
+        let (Some(name), Some(stem)) = (path.file_name(), path.file_stem()) else { continue };
+        if name.to_str() != Some(wit) && path.extension().is_some_and(|extension| extension == "wit") {
+            let package = stage.join("deps").join(stem);
+            fs::create_dir_all(&package).expect("create the WIT staging folder");
+            fs::copy(&path, package.join(name)).expect("stage a guest's WIT");
+        }
+    }
     stage
 }
 

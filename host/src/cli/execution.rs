@@ -30,7 +30,10 @@ pub fn spec(
         steps: steps.to_vec(),
         invoke: invoke.map(str::to_string),
         config: config.map(std::path::Path::to_path_buf),
-        cli_settings: SettingsLayer::from_flags(policy.settings())?,
+        cli_settings: SettingsLayer {
+            max_concurrent_calls: policy.max_concurrent_calls,
+            ..SettingsLayer::from_flags(policy.settings())?
+        },
     })
 }
 
@@ -75,7 +78,11 @@ pub async fn resume(
     format: Format,
 ) -> u8 {
     let overrides = match SettingsLayer::from_flags(policy.settings()) {
-        Ok(layer) => SettingsLayer { origin: "the command line of host resume".into(), ..layer },
+        Ok(layer) => SettingsLayer {
+            origin: "the command line of host resume".into(),
+            max_concurrent_calls: policy.max_concurrent_calls,
+            ..layer
+        },
         Err(message) => return refuse(&message),
     };
     let Some(loader) = loader(exec) else { return exit::USAGE };

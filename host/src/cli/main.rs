@@ -232,6 +232,9 @@ struct PolicyArgs {
     /// Memory limit of each attempt [default: 256MiB].
     #[arg(long, value_name = "[STEP=]SIZE")]
     memory: Vec<String>,
+    /// Step calls a workflow may have running at once (`start-call`) [default: 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(stepbox::config::MAX_CONCURRENT_CALLS_LIMIT)))]
+    max_concurrent_calls: Option<u32>,
 }
 
 impl PolicyArgs {

@@ -30,6 +30,9 @@ pub struct Manifest {
     /// Settings for one step, keyed by its bare or qualified name.
     #[serde(default)]
     pub steps: BTreeMap<String, Scope>,
+    /// Step calls the workflow may have running at once (`start-call`) [default: 16].
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
 }
 
 /// The manifest cannot be read or does not parse.
@@ -107,6 +110,7 @@ impl Manifest {
             all,
             components: self.components.clone(),
             steps: self.steps.clone(),
+            max_concurrent_calls: self.max_concurrent_calls,
         };
         let scopes =
             std::iter::once(&mut layer.all).chain(layer.components.values_mut()).chain(layer.steps.values_mut());

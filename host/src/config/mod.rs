@@ -23,7 +23,8 @@ pub use queues::{
 };
 pub use retry::{PolicyError, RetryPolicy};
 pub use settings::{
-    PolicyOverrides, Scope, Setting, SettingsError, SettingsLayer, SettingsLayers, StepSettings, StepSource,
+    DEFAULT_MAX_CONCURRENT_CALLS, MAX_CONCURRENT_CALLS_LIMIT, PolicyOverrides, Scope, Setting, SettingsError,
+    SettingsLayer, SettingsLayers, StepSettings, StepSource,
 };
 pub use step_name::StepName;
 pub use units::{parse_duration, parse_size};

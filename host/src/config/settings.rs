@@ -130,7 +130,16 @@ pub struct SettingsLayer {
     pub components: BTreeMap<String, Scope>,
     /// Applies to one step, keyed by its bare or qualified name.
     pub steps: BTreeMap<String, Scope>,
+    /// Step calls the workflow may have running at once (`start-call`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_calls: Option<u32>,
 }
+
+/// Step calls one workflow may have running at once when nothing says otherwise.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: u32 = 16;
+
+/// The most step calls one workflow may set to run at once.
+pub const MAX_CONCURRENT_CALLS_LIMIT: u32 = 1000;
 
 /// A settings source names a step or component that does not exist, or sets a bad value.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -151,6 +160,8 @@ pub enum SettingsError {
     InvalidValue { origin: String, error: PolicyError },
     #[error("{origin} gives step `{step}` limits no attempt can run under: {message}")]
     Limits { origin: String, step: String, message: String },
+    #[error("{origin} sets max-concurrent-calls to {given}; it must be from 1 to {MAX_CONCURRENT_CALLS_LIMIT}")]
+    ConcurrentCalls { origin: String, given: u32 },
 }
 
 /// All settings sources, lowest precedence first.
@@ -187,7 +198,10 @@ impl SettingsLayer {
 
     /// Whether this source sets nothing.
     pub fn is_empty(&self) -> bool {
-        self.all == Scope::default() && self.components.is_empty() && self.steps.is_empty()
+        self.all == Scope::default()
+            && self.components.is_empty()
+            && self.steps.is_empty()
+            && self.max_concurrent_calls.is_none()
     }
 }
 
@@ -202,6 +216,9 @@ impl SettingsLayers {
     pub fn check_names(&self, known: &[StepSource]) -> Result<(), SettingsError> {
         let list = |items: Vec<String>| if items.is_empty() { "(none)".to_string() } else { items.join(", ") };
         for layer in &self.layers {
+            if let Some(given) = layer.max_concurrent_calls.filter(|n| !(1..=MAX_CONCURRENT_CALLS_LIMIT).contains(n)) {
+                return Err(SettingsError::ConcurrentCalls { origin: layer.origin.clone(), given });
+            }
             let scopes = std::iter::once(&layer.all).chain(layer.components.values()).chain(layer.steps.values());
             for scope in scopes {
                 scope
@@ -229,6 +246,11 @@ impl SettingsLayers {
             }
         }
         Ok(())
+    }
+
+    /// Step calls the workflow may have running at once: the last layer's that sets it, else 16.
+    pub fn max_concurrent_calls(&self) -> u32 {
+        self.layers.iter().rev().find_map(|layer| layer.max_concurrent_calls).unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS)
     }
 
     /// What `source` runs with: defaults, then layer by layer its `all`, its
@@ -306,6 +328,7 @@ mod tests {
 
     fn layer(origin: &str, all: Scope, components: &[(&str, Scope)], steps: &[(&str, Scope)]) -> SettingsLayer {
         SettingsLayer {
+            max_concurrent_calls: None,
             origin: origin.into(),
             all,
             components: components.iter().map(|(name, scope)| (name.to_string(), scope.clone())).collect(),

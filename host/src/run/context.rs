@@ -1,7 +1,8 @@
 //! A running workflow's context, kept in its store's data (as Obelisk's
 //! `WorkflowCtx`): the lease it runs under, its stop flag, the calls its
 //! journal recorded and not yet replayed, how long a wait may hold its slot,
-//! the number of its next call, who it is, its wall clock and its mailbox.
+//! the number of its next call, who it is, its wall clock, its mailbox and
+//! the calls it started.
 //! Everything a host function of the workflow needs is here, so the invoker
 //! and the runner keep no state per workflow, and one workflow's calls can
 //! never reach another's.
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::concurrent::Calls;
 use crate::journal::{Journal, Lease, StepCallRecord, Timestamp};
 use crate::wasm::{Interrupt, WorkflowClock};
 
@@ -43,6 +45,8 @@ pub struct WorkflowContext {
     pub(super) clock: WorkflowClock,
     /// Rung when a message is sent to the workflow (NOTIFY).
     pub(super) mail: Arc<Notify>,
+    /// The calls it started with `start-call`, and the limit of calls at once.
+    pub(super) calls: Calls,
 }
 
 /// One call of a workflow, as its host function makes it: where it stands in
@@ -67,14 +71,15 @@ pub struct Running {
     pub info: WorkflowInfo,
     pub clock: WorkflowClock,
     pub mail: Arc<Notify>,
+    pub calls: Calls,
 }
 
 impl WorkflowContext {
     /// The context of a workflow `running`, replaying `history` (empty for a new one).
     pub fn new(running: Running, history: Vec<StepCallRecord>) -> Self {
-        let Running { lease, interrupt, park_after, journal, info, clock, mail } = running;
+        let Running { lease, interrupt, park_after, journal, info, clock, mail, calls } = running;
         let history = history.into_iter().map(|call| (call.seq, call)).collect();
-        Self { lease, interrupt, history, park_after, next_seq: 1, journal, info, clock, mail }
+        Self { lease, interrupt, history, park_after, next_seq: 1, journal, info, clock, mail, calls }
     }
 
     /// The workflow's next call: numbered, with its journal row if it has one.
@@ -85,7 +90,8 @@ impl WorkflowContext {
             interrupt: self.interrupt.clone(),
             seq,
             recorded,
-            park_after: self.park_after,
+            // Calls it started run in this process: it cannot park while they do.
+            park_after: self.park_after.filter(|_| !self.calls.any_running()),
         }
     }
 

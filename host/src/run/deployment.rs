@@ -34,6 +34,13 @@ pub struct Deployment {
     pub entry: String,
     /// Each step's policy, limits and grants, by qualified step name.
     pub settings: BTreeMap<String, StepSettings>,
+    /// Step calls the workflow may have running at once (recorded before this setting existed: 16).
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: u32,
+}
+
+fn default_max_concurrent_calls() -> u32 {
+    crate::config::DEFAULT_MAX_CONCURRENT_CALLS
 }
 
 /// A workflow's recorded options: its deployment and its arguments (WAVE).
@@ -218,6 +225,7 @@ impl Prepared {
             steps: components[1..].iter().map(pin).collect(),
             entry: plan.entry.name.clone(),
             settings,
+            max_concurrent_calls: layers.max_concurrent_calls(),
         };
         Ok(Self { engine, components, plan, deployment, changed: Vec::new() })
     }
@@ -266,22 +274,28 @@ impl Prepared {
             components.push(loaded);
         }
         let engine = loader.engine().clone();
-        let plan = linking::plan(&engine, &components, Some(&deployment.entry))?;
+        let mut plan = linking::plan(&engine, &components, Some(&deployment.entry))?;
         for interface in &plan.interfaces {
-            for function in &interface.functions {
+            for function in interface.functions.iter().filter(|function| function.imported) {
                 let step = function.name.to_string();
                 if !deployment.settings.contains_key(&step) {
                     return Err(PrepareError::NoSettings { id: id.into(), step });
                 }
             }
         }
+        // A step only `start-call` reaches that it recorded no settings for was not reachable when it started.
+        for interface in &mut plan.interfaces {
+            interface.functions.retain(|function| deployment.settings.contains_key(&function.name.to_string()));
+        }
+        plan.interfaces.retain(|interface| !interface.functions.is_empty());
         Ok(Self { engine, components, plan, deployment, changed })
     }
 }
 
 impl Prepared {
     /// Applies `overrides` (`host resume` with policy flags) on top of the
-    /// recorded settings; returns the steps whose settings changed.
+    /// recorded settings; returns the steps whose settings changed (and
+    /// `max-concurrent-calls`, when that did).
     pub fn override_settings(&mut self, overrides: &SettingsLayer) -> Result<Vec<String>, PrepareError> {
         if overrides.is_empty() {
             return Ok(Vec::new());
@@ -291,6 +305,12 @@ impl Prepared {
         let sources = step_sources(&self.components, &self.plan);
         layers.check_names(&sources)?;
         let mut changed = Vec::new();
+        if let Some(limit) =
+            overrides.max_concurrent_calls.filter(|&limit| limit != self.deployment.max_concurrent_calls)
+        {
+            self.deployment.max_concurrent_calls = limit;
+            changed.push("max-concurrent-calls".to_string());
+        }
         for source in sources {
             let step = source.step.to_string();
             let Some(recorded) = self.deployment.settings.get(&step).cloned() else { continue };

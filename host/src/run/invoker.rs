@@ -20,7 +20,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tracing::Instrument as _;
-use wasmtime::component::types::Type;
+use wasmtime::component::types::{ComponentFunc, Type};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use super::clock::{Clock, SystemClock};
@@ -41,6 +41,8 @@ pub struct StepTarget {
     pub export: ComponentExportIndex,
     /// The step's `result<T, E>`, to read journaled outputs back.
     pub result_type: Type,
+    /// Its signature, to read the JSON arguments of `start-call`.
+    pub func: ComponentFunc,
     pub settings: StepSettings,
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 
+use super::concurrent::permit;
 use super::context::WorkflowContext;
 use super::invoker::{Invoker, StepTarget};
 use super::linking::Plan;
@@ -118,6 +119,7 @@ pub fn step_targets(
                 pre: pre.clone(),
                 export,
                 result_type,
+                func: function.func.clone(),
                 settings: step_settings,
             }));
         }
@@ -150,7 +152,9 @@ pub fn workflow_pre(
                     let invoker = invoker.clone();
                     let target = target.clone();
                     Box::new(async move {
-                        let slot = store.data_mut().context.next_call();
+                        let context = &mut store.data_mut().context;
+                        let (slot, limit) = (context.next_call(), context.calls.limit());
+                        let _permit = permit(limit, &slot.interrupt).await.map_err(wasmtime::Error::new)?;
                         let value = invoker.call(slot, &target, params).await.map_err(wasmtime::Error::new)?;
                         if let Some(slot) = results.first_mut() {
                             *slot = value;

@@ -1,6 +1,7 @@
 //! Decides, from component types alone, what runs where: which component
 //! provides each step interface the workflow imports, that each step follows
-//! the convention, and which export is the workflow's entry function.
+//! the convention, which other exported steps `start-call` can reach, and
+//! which export is the workflow's entry function.
 
 use std::path::Path;
 
@@ -23,8 +24,10 @@ pub fn is_host_provided(interface: &str) -> bool {
 #[derive(Clone)]
 pub struct StepFunction {
     pub name: StepName,
-    /// Its type as the workflow imports it.
+    /// Its type as the workflow imports it (or as its provider exports it).
     pub func: ComponentFunc,
+    /// Whether the workflow imports it; if not, only `start-call` reaches it.
+    pub imported: bool,
 }
 
 /// A step interface the workflow imports, and the component that exports it.
@@ -124,14 +127,15 @@ pub fn plan(engine: &Engine, components: &[LoadedComponent], invoke: Option<&str
             }
             let step = StepName::new(name.clone(), function.clone());
             contract::check_step(&step, func)?;
-            step_functions.push(StepFunction { name: step, func: func.clone() });
+            step_functions.push(StepFunction { name: step, func: func.clone(), imported: true });
         }
         interfaces.push(StepInterface { name: name.clone(), provider, functions: step_functions });
     }
 
+    add_startable(engine, components, &mut interfaces);
     for (index, component) in components.iter().enumerate().skip(1) {
         if !interfaces.iter().any(|interface| interface.provider == index) {
-            tracing::warn!("{} provides no step the workflow imports; it is not used", component.path.display());
+            tracing::warn!("{} provides no step function; it is not used", component.path.display());
         }
     }
     let step_names: Vec<&str> = step_interfaces.iter().map(|(name, _)| name.as_str()).collect();
@@ -140,6 +144,46 @@ pub fn plan(engine: &Engine, components: &[LoadedComponent], invoke: Option<&str
     }
     let entry = choose_entry(engine, workflow, &step_names, invoke)?;
     Ok(Plan { interfaces, entry })
+}
+
+/// Adds every other step function the `--step` components export (and the
+/// workflow, of the interfaces it imports) that follows the convention: the
+/// workflow can start it with `start-call` though its code never calls it
+/// directly (a compiler keeps only the imports the code calls). The first
+/// component exporting an interface provides it, as for imports.
+fn add_startable(engine: &Engine, components: &[LoadedComponent], interfaces: &mut Vec<StepInterface>) {
+    for index in (1..components.len()).chain([WORKFLOW]) {
+        for (name, exported) in exported_interfaces(engine, &components[index]) {
+            let known = interfaces.iter().position(|interface| interface.name == name);
+            let position = match known {
+                Some(position) if interfaces[position].provider == index => position,
+                // Another component provides it, or it is the workflow's own and not a step it calls.
+                Some(_) => continue,
+                None if index == WORKFLOW || is_host_provided(&name) => continue,
+                None => {
+                    interfaces.push(StepInterface { name: name.clone(), provider: index, functions: Vec::new() });
+                    interfaces.len() - 1
+                }
+            };
+            let functions = &mut interfaces[position].functions;
+            for (function, func) in exported {
+                let step = StepName::new(name.clone(), function.clone());
+                if !functions.iter().any(|known| known.name == step) && contract::check_step(&step, &func).is_ok() {
+                    functions.push(StepFunction { name: step, func, imported: false });
+                }
+            }
+        }
+    }
+    interfaces.retain(|interface| !interface.functions.is_empty());
+}
+
+/// The instances a component exports, with their functions.
+fn exported_interfaces(engine: &Engine, component: &LoadedComponent) -> Vec<(String, Vec<(String, ComponentFunc)>)> {
+    let ty = component.component.component_type();
+    ty.exports(engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| (name.to_string(), exported_functions(engine, component, name)))
+        .collect()
 }
 
 fn display(path: &Path) -> String {

@@ -4,6 +4,7 @@
 //! decision of what follows each), and the runner of whole workflows.
 
 mod clock;
+mod concurrent;
 mod context;
 mod contract;
 mod decision;
@@ -19,6 +20,7 @@ mod runner;
 mod values;
 
 pub use clock::{Clock, SystemClock};
+pub use concurrent::{Calls, Steps};
 pub use context::{CallSlot, Running, WorkflowContext, WorkflowInfo};
 pub use contract::{ConventionError, EXHAUSTED_CASE, PERMANENT_CASE, RETRY_AFTER_CASE, check_step, describe};
 pub use decision::{Decision, Ended, Progress, decide};

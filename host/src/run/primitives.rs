@@ -1,5 +1,6 @@
 //! `stepbox:runtime/workflow-context` as the host provides it to workflows:
-//! `info`, durable `sleep`/`sleep-until`, `recv`, `send` and `set-event`.
+//! `info`, durable `sleep`/`sleep-until`, `recv`, `send` and `set-event`
+//! (the calls started with `start-call` are `concurrent`'s).
 //! Each call but `info` is a journaled operation in the sequence of the
 //! workflow's step calls: on a replay it returns what it recorded, and a call
 //! cut short continues where it stood (a sleep waits only what is left).
@@ -23,7 +24,7 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
 });
 
-use self::stepbox::runtime::workflow_context::{Host, Message, ScheduleTick, WorkflowInfo as WitInfo};
+use self::stepbox::runtime::workflow_context::{CallId, Host, Message, ScheduleTick, WorkflowInfo as WitInfo};
 
 /// The interface's name, the prefix of its operations' journal rows.
 pub const INTERFACE: &str = "stepbox:runtime/workflow-context";
@@ -32,7 +33,8 @@ pub const INTERFACE: &str = "stepbox:runtime/workflow-context";
 pub const INTERFACE_VERSIONED: &str = "stepbox:runtime/workflow-context@0.1.0";
 
 /// Its functions.
-pub const FUNCTIONS: [&str; 6] = ["info", "sleep", "sleep-until", "recv", "send", "set-event"];
+pub const FUNCTIONS: [&str; 9] =
+    ["info", "sleep", "sleep-until", "recv", "send", "set-event", "start-call", "await-all", "await-first"];
 
 /// Waits at least this long are waits without an end (`recv` with no timeout).
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -89,6 +91,18 @@ impl Host for GuestState<WorkflowContext> {
     async fn set_event(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
         self.context.set_event(&key, &value).await.map_err(wasmtime::Error::new)
     }
+
+    async fn start_call(&mut self, step: String, arguments: String) -> wasmtime::Result<Result<CallId, String>> {
+        Ok(self.context.start_call(&step, &arguments))
+    }
+
+    async fn await_all(&mut self, calls: Vec<CallId>) -> wasmtime::Result<Vec<String>> {
+        self.context.await_all(&calls).await
+    }
+
+    async fn await_first(&mut self, calls: Vec<CallId>) -> wasmtime::Result<(u32, String)> {
+        self.context.await_first(&calls).await
+    }
 }
 
 /// A sleep's length or end.
@@ -99,12 +113,16 @@ enum Sleep {
 }
 
 /// What a replayed (or retried) operation recorded: its status and output.
-struct Recorded(StepCallRecord);
+pub(super) struct Recorded(pub(super) StepCallRecord);
 
 impl WorkflowContext {
     /// Numbers the next operation, `function` with `input`, and checks it
     /// against the journal's row for that position on a replay.
-    fn operation(&mut self, function: &str, input: &[Json]) -> Result<(NewOperation, Option<Recorded>), InvokeError> {
+    pub(super) fn operation(
+        &mut self,
+        function: &str,
+        input: &[Json],
+    ) -> Result<(NewOperation, Option<Recorded>), InvokeError> {
         let (seq, recorded) = self.next_seq();
         let operation = NewOperation {
             seq,
@@ -127,7 +145,10 @@ impl WorkflowContext {
     }
 
     /// Waits for a journal write unless the lease goes first.
-    async fn settled<T>(&self, write: impl Future<Output = Result<T, JournalError>>) -> Result<T, InvokeError> {
+    pub(super) async fn settled<T>(
+        &self,
+        write: impl Future<Output = Result<T, JournalError>>,
+    ) -> Result<T, InvokeError> {
         tokio::select! {
             biased;
             reason = self.interrupt.lease_gone() => Err(InvokeError::Stopped(reason)),
@@ -136,7 +157,11 @@ impl WorkflowContext {
     }
 
     /// The row of `operation` and its start time: recorded, or written now.
-    async fn started(&self, operation: &NewOperation, recorded: Option<&Recorded>) -> Result<Timestamp, InvokeError> {
+    pub(super) async fn started(
+        &self,
+        operation: &NewOperation,
+        recorded: Option<&Recorded>,
+    ) -> Result<Timestamp, InvokeError> {
         match recorded {
             Some(Recorded(call)) => Ok(call.started_at),
             None => self.settled(self.journal.start_operation(&self.lease, operation)).await,
@@ -182,7 +207,10 @@ impl WorkflowContext {
     /// (a worker's `--park-after`): [`InvokeError::Waiting`].
     fn may_wait_here(&self, left: Duration, waiting: &Waiting) -> Result<(), InvokeError> {
         match self.park_after {
-            Some(threshold) if left > threshold => Err(InvokeError::Waiting(waiting.clone())),
+            // Calls it started run here: it waits beside them.
+            Some(threshold) if left > threshold && !self.calls.any_running() => {
+                Err(InvokeError::Waiting(waiting.clone()))
+            }
             _ => Ok(()),
         }
     }

@@ -12,6 +12,7 @@ use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
 use super::clock::SystemClock;
+use super::concurrent::{Calls, Steps};
 use super::context::{Running, WorkflowContext, WorkflowInfo};
 use super::deployment::{Deployment, PrepareError, Prepared, RecordedOptions, ReplaySeed, RunSpec};
 use super::executor::Executor;
@@ -139,6 +140,8 @@ impl RunError {
 /// A workflow ready to instantiate: its `InstancePre` with step imports bridged, and its entry.
 struct Linked {
     sandbox: Sandbox,
+    /// The step functions `start-call` reaches, and the invoker.
+    steps: Arc<Steps>,
     workflow_pre: InstancePre<GuestState<WorkflowContext>>,
     entry: ComponentExportIndex,
 }
@@ -168,6 +171,7 @@ impl Runner {
         let targets = linker::step_targets(&engine, &components, &plan, &deployment.settings)?;
         let invoker = Arc::new(Invoker::new(journal.clone(), sandbox.clone(), SystemClock));
         let workflow_pre = linker::workflow_pre(&engine, workflow, &targets, invoker.clone())?;
+        let steps = Arc::new(Steps { invoker, targets });
         let entry = linker::export_index(&workflow.component, plan.entry.interface.as_deref(), &plan.entry.function)
             .ok_or_else(|| LinkerError {
                 component: workflow.path.display().to_string(),
@@ -176,7 +180,7 @@ impl Runner {
         Ok(Self {
             journal,
             executor,
-            linked: Linked { sandbox, workflow_pre, entry },
+            linked: Linked { sandbox, steps, workflow_pre, entry },
             component: workflow.path.display().to_string(),
             entry_func: plan.entry.func,
             deployment,
@@ -371,6 +375,7 @@ impl Runner {
             info: turn.info.clone(),
             clock: clock.clone(),
             mail: holding.mail().clone(),
+            calls: Calls::new(self.linked.steps.clone(), self.deployment.max_concurrent_calls),
         };
         let context = WorkflowContext::new(running, history);
         let component = self.deployment.workflow.path.file_stem().map(|stem| stem.to_string_lossy().into_owned());
@@ -471,7 +476,13 @@ impl Runner {
             func.call_async(&mut store, arguments, &mut results).await?;
             wasmtime::Result::<Vec<Val>>::Ok(results)
         };
-        match call.await {
+        let result = call.await;
+        // However it ended, it ends when the calls it started do: their ends are journaled exactly.
+        let result = match (result, store.data_mut().context.calls.drain().await) {
+            (Ok(_), Some(unawaited)) => Err(wasmtime::Error::new(unawaited)),
+            (result, _) => result,
+        };
+        match result {
             Ok(results) => Ok(results),
             Err(error) => match error.downcast::<InvokeError>() {
                 Ok(InvokeError::Stopped(reason)) => Err(Failure::Stopped(reason)),

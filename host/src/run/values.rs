@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as Json, json};
 use wasmtime::component::Val;
-use wasmtime::component::types::ComponentFunc;
+use wasmtime::component::types::{ComponentFunc, Type};
 
 use super::contract::{EXHAUSTED_CASE, PERMANENT_CASE, RETRY_AFTER_CASE, describe};
 use crate::journal::FailureKind;
@@ -105,6 +105,142 @@ fn tagged(case: &str, payload: Option<&Val>) -> Json {
         object.insert("val".into(), to_json(payload));
     }
     Json::Object(object)
+}
+
+/// A JSON value as a component value of type `ty`: the inverse of
+/// [`to_json`] (numbers must fit their integer type exactly); why not, when
+/// it does not fit.
+pub fn from_json(ty: &Type, json: &Json) -> Result<Val, String> {
+    let mismatch = || format!("expected {}, found {json}", describe(ty));
+    let integer = |json: &Json| json.as_i64().map(i128::from).or_else(|| json.as_u64().map(i128::from));
+    macro_rules! int {
+        ($variant:ident, $int:ty) => {
+            integer(json).and_then(|n| <$int>::try_from(n).ok()).map(Val::$variant).ok_or_else(mismatch)
+        };
+    }
+    let float = || match json {
+        Json::String(text) => text.parse::<f64>().ok(),
+        other => other.as_f64(),
+    };
+    match ty {
+        Type::Bool => json.as_bool().map(Val::Bool).ok_or_else(mismatch),
+        Type::S8 => int!(S8, i8),
+        Type::U8 => int!(U8, u8),
+        Type::S16 => int!(S16, i16),
+        Type::U16 => int!(U16, u16),
+        Type::S32 => int!(S32, i32),
+        Type::U32 => int!(U32, u32),
+        Type::S64 => int!(S64, i64),
+        Type::U64 => int!(U64, u64),
+        // A float32 is a narrowed float64, as JSON has no other.
+        #[allow(clippy::cast_possible_truncation)]
+        Type::Float32 => float().map(|n| Val::Float32(n as f32)).ok_or_else(mismatch),
+        Type::Float64 => float().map(Val::Float64).ok_or_else(mismatch),
+        Type::Char => {
+            let mut chars = json.as_str().ok_or_else(mismatch)?.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Ok(Val::Char(c)),
+                _ => Err(mismatch()),
+            }
+        }
+        Type::String => json.as_str().map(|text| Val::String(text.to_string())).ok_or_else(mismatch),
+        Type::List(list) => {
+            let items = json.as_array().ok_or_else(mismatch)?;
+            let item = list.ty();
+            items.iter().map(|value| from_json(&item, value)).collect::<Result<_, _>>().map(Val::List)
+        }
+        Type::Tuple(tuple) => {
+            let items = json.as_array().ok_or_else(mismatch)?;
+            let types: Vec<Type> = tuple.types().collect();
+            if items.len() != types.len() {
+                return Err(mismatch());
+            }
+            types.iter().zip(items).map(|(ty, value)| from_json(ty, value)).collect::<Result<_, _>>().map(Val::Tuple)
+        }
+        Type::Record(record) => {
+            let object = json.as_object().ok_or_else(mismatch)?;
+            let fields: Vec<_> = record.fields().collect();
+            if let Some(unknown) = object.keys().find(|key| !fields.iter().any(|field| field.name == key.as_str())) {
+                return Err(format!("{} has no field `{unknown}`", describe(ty)));
+            }
+            fields
+                .iter()
+                .map(|field| {
+                    let value = object.get(field.name).unwrap_or(&Json::Null);
+                    from_json(&field.ty, value)
+                        .map(|value| (field.name.to_string(), value))
+                        .map_err(|error| format!("field `{}`: {error}", field.name))
+                })
+                .collect::<Result<_, _>>()
+                .map(Val::Record)
+        }
+        Type::Variant(variant) => {
+            let tag = json.get("tag").and_then(Json::as_str).ok_or_else(mismatch)?;
+            let case = variant.cases().find(|case| case.name == tag).ok_or_else(mismatch)?;
+            let payload = match (case.ty, json.get("val")) {
+                (Some(ty), Some(value)) => Some(Box::new(from_json(&ty, value)?)),
+                (None, None) => None,
+                _ => return Err(mismatch()),
+            };
+            Ok(Val::Variant(tag.to_string(), payload))
+        }
+        Type::Enum(cases) => {
+            let name = json.as_str().filter(|name| cases.names().any(|case| case == *name)).ok_or_else(mismatch)?;
+            Ok(Val::Enum(name.to_string()))
+        }
+        Type::Option(option) => match json {
+            Json::Null => Ok(Val::Option(None)),
+            value => Ok(Val::Option(Some(Box::new(from_json(&option.ty(), value)?)))),
+        },
+        Type::Result(result) => {
+            let object = json.as_object().filter(|object| object.len() == 1).ok_or_else(mismatch)?;
+            let payload = |ty: Option<Type>, value: &Json| match ty {
+                Some(ty) => from_json(&ty, value).map(|value| Some(Box::new(value))),
+                None if value.is_null() => Ok(None),
+                None => Err(mismatch()),
+            };
+            match (object.get("ok"), object.get("err")) {
+                (Some(value), None) => payload(result.ok(), value).map(|value| Val::Result(Ok(value))),
+                (None, Some(value)) => payload(result.err(), value).map(|value| Val::Result(Err(value))),
+                _ => Err(mismatch()),
+            }
+        }
+        Type::Flags(flags) => {
+            let names = json.as_array().ok_or_else(mismatch)?;
+            names
+                .iter()
+                .map(|name| name.as_str().filter(|name| flags.names().any(|flag| flag == *name)).map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .map(Val::Flags)
+                .ok_or_else(mismatch)
+        }
+        other => Err(format!("{} values cannot be given as JSON", describe(other))),
+    }
+}
+
+/// JSON arguments (an array, one value per parameter of `func`) as component values.
+pub fn from_json_arguments(function: &str, func: &ComponentFunc, arguments: &str) -> Result<Vec<Val>, String> {
+    let params: Vec<_> = func.params().collect();
+    let signature = || params.iter().map(|(name, ty)| format!("{name}: {}", describe(ty))).collect::<Vec<_>>();
+    let values: Vec<Json> = serde_json::from_str(arguments).map_err(|error| {
+        format!("the arguments of `{function}` must be a JSON array of its parameters ({error}): {arguments}")
+    })?;
+    if values.len() != params.len() {
+        return Err(format!(
+            "`{function}` takes {} argument(s) ({}), but {} were given",
+            params.len(),
+            signature().join(", "),
+            values.len()
+        ));
+    }
+    params
+        .iter()
+        .zip(&values)
+        .enumerate()
+        .map(|(index, ((name, ty), value))| {
+            from_json(ty, value).map_err(|error| format!("argument {} of `{function}` ({name}): {error}", index + 1))
+        })
+        .collect()
 }
 
 /// Command-line arguments do not fit the entry function.
@@ -261,6 +397,26 @@ mod tests {
         assert_eq!(to_wave_within(&Val::U32(7), 1 << 20), Ok("7".into()));
         assert_eq!(to_wave_within(&Val::String("abc".into()), 5), Ok("\"abc\"".into()));
         assert_eq!(to_wave_within(&Val::String("abcd".into()), 5), Err(TooLarge));
+    }
+
+    /// Every value read back from its JSON is the value; what does not fit says what was expected.
+    #[test]
+    fn json_reads_back_as_the_value_it_came_from() {
+        let values = [
+            Val::U32(7),
+            Val::S8(-3),
+            Val::String("eu-west".into()),
+            Val::Char('λ'),
+            Val::Bool(true),
+            Val::Float64(1.5),
+        ];
+        let types = [Type::U32, Type::S8, Type::String, Type::Char, Type::Bool, Type::Float64];
+        for (value, ty) in values.iter().zip(&types) {
+            assert_eq!(from_json(ty, &to_json(value)).as_ref(), Ok(value));
+        }
+        assert_eq!(from_json(&Type::U8, &json!(256)), Err("expected u8, found 256".to_string()));
+        assert_eq!(from_json(&Type::String, &json!(1)), Err("expected string, found 1".to_string()));
+        assert_eq!(from_json(&Type::U64, &json!(-1)), Err("expected u64, found -1".to_string()));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use wasmtime::component::{ComponentExportIndex, Instance, InstancePre, ResourceTable, Val};
 use wasmtime::{CallHook, Engine, ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -12,6 +13,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::capture::{Capture, LogBudget};
 use super::deterministic::{WorkflowClock, make_deterministic};
+use super::engine::POOL_COMPONENT_INSTANCES;
 use super::http_grant::HttpGrant;
 use super::interrupt::{Interrupt, StopReason};
 use crate::config::{AttemptLimits, Grants, RetryPolicy, Stdio};
@@ -175,6 +177,12 @@ pub struct Sandbox {
     engine: Engine,
 }
 
+/// Step attempts that may hold an instance at once: the half of the engine's
+/// pool that workflows never take (`MAX_RUNNING_WORKFLOWS` is the other
+/// half). Attempts take turns first come, first served, so the many calls of
+/// one workflow queue behind, not ahead of, the calls of the others.
+static STEP_INSTANCES: Semaphore = Semaphore::const_new(POOL_COMPONENT_INSTANCES as usize / 2);
+
 /// Output a workflow may write: captured, never granted anything else.
 const WORKFLOW_OUTPUT_BYTES: usize = 64 << 10;
 /// Log bytes a workflow may emit over its run (steps: their output limit per attempt).
@@ -275,6 +283,15 @@ impl Sandbox {
         interrupt: &Interrupt,
     ) -> AttemptReport {
         let limits = identity.limits;
+        // Its turn for an instance first (not counted in its time limit).
+        let _turn = tokio::select! {
+            biased;
+            reason = interrupt.stopped() => {
+                let result = Err(stopped(reason, String::new()));
+                return AttemptReport { result, stdout: String::new(), stderr: String::new(), log_note: None };
+            }
+            turn = STEP_INSTANCES.acquire() => turn.ok(),
+        };
         let mut store = match self.step_store(identity, grants, interrupt.clone()) {
             Ok(store) => store,
             Err(error) => {

@@ -1,6 +1,7 @@
 // The __NAME__ workflow in JavaScript: publishes its stage, sleeps a second
 // (durably), waits up to 2 s for a greeting message, then calls the `greet`
-// step of __STEP__:steps and falls back when every attempt of it fails.
+// step of __STEP__:steps and falls back when every attempt of it fails; then
+// greets a team with three calls at once.
 //
 // A workflow re-runs from the start when it resumes and gets every journaled
 // result back, so it must make the same calls in the same order: no timers
@@ -8,7 +9,7 @@
 // that), and time and randomness only through Date and Math.random (the host
 // makes them replay the same).
 import { log } from 'stepbox:runtime/log@0.1.0';
-import { sleep, recv, setEvent } from 'stepbox:runtime/workflow-context@0.1.0';
+import { sleep, recv, setEvent, startCall, awaitAll } from 'stepbox:runtime/workflow-context@0.1.0';
 import { greet } from '__STEP__:steps/steps';
 
 export function run(name) {
@@ -32,5 +33,16 @@ export function run(name) {
     log('warn', `greet failed all ${failure.val.attempts} attempts; falling back`);
     answer = `Hello, ${name}`;
   }
+  greetTheTeam();
   return answer.replace('Hello', String(salutation));
+}
+
+// A fan-out: greets three people at once (startCall starts a call and
+// returns; awaitAll waits for them all). Arguments and results are JSON; a
+// resume replays the calls that ended.
+function greetTheTeam() {
+  const calls = ['Ada', 'Grace', 'Linus'].map((friend) => startCall('greet', JSON.stringify([friend])));
+  const results = awaitAll(calls).map((result) => JSON.parse(result));
+  const answered = results.filter((result) => 'ok' in result).length;
+  log('info', `greeted the team at once: ${answered} of ${calls.length} answered`);
 }

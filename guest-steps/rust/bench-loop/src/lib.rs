@@ -1,5 +1,5 @@
 //! A workflow that calls the benchmark steps in a loop: `count` sequential
-//! durable steps per run.
+//! durable steps per run, or `count` started at once.
 
 wit_bindgen::generate!({
     world: "guests:bench/bench-loop",
@@ -16,6 +16,12 @@ impl Guest for Loop {
         (0..count).map(|n| steps::noop(n).map_or(0, u64::from)).sum()
     }
 
+    fn fan_out(count: u32) -> u64 {
+        use stepbox::runtime::workflow_context as workflow;
+        let calls: Vec<_> = (0..count).filter_map(|n| workflow::start_call("noop", &format!("[{n}]")).ok()).collect();
+        workflow::await_all(&calls).iter().map(|result| ok_value(result)).sum()
+    }
+
     fn exhaust(count: u32) -> u64 {
         (0..count)
             .map(|n| match steps::fail(n) {
@@ -24,6 +30,11 @@ impl Guest for Loop {
             })
             .sum()
     }
+}
+
+/// The value of a `{"ok": N}` result, as `await-all` hands it over.
+fn ok_value(result: &str) -> u64 {
+    result.strip_prefix("{\"ok\":").and_then(|rest| rest.strip_suffix('}')).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 export!(Loop);

@@ -133,6 +133,26 @@ impl Guest for Hostile {
         Ok(ms)
     }
 
+    fn logged_flaky(dir: String, tag: String, fail_times: u32, ms: u64) -> Result<u32, StepError> {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let attempt = stepbox::runtime::step_context::status().map_or(0, |status| status.attempt);
+        let nonce = wasi::random::random::get_random_u64();
+        let path = format!("{dir}/{tag}.{nonce:016x}");
+        let mut file = std::fs::File::create(&path).map_err(|error| denied(&format!("create {path}"), error))?;
+        let mut line = |what: &str| {
+            let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis());
+            writeln!(file, "{what} {at}").and_then(|()| file.flush()).map_err(|error| denied(&path, error))
+        };
+        line(&format!("start {attempt}"))?;
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        if attempt <= fail_times {
+            line("fail")?;
+            return Err(StepError::Failed(format!("attempt {attempt} of {tag} fails on purpose")));
+        }
+        line("ok")?;
+        Ok(attempt)
+    }
+
     fn connect(address: String) -> Result<String, StepError> {
         match std::net::TcpStream::connect(&address) {
             Ok(stream) => Ok(format!("connected to {:?}", stream.peer_addr())),

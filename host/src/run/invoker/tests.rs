@@ -10,6 +10,7 @@ use super::*;
 use crate::config::SettingsLayers;
 use crate::journal::{Lease, NewWorkflow, Timestamp, WorkflowStatus};
 use crate::run::clock::SimClock;
+use crate::run::concurrent::{Calls, Steps};
 use crate::run::context::{Running, WorkflowContext, WorkflowInfo};
 use crate::run::values::to_wave;
 use crate::wasm::{self, ComponentLoader};
@@ -72,7 +73,15 @@ fn target() -> StepTarget {
     let name = StepName::new("guests:bench/steps", "noop");
     let source = crate::config::StepSource { step: name.clone(), component: "noop.wasm".into() };
     let settings = SettingsLayers::default().resolve(&source).unwrap();
-    StepTarget { name, pre, export, result_type: noop.results().next().unwrap(), settings }
+    let result_type = noop.results().next().unwrap();
+    StepTarget { name, pre, export, result_type, func: noop, settings }
+}
+
+/// The started calls of a workflow that imports no steps (these tests make their calls themselves).
+fn no_calls(journal: &Journal) -> Calls {
+    let engine = wasm::new_engine().unwrap();
+    let invoker = Arc::new(Invoker::new(journal.clone(), crate::wasm::Sandbox::new(&engine), SystemClock));
+    Calls::new(Arc::new(Steps { invoker, targets: Vec::new() }), 16)
 }
 
 struct Setup {
@@ -138,6 +147,7 @@ impl Setup {
             },
             clock: crate::wasm::WorkflowClock::starting_at(0),
             mail: Arc::default(),
+            calls: no_calls(&self.journal),
         };
         WorkflowContext::new(running, history).next_call()
     }

@@ -1,4 +1,5 @@
-//! The __NAME__ workflow: sleeps, waits for a message, calls `greet` and falls back when its attempts run out.
+//! The __NAME__ workflow: sleeps, waits for a message, calls `greet` and falls back when its attempts run
+//! out, then greets a team with three calls at once.
 
 wit_bindgen::generate!({
     world: "__NAME__:workflow/workflow",
@@ -32,8 +33,21 @@ impl Guest for Workflow {
             }
             other => other?,
         };
+        greet_the_team();
         Ok(answer.replacen("Hello", &salutation, 1))
     }
+}
+
+/// A fan-out: greets three people at once (`start-call` starts a call and returns; `await-all`
+/// waits for them all). Arguments and results are JSON; a resume replays the calls that ended.
+fn greet_the_team() {
+    let calls: Vec<_> = ["Ada", "Grace", "Linus"]
+        .iter()
+        .filter_map(|friend| workflow_context::start_call("greet", &format!("[\"{friend}\"]")).ok())
+        .collect();
+    let results = workflow_context::await_all(&calls);
+    let answered = results.iter().filter(|result| result.starts_with("{\"ok\"")).count();
+    log::log(log::Level::Info, &format!("greeted the team at once: {answered} of {} answered", calls.len()));
 }
 // local-step:start
 
