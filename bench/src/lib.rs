@@ -29,7 +29,7 @@ use stepbox_test_artifacts as artifacts;
 use crate::floor::OwnCall;
 use crate::peer::{Engine, Peer};
 use crate::queues::Queues;
-use crate::report::{BatchFloor, QueueResults, Results, SideBySide};
+use crate::report::{BatchFloor, FanOutWide, QueueResults, Results, SideBySide};
 use crate::startup::StartCase;
 /// A step's attempts without a workflow, for probes that profile one loop (`examples/attempts.rs`).
 pub use crate::workloads::BareStep;
@@ -105,6 +105,9 @@ struct Sizes {
     seed_runs: usize,
     result_samples: usize,
     burst: usize,
+    /// Runs of the 100-step fan-out (the peers' workload), and the calls of the wide one.
+    fanout_runs: usize,
+    fanout_wide: u32,
     waits: waits::WaitSizes,
 }
 
@@ -127,6 +130,8 @@ const FULL: Sizes = Sizes {
     seed_runs: 3,
     result_samples: 200,
     burst: 1000,
+    fanout_runs: 10,
+    fanout_wide: 1000,
     waits: waits::WaitSizes { messages: 200, sleepers: 200, ticks: 30 },
 };
 
@@ -149,6 +154,8 @@ const QUICK: Sizes = Sizes {
     seed_runs: 1,
     result_samples: 30,
     burst: 100,
+    fanout_runs: 3,
+    fanout_wide: 1000,
     waits: waits::WaitSizes { messages: 30, sleepers: 30, ticks: 8 },
 };
 
@@ -232,6 +239,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         curve_unbatched.push(on_unbatched.concurrent(workflows, CURVE_STEPS).await?);
     }
 
+    progress("(f) fan-out: one workflow starting its no-op steps at once");
+    let fanout = on_postgres.fan_out_runs(100, sizes.fanout_runs).await?;
+    progress(&format!("    100 steps: {:.1} ms median", fanout.median_ms));
+    let fan_wide = FanOutWide {
+        fan_out: on_postgres.fan_out(sizes.fanout_wide).await?,
+        sequential: on_postgres.concurrent(1, sizes.fanout_wide).await?,
+        workflows: on_postgres.concurrent(sizes.fanout_wide as usize, 1).await?,
+    };
+    progress(&format!(
+        "    {} steps: fan-out {:.0} steps/s, sequential {:.0}, {} workflows of one step {:.0}",
+        sizes.fanout_wide,
+        fan_wide.fan_out.steps_per_second(),
+        fan_wide.sequential.steps_per_second(),
+        sizes.fanout_wide,
+        fan_wide.workflows.steps_per_second()
+    ));
+
     progress("(e) start-up of `host run`, cold and cached");
     let mut starts = Vec::new();
     for (language, step) in
@@ -301,7 +325,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         starts,
         dbos,
         queues: queue_results,
-        side: SideBySide { seed, submit_to_result, burst, peers },
+        side: SideBySide { seed, submit_to_result, burst, fanout, peers },
+        fan_wide,
         waits,
     };
     let markdown = results.markdown();

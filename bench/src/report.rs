@@ -10,7 +10,7 @@ use crate::queues::{Burst, ResultLatency, WorkerThroughput};
 use crate::startup::StartTimes;
 use crate::stats::Summary;
 use crate::waits::{MessageWake, SLEEP_MS, WaitResults};
-use crate::workloads::{SeedRuns, Throughput};
+use crate::workloads::{FanOut, SeedRuns, Throughput};
 
 /// Everything one benchmark run measured.
 pub struct Results {
@@ -53,6 +53,8 @@ pub struct Results {
     pub queues: QueueResults,
     /// The peers' workloads on stepbox, and the peers.
     pub side: SideBySide,
+    /// 1,000 no-op steps fanned out, sequential, and as 1,000 workflows.
+    pub fan_wide: FanOutWide,
     /// Workflows that wait (issue 24).
     pub waits: WaitResults,
 }
@@ -62,7 +64,17 @@ pub struct SideBySide {
     pub seed: SeedRuns,
     pub submit_to_result: ResultLatency,
     pub burst: Burst,
+    /// One workflow running 100 no-op steps at once, again and again.
+    pub fanout: FanOut,
     pub peers: Vec<Peer>,
+}
+
+/// The same 1,000 no-op steps three ways: fanned out from one workflow, one
+/// after another in one workflow, and as 1,000 workflows of one step.
+pub struct FanOutWide {
+    pub fan_out: Throughput,
+    pub sequential: Throughput,
+    pub workflows: Throughput,
 }
 
 /// The rows of a concurrency point written by a plain loop of batches (`floor::batched`).
@@ -860,11 +872,39 @@ impl Results {
             "\n#### Fan-out: one workflow running 100 no-op steps concurrently, submit → result\n\n\
              | engine | ms (median) | steps/s | runs |\n|---|---|---|---|\n",
         );
-        out.push_str("| stepbox | not yet (issue 25): a workflow calls its steps one at a time | | |\n");
-        peer_rows(out, peers, 3, |_, workloads| {
+        let fanout = &self.side.fanout;
+        let _ = writeln!(
+            out,
+            "| stepbox (in process: `Runner::run` of a workflow that calls `start-call` 100 times, then `await-all`) | {} | {} | {} |",
+            ms(fanout.median_ms),
+            rate(fanout.steps_per_second()),
+            fanout.runs_ms.len()
+        );
+        peer_rows(out, peers, 3, |peer, workloads| {
             let run = workloads.fanout?;
-            Some(format!("{} | {} | {}", ms(run.ms), rate(run.steps_per_second), run.runs))
+            Some(format!(
+                "{} | {} | {} ({})",
+                ms(run.ms),
+                rate(run.steps_per_second),
+                run.runs,
+                versus(run.ms / fanout.median_ms, &short(peer))
+            ))
         });
+        let wide = &self.fan_wide;
+        let _ = writeln!(
+            out,
+            "\n#### The same {} no-op steps three ways (stepbox, PostgreSQL, in process)\n\n             | how | steps/s | commits/step | |\n|---|---|---|---|\n             | fanned out from one workflow (`start-call` × {0}, `await-all`; max-concurrent-calls {}) | {} | {:.3} | |\n             | one after another in one workflow | {} | {:.3} | fan-out {:.1}× |\n             | {0} workflows of one step, all at once | {} | {:.3} | fan-out {:.2}× |",
+            wide.fan_out.steps,
+            crate::workloads::FAN_OUT_LIMIT,
+            rate(wide.fan_out.steps_per_second()),
+            wide.fan_out.commits_per_step,
+            rate(wide.sequential.steps_per_second()),
+            wide.sequential.commits_per_step,
+            wide.fan_out.steps_per_second() / wide.sequential.steps_per_second(),
+            rate(wide.workflows.steps_per_second()),
+            wide.workflows.commits_per_step,
+            wide.fan_out.steps_per_second() / wide.workflows.steps_per_second(),
+        );
 
         self.peer_notes(out);
     }

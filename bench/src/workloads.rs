@@ -148,7 +148,26 @@ impl BareStep {
 /// The bench workflow and its steps, linked once against a journal.
 pub struct Workflows {
     sequential: Arc<Runner>,
+    /// The same no-op steps, started at once with `start-call` (at most [`FAN_OUT_LIMIT`] at once).
+    fan_out: Arc<Runner>,
     exhaust: Runner,
+}
+
+/// `max-concurrent-calls` of the fan-out workflow: every call of the 1,000 at once, as the peers start theirs.
+pub const FAN_OUT_LIMIT: u32 = 1000;
+
+/// One workflow fanning out no-op steps, run again and again: its median.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    pub steps: u32,
+    pub runs_ms: Vec<f64>,
+    pub median_ms: f64,
+}
+
+impl FanOut {
+    pub fn steps_per_second(&self) -> f64 {
+        f64::from(self.steps) / (self.median_ms / 1000.0)
+    }
 }
 
 /// What a batch of workflows did, and what the journal committed meanwhile.
@@ -203,19 +222,47 @@ impl Workflows {
         let mut no_backoff = SettingsLayer { origin: "the benchmark".into(), ..SettingsLayer::default() };
         no_backoff.all.retry.max_attempts = Some(3);
         no_backoff.all.retry.interval = Some(Duration::ZERO);
-        let exhaust = Runner::open(&spec("exhaust", no_backoff), &loader, executor)?;
-        Ok(Self { sequential: Arc::new(sequential), exhaust })
+        let exhaust = Runner::open(&spec("exhaust", no_backoff), &loader, executor.clone())?;
+        let wide = SettingsLayer {
+            origin: "the benchmark".into(),
+            max_concurrent_calls: Some(FAN_OUT_LIMIT),
+            ..SettingsLayer::default()
+        };
+        let fan_out = Runner::open(&spec("fan-out", wide), &loader, executor)?;
+        Ok(Self { sequential: Arc::new(sequential), fan_out: Arc::new(fan_out), exhaust })
     }
 
     /// `workflows` workflows of `steps` sequential no-op steps each, all at once.
     pub async fn concurrent(&self, workflows: usize, steps: u32) -> anyhow::Result<Throughput> {
+        self.batch(&self.sequential, workflows, steps).await
+    }
+
+    /// One workflow starting `steps` no-op steps at once (`start-call`, `await-all`).
+    pub async fn fan_out(&self, steps: u32) -> anyhow::Result<Throughput> {
+        self.batch(&self.fan_out, 1, steps).await
+    }
+
+    /// [`Workflows::fan_out`] `runs` times, one after another: each run's time and the median.
+    pub async fn fan_out_runs(&self, steps: u32, runs: usize) -> anyhow::Result<FanOut> {
+        let mut runs_ms = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            runs_ms.push(micros(self.fan_out(steps).await?.elapsed) / 1000.0);
+        }
+        let mut sorted = runs_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median_ms = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+        Ok(FanOut { steps, runs_ms, median_ms })
+    }
+
+    /// `workflows` runs of `runner`'s workflow with `steps`, all at once; each must return the sum of 0..steps.
+    async fn batch(&self, runner: &Arc<Runner>, workflows: usize, steps: u32) -> anyhow::Result<Throughput> {
         let before = self.sequential.journal().commit_count();
         let cpu_before = cpu::process();
         let machine_before = cpu::machine();
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workflows {
-            let runner = self.sequential.clone();
+            let runner = runner.clone();
             tasks.spawn(async move { runner.run(RunRequest { id: None, arguments: vec![steps.to_string()] }).await });
         }
         while let Some(result) = tasks.join_next().await {

@@ -3,11 +3,18 @@
 //! a hundred calls at once, the `max-concurrent-calls` limit read from the
 //! journal's timestamps, the first of three replayed after a kill, a fan-out
 //! of 200 failing-and-retried calls through five SIGKILLs checked against
-//! the step's own execution records, and the refusals of bad calls.
+//! the step's own execution records, a fan-out cancelled on a worker, and
+//! the refusals of bad calls.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+
+use stepbox::config::SettingsLayer;
+use stepbox::journal::Journal;
+use stepbox::run::RunSpec;
+use stepbox::wasm::ComponentLoader;
+use stepbox::worker::{Client, SubmitRequest};
 
 use crate::support::{AttemptRow, Child, PostgresDb, Run, Scratch, artifacts, eventually, host_command, rows};
 
@@ -229,7 +236,7 @@ async fn fan_out_through_kills(journal: &str) {
     std::fs::write(
         &manifest,
         format!(
-            "max-concurrent-calls = 16\n[retry]\ninterval = \"20ms\"\nmax-attempts = 10\n\n\
+            "max-concurrent-calls = 8\n[retry]\ninterval = \"20ms\"\nmax-attempts = 10\n\n\
              [steps.logged-flaky.grants]\ndirs = [{{ host = {:?}, guest = \"/records\", write = true }}]\n",
             records.display().to_string()
         ),
@@ -250,7 +257,7 @@ async fn fan_out_through_kills(journal: &str) {
         "\"/records\"",
         "200",
         "12345",
-        "150",
+        "250",
         "--id",
         "fan-1",
         "--journal",
@@ -397,4 +404,69 @@ async fn bad_calls_and_limits_are_refused_with_the_reason() {
         "{}",
         too_many.stderr
     );
+}
+
+/// A fan-out of 40 calls of 30 s on a worker, cancelled while every call
+/// runs: each call's attempt stops within a second and a half (NOTIFY on
+/// PostgreSQL; on SQLite at the next lease renewal, a third of 3 s), every
+/// call ends `cancelled`, the workflow `cancelled`.
+async fn cancel_a_fan_out(journal: &str, postgres: bool) {
+    let scratch = Scratch::new();
+    let engine = stepbox::wasm::new_engine().expect("the engine starts");
+    let client = Client::new(
+        Journal::open(journal).await.expect("the journal opens"),
+        ComponentLoader::new(&engine, Some(crate::support::shared_cache())),
+    );
+    let spec = RunSpec {
+        workflow: artifacts::FAN_OUT.into(),
+        steps: vec![artifacts::HOSTILE.into()],
+        invoke: Some("spread".into()),
+        cli_settings: SettingsLayer { max_concurrent_calls: Some(40), ..SettingsLayer::default() },
+        ..RunSpec::default()
+    };
+    let submittable = client.prepare(&spec).await.expect("the fan-out is submittable");
+    let request = SubmitRequest { arguments: vec!["40".into(), "30000".into()], ..SubmitRequest::default() };
+    let id = client.submit(&submittable, &request).await.expect("submitted").id;
+    let lease = if postgres { "30s" } else { "3s" };
+    let mut args = vec!["worker", "--journal", journal, "--lease", lease];
+    if !postgres {
+        args.extend(["--poll-interval", "100ms"]);
+    }
+    let mut worker = Child::spawn(scratch.path(), &args);
+    let all_running =
+        eventually(Duration::from_secs(60), || async { rows(journal, &id).await.attempts.len() == 40 }).await;
+    assert!(all_running, "the 40 calls never all started:\n{}", worker.stderr());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancel = host(&scratch, journal, &["cancel", &id, "--wait", "10s"]);
+    assert_eq!(cancel.code, Some(0), "{}", cancel.stderr);
+    let mut direct = crate::support::rows::Rows::open(journal).await;
+    let (status, requested): (String, i64) =
+        direct.one("SELECT status, MS(cancel_requested_at) FROM workflows WHERE id = $1", &[&id]).await;
+    assert_eq!(status, "cancelled");
+    let rows = rows(journal, &id).await;
+    assert_eq!(rows.calls.len(), 40);
+    assert!(rows.calls.iter().all(|call| call.status == "cancelled"), "{:?}", rows.calls);
+    let limit = if postgres { 1500 } else { 2000 };
+    for attempt in &rows.attempts {
+        assert_eq!(attempt.kind.as_deref(), Some("cancelled"), "{attempt:?}");
+        let took = attempt.finished_at.expect("it ended") - requested;
+        assert!((0..=limit).contains(&took), "call {} stopped {took} ms after the cancel", attempt.seq);
+    }
+    worker.signal("TERM");
+    assert_eq!(worker.wait_for_exit(Duration::from_secs(60)), Some(0), "{}", worker.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_is_cancelled_as_one_on_postgres() {
+    let db = PostgresDb::create().await;
+    Journal::open(&db.url).await.expect("the journal is created");
+    cancel_a_fan_out(&db.url, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_is_cancelled_as_one_on_sqlite() {
+    let scratch = Scratch::new();
+    let journal = scratch.journal();
+    Journal::open(&journal).await.expect("the journal is created");
+    cancel_a_fan_out(&journal, false).await;
 }
