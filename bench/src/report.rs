@@ -893,7 +893,11 @@ impl Results {
         let wide = &self.fan_wide;
         let _ = writeln!(
             out,
-            "\n#### The same {} no-op steps three ways (stepbox, PostgreSQL, in process)\n\n             | how | steps/s | commits/step | |\n|---|---|---|---|\n             | fanned out from one workflow (`start-call` × {0}, `await-all`; max-concurrent-calls {}) | {} | {:.3} | |\n             | one after another in one workflow | {} | {:.3} | fan-out {:.1}× |\n             | {0} workflows of one step, all at once | {} | {:.3} | fan-out {:.2}× |",
+            "\n#### The same {} no-op steps three ways (stepbox, PostgreSQL, in process)\n\n\
+             | how | steps/s | commits/step | |\n|---|---|---|---|\n\
+             | fanned out from one workflow (`start-call` × {0}, `await-all`; max-concurrent-calls {}) | {} | {:.3} | |\n\
+             | one after another in one workflow | {} | {:.3} | fan-out {:.1}× |\n\
+             | {0} workflows of one step, all at once | {} | {:.3} | fan-out {:.1}× |",
             wide.fan_out.steps,
             crate::workloads::FAN_OUT_LIMIT,
             rate(wide.fan_out.steps_per_second()),

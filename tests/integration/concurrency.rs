@@ -16,30 +16,15 @@ use stepbox::run::RunSpec;
 use stepbox::wasm::ComponentLoader;
 use stepbox::worker::{Client, SubmitRequest};
 
-use crate::support::{AttemptRow, Child, PostgresDb, Run, Scratch, artifacts, eventually, host_command, rows};
+use crate::support::{
+    AttemptRow, Child, PostgresDb, Run, Scratch, artifacts, eventually, host_command, most_at_once, rows,
+};
 
 /// `host ARGS… --journal JOURNAL` in `scratch`.
 fn host(scratch: &Scratch, journal: &str, args: &[&str]) -> Run {
     let mut all = args.to_vec();
     all.extend(["--journal", journal]);
     host_command(scratch.path(), &all)
-}
-
-/// The most attempts that ran at once, from their journaled start and end.
-fn most_at_once(attempts: &[AttemptRow]) -> usize {
-    let mut edges: Vec<(i64, i32)> = Vec::new();
-    for attempt in attempts {
-        edges.push((attempt.started_at, 1));
-        edges.push((attempt.finished_at.expect("every attempt ended"), -1));
-    }
-    // An end and a start at the same millisecond: the end first.
-    edges.sort();
-    let (mut running, mut most) = (0i32, 0i32);
-    for (_, change) in edges {
-        running += change;
-        most = most.max(running);
-    }
-    usize::try_from(most).unwrap_or(0)
 }
 
 fn now_ms() -> i64 {
@@ -82,7 +67,12 @@ async fn spread(workflow: &str, journal: &str, count: u32, limit: u32) -> (usize
     assert_eq!(rows.calls.len(), count as usize, "one journaled call per start-call");
     assert!(rows.calls.iter().all(|call| call.step == "guests:hostile/steps.nap" && call.status == "succeeded"));
     assert_eq!(rows.attempts.len(), count as usize, "one attempt per call");
-    let (most, span) = (most_at_once(&rows.attempts), span(&rows.attempts));
+    let intervals: Vec<(i64, i64)> = rows
+        .attempts
+        .iter()
+        .map(|attempt| (attempt.started_at, attempt.finished_at.expect("every attempt ended")))
+        .collect();
+    let (most, span) = (most_at_once(&intervals), span(&rows.attempts));
     eprintln!("{count} calls of 1 s, {limit} at once at most: {most} ran at once, all within {span} ms");
     (most, span)
 }

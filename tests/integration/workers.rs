@@ -17,7 +17,7 @@ use stepbox::worker::{Client, SubmitRequest, Submittable};
 
 use crate::support::pgbouncer::Pgbouncer;
 use crate::support::rows::Rows;
-use crate::support::{Child, PostgresDb, Scratch, artifacts, host_command, shared_cache};
+use crate::support::{Child, PostgresDb, Scratch, artifacts, host_command, most_at_once, shared_cache};
 
 /// Where the workers of a test reach the journal.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -301,19 +301,6 @@ async fn poll_only_through_pgbouncer_three_workers_finish_through_a_kill_and_a_s
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_three_workers_finish_through_a_kill_and_a_stall() {
     kill_and_stall(Wakeups::Sqlite, 60).await;
-}
-
-/// Intervals `(start, end)` in µs: the most that overlap at any instant.
-fn most_at_once(intervals: &[(i64, i64)]) -> usize {
-    let mut edges: Vec<(i64, i32)> = intervals.iter().flat_map(|&(start, end)| [(start, 1), (end, -1)]).collect();
-    // An end and a start at the same instant do not overlap.
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, delta) in edges {
-        now += delta;
-        most = most.max(now);
-    }
-    usize::try_from(most).unwrap_or(0)
 }
 
 /// Global and per-partition concurrency across two workers, from the naps' journal times.

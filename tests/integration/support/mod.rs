@@ -429,6 +429,19 @@ pub fn host_command(dir: &Path, args: &[&str]) -> Run {
     finish(command)
 }
 
+/// Intervals `(start, end)`: the most that overlap at any instant (an end
+/// and a start at the same instant do not overlap).
+pub fn most_at_once(intervals: &[(i64, i64)]) -> usize {
+    let mut edges: Vec<(i64, i32)> = intervals.iter().flat_map(|&(start, end)| [(start, 1), (end, -1)]).collect();
+    edges.sort_unstable();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, delta) in edges {
+        now += delta;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
 /// Polls `condition` every 10 ms for up to `timeout`; false if it never held.
 pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut condition: F) -> bool
 where
