@@ -301,6 +301,32 @@ fn api_and_pages(journal: &str) {
     let local = server.raw("GET /api/v1/workflows HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert!(local.starts_with("HTTP/1.1 200"), "{local}");
     assert_eq!(server.json("/api/v1/workflows").0, 200, "still serving");
+
+    // A fan-out's page draws its calls side by side; a sequential workflow's page does not.
+    host_command(
+        scratch.path(),
+        &[
+            "run",
+            artifacts::FAN_OUT,
+            "--step",
+            artifacts::HOSTILE,
+            "--invoke",
+            "spread",
+            "4",
+            "100",
+            "--id",
+            "fan-1",
+            "--journal",
+            journal,
+        ],
+    )
+    .success();
+    let (status, fan) = server.get("/workflows/fan-1");
+    assert_eq!(status, 200);
+    assert!(fan.contains(r#"<svg class="calls""#) && fan.contains("4 step calls over"), "{fan}");
+    assert_eq!(fan.matches("data-seq=").count(), 4, "one bar per call: {fan}");
+    let (_, pipe) = server.get("/workflows/pipe-1");
+    assert!(!pipe.contains(r#"<svg class="calls""#), "calls one after another get no overview");
 }
 
 #[test]

@@ -16,7 +16,8 @@ use super::pages::{
     resumable, segment, status_badge,
 };
 use crate::journal::{
-    AttemptRecord, CallHistory, CallStatus, Timestamp, WaitKind, WorkflowHistory, WorkflowRecord, WorkflowStatus,
+    AttemptRecord, CallHistory, CallStatus, StepCallRecord, Timestamp, WaitKind, WorkflowHistory, WorkflowRecord,
+    WorkflowStatus,
 };
 use crate::run::WORKFLOW_CONTEXT;
 
@@ -113,6 +114,7 @@ fn detail(history: &WorkflowHistory, csrf: &str, first: usize) -> Markup {
         }
         h2 { "Step calls" @if total > CALLS_PER_PAGE { " " span.empty { (first + 1) "–" (first + shown.len()) " of " (total) } } }
         @if history.calls.is_empty() { p.empty { "No step called yet." } }
+        @if let Some(overview) = overview(shown, now) { (overview) }
         (pager(&workflow.id, first, total))
         @for call in shown { (call_section(call, &workflow.id, now, alive)) }
         (pager(&workflow.id, first, total))
@@ -240,6 +242,46 @@ fn timeline(call: &CallHistory, now: Timestamp) -> Markup {
             }
         }
     }
+}
+
+/// Height of one call's row in [`overview`], in its own units (pixels at the SVG's natural size).
+const OVERVIEW_ROW: usize = 6;
+
+/// The page's step calls as bars on one time axis, one row each, from the
+/// first call's start to the last one's end (or now): drawn when some ran
+/// at the same time (`start-call`), so a fan-out is seen as one. Hovering a
+/// bar names its call.
+fn overview(calls: &[CallHistory], now: Timestamp) -> Option<Markup> {
+    let steps: Vec<&StepCallRecord> =
+        calls.iter().map(|call| &call.call).filter(|call| !call.step.starts_with(WORKFLOW_CONTEXT)).collect();
+    let end_of = |call: &StepCallRecord| call.finished_at.unwrap_or(now).millis();
+    let mut by_start: Vec<(i64, i64)> = steps.iter().map(|call| (call.started_at.millis(), end_of(call))).collect();
+    by_start.sort_unstable();
+    let overlap = by_start.windows(2).any(|pair| pair[1].0 < pair[0].1);
+    if !overlap {
+        return None;
+    }
+    let start = by_start.first().map_or(0, |(start, _)| *start);
+    let end = by_start.iter().map(|(_, end)| *end).max().unwrap_or(start);
+    #[expect(clippy::cast_precision_loss, reason = "milliseconds of one workflow fit an f64's mantissa")]
+    let span = (end - start).max(1) as f64;
+    #[expect(clippy::cast_precision_loss, reason = "as above")]
+    let at = |millis: i64| (millis - start) as f64 / span * TIMELINE_WIDTH;
+    let height = steps.len() * OVERVIEW_ROW;
+    let took = delay(std::time::Duration::from_millis(u64::try_from(end - start).unwrap_or(0)));
+    Some(html! {
+        svg.calls viewBox=(format!("0 0 {TIMELINE_WIDTH} {height}")) preserveAspectRatio="none" height=(height)
+            role="img" aria-label=(format!("{} step calls over {took}, some at the same time", steps.len())) {
+            @for (row, call) in steps.iter().enumerate() {
+                @let x = at(call.started_at.millis());
+                @let width = (at(end_of(call)) - x).max(1.5);
+                rect class=(format!("bar {}", call.status)) x=(format!("{x:.1}")) y=(row * OVERVIEW_ROW + 1)
+                    width=(format!("{width:.1}")) height=(OVERVIEW_ROW - 2) data-seq=(call.seq) {
+                    title { "#" (call.seq) " " (call.step) (call.input) ": " (call.status) ", " (delay(call.finished_at.unwrap_or(now).since(call.started_at))) }
+                }
+            }
+        }
+    })
 }
 
 /// A value: JSON objects and lists pretty-printed; short ones on a line;
