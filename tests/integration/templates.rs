@@ -153,6 +153,15 @@ fn host_wit_writes_the_runtime_package() {
     assert_eq!(wrote.code, Some(0), "{}", wrote.stderr);
     let written = std::fs::read_to_string(scratch.path().join("wit/deps/stepbox-runtime/runtime.wit")).unwrap();
     assert_eq!(written, include_str!("../../wit/runtime.wit"));
+    // Again: the copy in deps is replaced, not refused.
+    assert_eq!(host_command(scratch.path(), &["wit", "--out", "wit"]).code, Some(0));
+    // A folder that defines the package itself (stepbox's own wit/) is refused, and left as it is.
+    std::fs::write(scratch.path().join("wit/runtime.wit"), include_str!("../../wit/runtime.wit")).unwrap();
+    std::fs::remove_dir_all(scratch.path().join("wit/deps")).unwrap();
+    let refused = host_command(scratch.path(), &["wit", "--out", "wit"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("already defines package stepbox:runtime"), "{}", refused.stderr);
+    assert!(!scratch.path().join("wit/deps").exists(), "nothing was written");
 }
 
 /// A workflow from the Python or JavaScript template (sleep, recv, a step

@@ -66,8 +66,18 @@ impl Lang {
     }
 }
 
-/// `host wit --out DIR`.
+/// `host wit --out DIR`. Refuses a folder whose own WIT files already
+/// define the package (stepbox's source tree): a second copy in its deps
+/// makes every WIT tool see the package twice.
 pub fn wit(out: &Path) -> u8 {
+    if let Some(defining) = defines_runtime(out) {
+        return fail(&format!(
+            "{} already defines package stepbox:runtime; a copy in {} would define it twice. Give --out the WIT \
+             folder of your own project",
+            defining.display(),
+            out.join(RUNTIME_DEP).display()
+        ));
+    }
     let path = out.join(RUNTIME_DEP);
     match write(&path, RUNTIME_WIT) {
         Ok(()) => {
@@ -76,6 +86,16 @@ pub fn wit(out: &Path) -> u8 {
         }
         Err(message) => fail(&message),
     }
+}
+
+/// The WIT file directly in `folder` that declares `package stepbox:runtime`, if any.
+fn defines_runtime(folder: &Path) -> Option<std::path::PathBuf> {
+    let entries = std::fs::read_dir(folder).ok()?;
+    entries.filter_map(Result::ok).map(|entry| entry.path()).find(|path| {
+        path.extension().is_some_and(|extension| extension == "wit")
+            && std::fs::read_to_string(path)
+                .is_ok_and(|text| text.lines().any(|line| line.trim_start().starts_with("package stepbox:runtime")))
+    })
 }
 
 /// `host new step|workflow`.
