@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Child, PostgresDb, Scratch, artifacts, eventually, host_command, rows};
+use crate::support::{Child, PostgresDb, Run, Scratch, artifacts, eventually, host_command, rows};
 
 /// A running `host serve`.
 pub struct Server {
@@ -714,25 +714,19 @@ async fn messages_events_and_schedules_over_the_api() {
     assert_eq!((status, &gone["disposition"]), (404, &json!("not-found")), "{gone}");
 }
 
+/// `host run waiter.wasm --invoke whoami --id ID`: a short workflow under any id.
+fn whoami(scratch: &Scratch, journal: &str, id: &str) -> Run {
+    host_command(
+        scratch.path(),
+        &["run", artifacts::WAITER, "--step", artifacts::FLAKY, "--invoke", "whoami", "--id", id, "--journal", journal],
+    )
+}
+
 /// Runs one short workflow under each of [`odd_ids`]; the ids.
 pub fn run_odd_ids(scratch: &Scratch, journal: &str) -> Vec<String> {
     let ids = odd_ids();
     for id in &ids {
-        let run = host_command(
-            scratch.path(),
-            &[
-                "run",
-                artifacts::WAITER,
-                "--step",
-                artifacts::FLAKY,
-                "--invoke",
-                "whoami",
-                "--id",
-                id,
-                "--journal",
-                journal,
-            ],
-        );
+        let run = whoami(scratch, journal, id);
         assert_eq!(run.code, Some(0), "{id}: {}", run.stderr);
     }
     ids
@@ -798,21 +792,7 @@ async fn odd_ids_open_from_the_pages_and_the_api() {
     let journal = scratch.journal();
     let ids = run_odd_ids(&scratch, &journal);
     for bad in ["..", ".", ""] {
-        let run = host_command(
-            scratch.path(),
-            &[
-                "run",
-                artifacts::WAITER,
-                "--step",
-                artifacts::FLAKY,
-                "--invoke",
-                "whoami",
-                "--id",
-                bad,
-                "--journal",
-                &journal,
-            ],
-        );
+        let run = whoami(&scratch, &journal, bad);
         assert!(run.refused().contains("workflow id") || run.stderr.contains("cannot be a workflow id"), "{bad:?}");
     }
     let server = Server::start(&scratch, &journal, &[]);

@@ -178,17 +178,15 @@ impl WorkflowContext {
 
     /// Refuses an id no `start-call` of this workflow returned.
     fn known(&self, id: u64, function: &str) -> wasmtime::Result<i64> {
-        i64::try_from(id).ok().filter(|seq| self.calls.started.contains_key(seq)).ok_or_else(|| {
-            wasmtime::format_err!("{function}: no call {id} was started by this workflow (start-call returns the ids)")
-        })
+        i64::try_from(id).ok().filter(|seq| self.calls.started.contains_key(seq)).ok_or_else(|| unknown(id, function))
     }
 
     /// Waits for call `id` to end: its result as JSON text.
     async fn ended(&mut self, id: u64, function: &str) -> wasmtime::Result<String> {
-        let seq = self.known(id, function)?;
-        let Some(call) = self.calls.started.get_mut(&seq) else {
-            return Err(wasmtime::format_err!("{function}: no call {id} was started by this workflow"));
-        };
+        let call = i64::try_from(id)
+            .ok()
+            .and_then(|seq| self.calls.started.get_mut(&seq))
+            .ok_or_else(|| unknown(id, function))?;
         let joined = match call {
             Started::Ended(result) => return Ok(result.clone()),
             Started::Failed => {
@@ -245,6 +243,11 @@ impl WorkflowContext {
         self.calls.started.insert(seqs[index], kept);
         result.map(|_| index)
     }
+}
+
+/// What `function` says of an id no `start-call` of this workflow returned.
+fn unknown(id: u64, function: &str) -> wasmtime::Error {
+    wasmtime::format_err!("{function}: no call {id} was started by this workflow (start-call returns the ids)")
 }
 
 /// A call task's end as the workflow sees it: the result as JSON text, or the error that stops the workflow.

@@ -90,9 +90,14 @@ impl WorkflowContext {
             interrupt: self.interrupt.clone(),
             seq,
             recorded,
-            // Calls it started run in this process: it cannot park while they do.
-            park_after: self.park_after.filter(|_| !self.calls.any_running()),
+            park_after: self.park_after(),
         }
+    }
+
+    /// How long a wait may hold the workflow's slot before it parks; never
+    /// while calls it started run (they run in this process).
+    pub(super) fn park_after(&self) -> Option<Duration> {
+        self.park_after.filter(|_| !self.calls.any_running())
     }
 
     /// The next position in the workflow and its journal row, if any.

@@ -206,11 +206,8 @@ impl WorkflowContext {
     /// A wait of `left` more may hold the workflow's slot, or it parks
     /// (a worker's `--park-after`): [`InvokeError::Waiting`].
     fn may_wait_here(&self, left: Duration, waiting: &Waiting) -> Result<(), InvokeError> {
-        match self.park_after {
-            // Calls it started run here: it waits beside them.
-            Some(threshold) if left > threshold && !self.calls.any_running() => {
-                Err(InvokeError::Waiting(waiting.clone()))
-            }
+        match self.park_after() {
+            Some(threshold) if left > threshold => Err(InvokeError::Waiting(waiting.clone())),
             _ => Ok(()),
         }
     }
