@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
+use sqlx::Connection as _;
+
 use stepbox::config::{Setting, SettingsLayer};
 use stepbox::journal::{Journal, QueueLimits};
 use stepbox::run::RunSpec;
@@ -100,6 +102,38 @@ impl Service {
         Rows::open(&self.direct).await
     }
 
+    /// SIGSTOPs `worker` for at least four of its 1 s leases and until another worker has taken
+    /// over one of its workflows (an executor other than `pattern` on a workflow it ran attempts of).
+    /// On SQLite a process stopped inside a write transaction keeps the file's write lock, so no
+    /// one can take anything over until it is continued: the stop is then undone and tried again.
+    async fn stall_until_taken_over(&self, worker: &Child, pattern: &str) {
+        for _ in 0..50 {
+            worker.signal("STOP");
+            if self.mode != Wakeups::Sqlite || sqlite_writable(&self.direct).await {
+                break;
+            }
+            worker.signal("CONT");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stopped = Instant::now();
+        let mut rows = self.rows().await;
+        loop {
+            let taken: i64 = rows
+                .value(
+                    "SELECT count(DISTINCT w.id) FROM workflows w WHERE w.executor NOT LIKE $1 AND EXISTS \
+                     (SELECT 1 FROM step_attempts s WHERE s.workflow_id = w.id AND s.executor LIKE $1)",
+                    &[pattern],
+                )
+                .await;
+            if taken > 0 && stopped.elapsed() >= Duration::from_secs(4) {
+                break;
+            }
+            assert!(stopped.elapsed() < Duration::from_secs(90), "no worker took over the stalled worker's workflows");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        worker.signal("CONT");
+    }
+
     /// Waits until no workflow of the journal is enqueued, delayed or running.
     async fn all_finished(&self, timeout: Duration, workers: &[&Child]) {
         let deadline = Instant::now() + timeout;
@@ -137,6 +171,17 @@ async fn submit(client: &Client, what: &Submittable, request: SubmitRequest) -> 
 /// The executor id a worker process writes (`host:PID:nonce`) contains `:PID:`.
 fn by(worker: &Child) -> String {
     format!(":{}:", worker.process.id())
+}
+
+/// Whether a write transaction on the SQLite journal at `path` can begin within 300 ms.
+async fn sqlite_writable(path: &str) -> bool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path).busy_timeout(Duration::from_millis(300));
+    let mut connection = sqlx::SqliteConnection::connect_with(&options).await.expect("the journal file opens");
+    let writable = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut connection).await.is_ok();
+    if writable {
+        sqlx::raw_sql("ROLLBACK").execute(&mut connection).await.expect("the probe's transaction ends");
+    }
+    writable
 }
 
 /// Stops a worker with SIGTERM and expects a clean exit.
@@ -236,9 +281,7 @@ async fn kill_and_stall(mode: Wakeups, count: u32) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.kill();
-    b.signal("STOP");
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    b.signal("CONT");
+    service.stall_until_taken_over(&b, &b_pattern).await;
     service.all_finished(Duration::from_secs(180), &[&b, &c]).await;
 
     // Every workflow finished with the output its arguments call for.
