@@ -31,6 +31,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("queue-chain", "QUEUE_CHAIN"),
     ("waiter", "WAITER"),
     ("fan-out", "FAN_OUT"),
+    ("family", "FAMILY"),
 ];
 
 /// Python and JavaScript guests: (folder under guest-steps/<language>, WIT file under guest-steps/wit, world, constant name).

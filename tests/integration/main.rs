@@ -5,6 +5,7 @@ mod support;
 
 mod browser;
 mod cache;
+mod children;
 mod concurrency;
 mod durability;
 mod embed;

@@ -127,10 +127,7 @@ pub fn workflow_detail(history: &WorkflowHistory) -> String {
         field("schedule", format!("{schedule}, tick {}", tick.rfc3339()));
     }
     if workflow.status == WorkflowStatus::Waiting {
-        let what = match (&workflow.waiting_for, &workflow.wait_topic) {
-            (Some(WaitKind::Message), Some(topic)) => format!("a message on topic {topic}"),
-            _ => "its sleep to end".to_string(),
-        };
+        let what = workflow.waiting_for.unwrap_or(WaitKind::Sleep).describe(workflow.wait_topic.as_deref());
         let until = workflow.run_at.map(|until| format!(" (until {})", until.rfc3339())).unwrap_or_default();
         field("waiting", format!("for {what}{until}; its worker's slot is free"));
     }

@@ -310,13 +310,13 @@ impl Journal {
         let sql = format!(
             "UPDATE workflows SET status = $1, output = $2, output_json = $3, error = $4, updated_at = $5, \
              finished_at = $5, lease_expires_at = NULL WHERE id = $6 AND lease_epoch = $7 \
-             AND status = 'running' AND {}",
+             AND status = 'running' AND {} RETURNING parent_id, parent_detached",
             live(&self.backend)
         );
-        let finished = self
+        let finished: Option<(Option<String>, bool)> = self
             .commit("finish of a workflow", || {
                 with_conn!(&self.backend, |conn| {
-                    let result = statement::query(sqlx::AssertSqlSafe(sql.clone()))
+                    statement::query_as(sqlx::AssertSqlSafe(sql.clone()))
                         .bind(finish.status)
                         .bind(finish.output.as_deref())
                         .bind(finish.output_json.as_ref())
@@ -324,13 +324,15 @@ impl Journal {
                         .bind(now)
                         .bind(&lease.workflow_id)
                         .bind(lease.epoch)
-                        .execute(conn)
-                        .await?;
-                    Ok(result.rows_affected() == 1)
+                        .fetch_optional(conn)
+                        .await
                 })
             })
             .await?;
-        if finished {
+        if let Some((parent, detached)) = finished {
+            if parent.is_some() && !detached {
+                self.woke_parent(&lease.workflow_id).await;
+            }
             return Ok(true);
         }
         // A retry after an unknown commit outcome finds it finished by this lease.

@@ -20,6 +20,7 @@
 
 mod attempts;
 mod backend;
+mod children;
 mod components;
 mod error;
 mod faults;
@@ -48,6 +49,7 @@ use std::time::Duration;
 
 pub use backend::BackendKind;
 pub(crate) use backend::{Backend, with_conn};
+pub use children::ChildStart;
 pub use error::JournalError;
 pub use faults::{DEFAULT_OUTAGE_BUDGET, DEFAULT_STATEMENT_WAIT};
 pub use group_commit::{LAZY_WINDOW, PendingWrite};
@@ -78,7 +80,7 @@ macro_rules! workflow_columns {
         "id, name, component, component_digest, entry, input, input_json, status, output, output_json, error, \
          options, queue, priority, partition_key, dedup_key, run_at, deadline_at, executor, lease_epoch, \
          lease_expires_at, claims, cancel_requested_at, created_at, started_at, updated_at, finished_at, \
-         waiting_for, wait_topic, schedule, scheduled_at"
+         waiting_for, wait_topic, schedule, scheduled_at, parent_id, parent_detached"
     };
 }
 pub(crate) use workflow_columns;

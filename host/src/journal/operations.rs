@@ -24,7 +24,18 @@ impl Journal {
     /// Cancels a workflow wherever it is: at once if nobody runs it, else by
     /// asking its owner, which sees the request at its next lease renewal
     /// (at once on PostgreSQL, through NOTIFY) and interrupts its attempt.
+    /// The children it started and did not detach are cancelled with it
+    /// (theirs too), even when it had ended: cancelling again finishes the job.
     pub async fn request_cancel(&self, id: &str) -> Result<CancelOutcome, JournalError> {
+        let outcome = self.cancel_one(id).await?;
+        for child in self.attached_descendants(id).await? {
+            self.cancel_one(&child).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Cancels workflow `id` alone; a parent waiting for it hears of it.
+    async fn cancel_one(&self, id: &str) -> Result<CancelOutcome, JournalError> {
         let now = Timestamp::now();
         let cancel = format!(
             "UPDATE workflows SET status = 'cancelled', error = 'cancelled on request', finished_at = $1, \
@@ -100,6 +111,9 @@ impl Journal {
                 })
             })
             .await?;
+        if outcome == CancelOutcome::Cancelled {
+            self.woke_parent(id).await;
+        }
         Ok(outcome)
     }
 

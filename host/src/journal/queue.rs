@@ -336,19 +336,24 @@ impl Journal {
              AND ((status = 'running' AND {}) OR status = 'enqueued')",
             live(&self.backend)
         );
-        self.commit("give-up of a workflow", || {
-            with_conn!(&self.backend, |conn| {
-                let result = statement::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(reason)
-                    .bind(now)
-                    .bind(&lease.workflow_id)
-                    .bind(lease.epoch)
-                    .execute(conn)
-                    .await?;
-                Ok(result.rows_affected() == 1)
+        let buried = self
+            .commit("give-up of a workflow", || {
+                with_conn!(&self.backend, |conn| {
+                    let result = statement::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(reason)
+                        .bind(now)
+                        .bind(&lease.workflow_id)
+                        .bind(lease.epoch)
+                        .execute(conn)
+                        .await?;
+                    Ok(result.rows_affected() == 1)
+                })
             })
-        })
-        .await
+            .await?;
+        if buried {
+            self.woke_parent(&lease.workflow_id).await;
+        }
+        Ok(buried)
     }
 
     /// Puts queued workflows whose worker's lease lapsed back in their queue,

@@ -61,6 +61,10 @@ pub struct WorkflowRecord {
     pub schedule: Option<String>,
     /// The tick it was started for.
     pub scheduled_at: Option<Timestamp>,
+    /// The workflow whose `start-child` started it.
+    pub parent_id: Option<String>,
+    /// Started detached: its parent neither awaits it nor takes it along when cancelled.
+    pub parent_detached: bool,
 }
 
 /// A step call row.

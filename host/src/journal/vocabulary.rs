@@ -160,6 +160,19 @@ column_enum! {
         Sleep = "sleep",
         /// A message on its `wait_topic` (`recv`), at most until its `run_at`.
         Message = "message",
+        /// A child workflow (its id in `wait_topic`) to end.
+        Child = "child",
+    }
+}
+
+impl WaitKind {
+    /// What a workflow waiting for this (on `topic`) waits for, in words: "a message on topic orders".
+    pub fn describe(self, topic: Option<&str>) -> String {
+        match (self, topic) {
+            (Self::Message, Some(topic)) => format!("a message on topic {topic}"),
+            (Self::Child, Some(child)) => format!("child workflow {child} to end"),
+            _ => "its sleep to end".to_string(),
+        }
     }
 }
 

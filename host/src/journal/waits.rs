@@ -37,7 +37,7 @@ pub struct Waiting {
 pub enum Waited {
     /// The workflow is `waiting`; its lease is released.
     Parked,
-    /// A message it waits for is already there: it runs on.
+    /// What it waits for is already there (a message, a child's end): it runs on.
     MessageWaiting,
 }
 
@@ -204,18 +204,31 @@ impl Journal {
                     if !fenced!(backend, tx, lease) {
                         return Ok(None);
                     }
-                    if let Some(topic) = &waiting.topic {
-                        let pending: i64 = statement::query_scalar(
-                            "SELECT count(*) FROM messages WHERE workflow_id = $1 AND topic = $2 \
-                             AND received_seq IS NULL",
-                        )
-                        .bind(&lease.workflow_id)
-                        .bind(topic)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        if pending > 0 {
-                            return Ok(Some(Waited::MessageWaiting));
+                    let pending: i64 = match (waiting.kind, &waiting.topic) {
+                        (WaitKind::Message, Some(topic)) => {
+                            statement::query_scalar(
+                                "SELECT count(*) FROM messages WHERE workflow_id = $1 AND topic = $2 \
+                                 AND received_seq IS NULL",
+                            )
+                            .bind(&lease.workflow_id)
+                            .bind(topic)
+                            .fetch_one(&mut *tx)
+                            .await?
                         }
+                        // The child ended already: its end woke nobody, so nothing would.
+                        (WaitKind::Child, Some(child)) => {
+                            statement::query_scalar(sqlx::AssertSqlSafe(format!(
+                                "SELECT count(*) FROM workflows WHERE id = $1 AND status NOT IN ({})",
+                                crate::journal::children::LIVE
+                            )))
+                            .bind(child)
+                            .fetch_one(&mut *tx)
+                            .await?
+                        }
+                        _ => 0,
+                    };
+                    if pending > 0 {
+                        return Ok(Some(Waited::MessageWaiting));
                     }
                     let parked = statement::query(sqlx::AssertSqlSafe(update.clone()))
                         .bind(waiting.until)

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::children::ChildPlan;
 use super::concurrent::Calls;
 use crate::journal::{Journal, Lease, StepCallRecord, Timestamp};
 use crate::wasm::{Interrupt, WorkflowClock};
@@ -47,6 +48,8 @@ pub struct WorkflowContext {
     pub(super) mail: Arc<Notify>,
     /// The calls it started with `start-call`, and the limit of calls at once.
     pub(super) calls: Calls,
+    /// What its child workflows are made from.
+    pub(super) children: Arc<ChildPlan>,
 }
 
 /// One call of a workflow, as its host function makes it: where it stands in
@@ -72,14 +75,15 @@ pub struct Running {
     pub clock: WorkflowClock,
     pub mail: Arc<Notify>,
     pub calls: Calls,
+    pub children: Arc<ChildPlan>,
 }
 
 impl WorkflowContext {
     /// The context of a workflow `running`, replaying `history` (empty for a new one).
     pub fn new(running: Running, history: Vec<StepCallRecord>) -> Self {
-        let Running { lease, interrupt, park_after, journal, info, clock, mail, calls } = running;
+        let Running { lease, interrupt, park_after, journal, info, clock, mail, calls, children } = running;
         let history = history.into_iter().map(|call| (call.seq, call)).collect();
-        Self { lease, interrupt, history, park_after, next_seq: 1, journal, info, clock, mail, calls }
+        Self { lease, interrupt, history, park_after, next_seq: 1, journal, info, clock, mail, calls, children }
     }
 
     /// The workflow's next call: numbered, with its journal row if it has one.

@@ -54,6 +54,8 @@ pub struct Entry {
 pub struct Plan {
     pub interfaces: Vec<StepInterface>,
     pub entry: Entry,
+    /// Every function the workflow exports: what its child workflows may start.
+    pub exports: Vec<Entry>,
 }
 
 /// The components cannot be linked as given.
@@ -142,8 +144,9 @@ pub fn plan(engine: &Engine, components: &[LoadedComponent], invoke: Option<&str
     for component in components {
         check_imports(engine, component, &step_names)?;
     }
-    let entry = choose_entry(engine, workflow, &step_names, invoke)?;
-    Ok(Plan { interfaces, entry })
+    let exports = workflow_exports(engine, workflow, &step_names);
+    let entry = choose_entry(&exports, &display(&workflow.path), invoke)?;
+    Ok(Plan { interfaces, entry, exports })
 }
 
 /// Adds every other step function the `--step` components export (and the
@@ -274,12 +277,8 @@ fn check_imports(engine: &Engine, component: &LoadedComponent, step_interfaces: 
     Ok(())
 }
 
-fn choose_entry(
-    engine: &Engine,
-    workflow: &LoadedComponent,
-    step_interfaces: &[&str],
-    invoke: Option<&str>,
-) -> Result<Entry, LinkError> {
+/// The functions `workflow` exports, but those of the step interfaces it exports.
+fn workflow_exports(engine: &Engine, workflow: &LoadedComponent, step_interfaces: &[&str]) -> Vec<Entry> {
     let ty = workflow.component.component_type();
     let mut candidates = Vec::new();
     for (name, item) in ty.exports(engine) {
@@ -306,7 +305,16 @@ fn choose_entry(
             _ => {}
         }
     }
-    let workflow_path = display(&workflow.path);
+    candidates
+}
+
+/// The export `invoke` names, or the only one there is.
+pub(super) fn choose_entry(
+    candidates: &[Entry],
+    workflow_path: &str,
+    invoke: Option<&str>,
+) -> Result<Entry, LinkError> {
+    let workflow_path = workflow_path.to_string();
     let names = || candidates.iter().map(|c| format!("`{}`", c.name)).collect::<Vec<_>>().join(", ");
     match invoke {
         Some(wanted) => {
@@ -322,7 +330,7 @@ fn choose_entry(
                 }),
             }
         }
-        None => match candidates.as_slice() {
+        None => match candidates {
             [] => Err(LinkError::NoEntry { workflow: workflow_path }),
             [entry] => Ok(entry.clone()),
             _ => Err(LinkError::AmbiguousEntry { workflow: workflow_path, candidates: names() }),

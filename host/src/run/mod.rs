@@ -3,6 +3,7 @@
 //! leases, the invoker that runs a step call's attempts (with the pure
 //! decision of what follows each), and the runner of whole workflows.
 
+mod children;
 mod clock;
 mod concurrent;
 mod context;

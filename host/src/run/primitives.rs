@@ -25,6 +25,7 @@ wasmtime::component::bindgen!({
 });
 
 use self::stepbox::runtime::workflow_context::{CallId, Host, Message, ScheduleTick, WorkflowInfo as WitInfo};
+pub(super) use self::stepbox::runtime::workflow_context::{ChildFailure, ChildOptions};
 
 /// The interface's name, the prefix of its operations' journal rows.
 pub const INTERFACE: &str = "stepbox:runtime/workflow-context";
@@ -33,14 +34,25 @@ pub const INTERFACE: &str = "stepbox:runtime/workflow-context";
 pub const INTERFACE_VERSIONED: &str = "stepbox:runtime/workflow-context@0.1.0";
 
 /// Its functions.
-pub const FUNCTIONS: [&str; 9] =
-    ["info", "sleep", "sleep-until", "recv", "send", "set-event", "start-call", "await-all", "await-first"];
+pub const FUNCTIONS: [&str; 11] = [
+    "info",
+    "sleep",
+    "sleep-until",
+    "recv",
+    "send",
+    "set-event",
+    "start-call",
+    "await-all",
+    "await-first",
+    "start-child",
+    "await-child",
+];
 
 /// Waits at least this long are waits without an end (`recv` with no timeout).
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How often a `recv` looks for a message no NOTIFY announced.
-fn poll_interval(kind: BackendKind) -> Duration {
+pub(super) fn poll_interval(kind: BackendKind) -> Duration {
     match kind {
         BackendKind::Sqlite => Duration::from_millis(200),
         BackendKind::Postgres => Duration::from_secs(2),
@@ -102,6 +114,19 @@ impl Host for GuestState<WorkflowContext> {
 
     async fn await_first(&mut self, calls: Vec<CallId>) -> wasmtime::Result<(u32, String)> {
         self.context.await_first(&calls).await
+    }
+
+    async fn start_child(
+        &mut self,
+        entry: String,
+        arguments: String,
+        options: ChildOptions,
+    ) -> wasmtime::Result<Result<String, String>> {
+        self.context.start_child(&entry, &arguments, options).await.map_err(wasmtime::Error::new)
+    }
+
+    async fn await_child(&mut self, id: String) -> wasmtime::Result<Result<String, ChildFailure>> {
+        self.context.await_child(&id).await.map_err(wasmtime::Error::new)
     }
 }
 
@@ -205,7 +230,7 @@ impl WorkflowContext {
 
     /// A wait of `left` more may hold the workflow's slot, or it parks
     /// (a worker's `--park-after`): [`InvokeError::Waiting`].
-    fn may_wait_here(&self, left: Duration, waiting: &Waiting) -> Result<(), InvokeError> {
+    pub(super) fn may_wait_here(&self, left: Duration, waiting: &Waiting) -> Result<(), InvokeError> {
         match self.park_after() {
             Some(threshold) if left > threshold => Err(InvokeError::Waiting(waiting.clone())),
             _ => Ok(()),
@@ -401,7 +426,7 @@ fn wave_tuple(values: &[Json]) -> String {
 }
 
 /// A WAVE string literal.
-fn wave_string(text: &str) -> String {
+pub(super) fn wave_string(text: &str) -> String {
     super::values::to_wave(&wasmtime::component::Val::String(text.to_string()))
 }
 

@@ -11,6 +11,7 @@ use tracing::Instrument as _;
 use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 
+use super::children::ChildPlan;
 use super::clock::SystemClock;
 use super::concurrent::{Calls, Steps};
 use super::context::{Running, WorkflowContext, WorkflowInfo};
@@ -157,6 +158,8 @@ pub struct Runner {
     deployment: Deployment,
     component: String,
     entry_func: ComponentFunc,
+    /// What its workflows' children are made from.
+    children: Arc<ChildPlan>,
     /// Slots of [`MAX_RUNNING_WORKFLOWS`].
     running: tokio::sync::Semaphore,
 }
@@ -177,12 +180,15 @@ impl Runner {
                 component: workflow.path.display().to_string(),
                 message: "the entry function is not exported".into(),
             })?;
+        let component = workflow.path.display().to_string();
+        let children = Arc::new(ChildPlan::new(deployment.clone(), plan.exports, component.clone()));
         Ok(Self {
             journal,
             executor,
             linked: Linked { sandbox, steps, workflow_pre, entry },
-            component: workflow.path.display().to_string(),
+            component,
             entry_func: plan.entry.func,
+            children,
             deployment,
             running: tokio::sync::Semaphore::new(MAX_RUNNING_WORKFLOWS),
         })
@@ -376,6 +382,7 @@ impl Runner {
             clock: clock.clone(),
             mail: holding.mail().clone(),
             calls: Calls::new(self.linked.steps.clone(), self.deployment.max_concurrent_calls),
+            children: self.children.clone(),
         };
         let context = WorkflowContext::new(running, history);
         let component = self.deployment.workflow.path.file_stem().map(|stem| stem.to_string_lossy().into_owned());
@@ -638,10 +645,7 @@ fn info_of(workflow: &WorkflowRecord, seed: &ReplaySeed) -> WorkflowInfo {
 /// What a parked workflow waits for, in words.
 fn describe_wait(waiting: &Waiting) -> String {
     let until = waiting.until.map(|until| format!(" until {until}")).unwrap_or_default();
-    match &waiting.topic {
-        Some(topic) => format!("for a message on topic {topic}{until}"),
-        None => format!("(sleeping){until}"),
-    }
+    format!("for {}{until}", waiting.kind.describe(waiting.topic.as_deref()))
 }
 
 /// What the clocks and randomness of `existing` derive from as it resumes

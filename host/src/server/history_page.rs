@@ -323,10 +323,8 @@ fn pretty_json(value: &str) -> Option<String> {
 
 /// What a waiting workflow waits for, and until when.
 fn waiting(workflow: &WorkflowRecord) -> Markup {
-    let what = match (&workflow.waiting_for, &workflow.wait_topic) {
-        (Some(WaitKind::Message), Some(topic)) => format!("for a message on topic {topic}"),
-        _ => "for its sleep to end".to_string(),
-    };
+    let kind = workflow.waiting_for.unwrap_or(WaitKind::Sleep);
+    let what = format!("for {}", kind.describe(workflow.wait_topic.as_deref()));
     html! {
         (what)
         @if let Some(until) = workflow.run_at { " until " (clock(until)) }

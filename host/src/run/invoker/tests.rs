@@ -9,9 +9,11 @@ use wasmtime::component::types::ComponentItem;
 use super::*;
 use crate::config::SettingsLayers;
 use crate::journal::{Lease, NewWorkflow, Timestamp, WorkflowStatus};
+use crate::run::children::ChildPlan;
 use crate::run::clock::SimClock;
 use crate::run::concurrent::{Calls, Steps};
 use crate::run::context::{Running, WorkflowContext, WorkflowInfo};
+use crate::run::deployment::{ComponentRef, Deployment};
 use crate::run::values::to_wave;
 use crate::wasm::{self, ComponentLoader};
 
@@ -84,6 +86,19 @@ fn no_calls(journal: &Journal) -> Calls {
     Calls::new(Arc::new(Steps { invoker, targets: Vec::new() }), 16)
 }
 
+/// A workflow with no exports to start children of (these tests start none).
+fn no_children() -> ChildPlan {
+    let workflow = ComponentRef { path: "w.wasm".into(), digest: String::new() };
+    let deployment = Deployment {
+        workflow,
+        steps: Vec::new(),
+        entry: "run".into(),
+        settings: Default::default(),
+        max_concurrent_calls: 16,
+    };
+    ChildPlan::new(deployment, Vec::new(), "w.wasm".into())
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     journal: Journal,
@@ -148,6 +163,7 @@ impl Setup {
             clock: crate::wasm::WorkflowClock::starting_at(0),
             mail: Arc::default(),
             calls: no_calls(&self.journal),
+            children: Arc::new(no_children()),
         };
         WorkflowContext::new(running, history).next_call()
     }
