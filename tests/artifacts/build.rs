@@ -39,6 +39,7 @@ const PYTHON_GUESTS: &[(&str, &str, &str, &str)] = &[
     ("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_PY"),
     ("check", "polyglot.wit", "guests:polyglot/check-step", "CHECK_PY"),
     ("fan_out", "fan-out.wit", "guests:fan-out/fan-out", "FAN_OUT_PY"),
+    ("family", "family.wit", "guests:family/family", "FAMILY_PY"),
 ];
 const JS_GUESTS: &[(&str, &str, &str, &str)] = &[
     ("flaky", "flaky.wit", "guests:flaky/flaky", "FLAKY_JS"),

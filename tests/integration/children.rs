@@ -1,5 +1,5 @@
 //! Child workflows (`start-child`, `await-child`) with real `host worker`
-//! processes on SQLite and PostgreSQL: a parent starting 20 children on a
+//! processes on SQLite and PostgreSQL, from Rust and Python: a parent starting 20 children on a
 //! queue served by two workers, one SIGKILLed; cancelling a parent cancels
 //! its running children (not a detached one) within a second or so; a
 //! cancelled child wakes its parked parent; bad starts refused with the reason.
@@ -12,6 +12,9 @@ use stepbox::run::RunSpec;
 use stepbox::wasm::ComponentLoader;
 use stepbox::worker::{Client, SubmitRequest, Submittable};
 
+use serde_json::json;
+
+use crate::serve::Server;
 use crate::support::rows::Rows;
 use crate::support::{Child, PostgresDb, Scratch, artifacts, eventually, host_command, shared_cache};
 
@@ -21,6 +24,8 @@ struct Service {
     journal: String,
     postgres: bool,
     scratch: Scratch,
+    /// The family workflow component: Rust or Python.
+    workflow: String,
 }
 
 impl Service {
@@ -35,7 +40,7 @@ impl Service {
             false => (None, scratch.journal()),
         };
         Journal::open(&journal).await.expect("the journal is created");
-        Self { _db: db, journal, postgres, scratch }
+        Self { _db: db, journal, postgres, scratch, workflow: artifacts::FAMILY.into() }
     }
 
     /// A `host worker` on the default queue with `lease`, ten workflows at once.
@@ -47,13 +52,13 @@ impl Service {
         Child::spawn(self.scratch.path(), &args)
     }
 
-    /// Submits `family.wasm`'s `entry` with `arguments` (WAVE); its id.
+    /// Submits the family workflow's `entry` with `arguments` (WAVE); its id.
     async fn submit(&self, entry: &str, arguments: &[&str]) -> String {
         let engine = stepbox::wasm::new_engine().expect("the engine starts");
         let journal = Journal::open(&self.journal).await.expect("the journal opens");
         let client = Client::new(journal, ComponentLoader::new(&engine, Some(shared_cache())));
         let spec = RunSpec {
-            workflow: artifacts::FAMILY.into(),
+            workflow: self.workflow.clone().into(),
             steps: vec![artifacts::HOSTILE.into()],
             invoke: Some(entry.into()),
             ..RunSpec::default()
@@ -99,8 +104,8 @@ fn stop(worker: &mut Child) {
 /// serve; once children run on worker A, A is SIGKILLed. Every child and
 /// the parent finish, each child's nap has exactly one ok attempt, and the
 /// parent's 20 starts and 20 awaits are journaled once each.
-async fn twenty_children_through_a_kill(postgres: bool) {
-    let service = Service::new(postgres).await;
+async fn twenty_children_through_a_kill(workflow: &str, postgres: bool) {
+    let service = Service { workflow: workflow.into(), ..Service::new(postgres).await };
     let parent = service.submit("parent", &["20", "1500"]).await;
     let mut a = service.worker("2s");
     let mut b = service.worker("2s");
@@ -159,16 +164,41 @@ async fn twenty_children_through_a_kill(postgres: bool) {
     let op = |name: &str| operations.get(&format!("stepbox:runtime/workflow-context.{name}")).copied();
     assert_eq!((op("start-child"), op("await-child")), (Some(20), Some(20)), "{operations:?}");
     stop(&mut b);
+    linked(&service, &parent, &children[0].0);
+}
+
+/// `host show`, the API and the dashboard link `parent` and its `child`.
+fn linked(service: &Service, parent: &str, child: &str) {
+    let show = host_command(service.scratch.path(), &["show", child, "--journal", &service.journal]);
+    assert!(show.stdout.contains(&format!("parent    {parent}")), "{}", show.stdout);
+    let show = host_command(service.scratch.path(), &["show", parent, "--journal", &service.journal]);
+    assert_eq!(show.stdout.matches("\nchild     ").count(), 20, "{}", show.stdout);
+    assert!(show.stdout.contains(&format!("child     {child} succeeded (child)")), "{}", show.stdout);
+    let server = Server::start(&service.scratch, &service.journal, &[]);
+    let (status, history) = server.json(&format!("/api/v1/workflows/{parent}"));
+    assert_eq!(status, 200);
+    let children = history["children"].as_array().expect("a list of children");
+    assert_eq!(children.len(), 20);
+    assert_eq!(
+        (&children[0]["id"], &children[0]["status"], &children[0]["detached"]),
+        (&json!(child), &json!("succeeded"), &json!(false))
+    );
+    let (_, child_history) = server.json(&format!("/api/v1/workflows/{child}"));
+    assert_eq!(child_history["parent_id"], json!(parent));
+    let (_, page) = server.get_page(&format!("/workflows/{parent}"));
+    assert!(page.contains("Child workflows") && page.contains(&format!("href=\"/workflows/{child}\"")), "{page}");
+    let (_, page) = server.get_page(&format!("/workflows/{child}"));
+    assert!(page.contains(&format!("href=\"/workflows/{parent}\"")), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn twenty_children_finish_through_a_worker_kill_on_postgres() {
-    twenty_children_through_a_kill(true).await;
+async fn twenty_children_of_a_rust_workflow_finish_through_a_worker_kill_on_postgres() {
+    twenty_children_through_a_kill(artifacts::FAMILY, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn twenty_children_finish_through_a_worker_kill_on_sqlite() {
-    twenty_children_through_a_kill(false).await;
+async fn twenty_children_of_a_python_workflow_finish_through_a_worker_kill_on_sqlite() {
+    twenty_children_through_a_kill(artifacts::FAMILY_PY.path(), false).await;
 }
 
 /// A parent with 5 running children (30 s naps), and a detached child of

@@ -96,7 +96,7 @@ impl Server {
         (status, body)
     }
 
-    fn json(&self, path: &str) -> (u16, Value) {
+    pub fn json(&self, path: &str) -> (u16, Value) {
         let (status, body) = self.get(path);
         (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path} answered JSON, not:\n{body}")))
     }

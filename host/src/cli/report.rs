@@ -126,6 +126,10 @@ pub fn workflow_detail(history: &WorkflowHistory) -> String {
     if let (Some(schedule), Some(tick)) = (&workflow.schedule, workflow.scheduled_at) {
         field("schedule", format!("{schedule}, tick {}", tick.rfc3339()));
     }
+    if let Some(parent) = &workflow.parent_id {
+        let detached = if workflow.parent_detached { " (detached)" } else { "" };
+        field("parent", format!("{parent}{detached}"));
+    }
     if workflow.status == WorkflowStatus::Waiting {
         let what = workflow.waiting_for.unwrap_or(WaitKind::Sleep).describe(workflow.wait_topic.as_deref());
         let until = workflow.run_at.map(|until| format!(" (until {})", until.rfc3339())).unwrap_or_default();
@@ -154,6 +158,10 @@ pub fn workflow_detail(history: &WorkflowHistory) -> String {
     }
     for message in history.messages.iter().filter(|message| message.received_seq.is_none()) {
         field("unread", format!("{} from {}: {}", message.topic, message.sender, truncate(&message.value, 120)));
+    }
+    for child in &history.children {
+        let detached = if child.parent_detached { ", detached" } else { "" };
+        field("child", format!("{} {} ({}{detached})", child.id, child.status, child.entry));
     }
     for call in &history.calls {
         let record = &call.call;

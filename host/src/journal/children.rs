@@ -5,9 +5,7 @@
 use sqlx::Connection as _;
 
 use super::notify::notify;
-use super::{
-    Journal, JournalError, Lease, NewSubmission, Timestamp, WorkflowRecord, statement, with_conn, workflow_columns,
-};
+use super::{ChildRecord, Journal, JournalError, Lease, NewSubmission, Timestamp, statement, with_conn};
 use crate::journal::waits::fenced;
 
 /// What `start_child` did.
@@ -86,9 +84,9 @@ impl Journal {
     }
 
     /// The workflows `parent` started, oldest first.
-    pub async fn children(&self, parent: &str) -> Result<Vec<WorkflowRecord>, JournalError> {
-        let sql =
-            concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE parent_id = $1 ORDER BY created_at, id");
+    pub async fn children(&self, parent: &str) -> Result<Vec<ChildRecord>, JournalError> {
+        let sql = "SELECT id, entry, status, parent_detached, created_at, finished_at FROM workflows \
+                   WHERE parent_id = $1 ORDER BY created_at, id";
         self.run("read of child workflows", || {
             with_conn!(&self.backend, |conn| statement::query_as(sql).bind(parent).fetch_all(conn).await)
         })

@@ -59,9 +59,10 @@ pub use notify::{EVENTS, Listener, PROGRESS};
 pub use queue::DEFAULT_QUEUE;
 pub use reads::JournalCounts;
 pub use records::{
-    AttemptEnd, AttemptRecord, CallEnd, CallHistory, CallRef, CancelOutcome, Claim, Claimed, Deleted, EventRecord,
-    Finish, Forked, Lease, NewStepCall, NewSubmission, NewWorkflow, QueueLimits, QueueRecord, Reaped, Renewal,
-    Requeued, StepCallRecord, Submitted, WorkerInfo, WorkerRecord, WorkflowFilter, WorkflowHistory, WorkflowRecord,
+    AttemptEnd, AttemptRecord, CallEnd, CallHistory, CallRef, CancelOutcome, ChildRecord, Claim, Claimed, Deleted,
+    EventRecord, Finish, Forked, Lease, NewStepCall, NewSubmission, NewWorkflow, QueueLimits, QueueRecord, Reaped,
+    Renewal, Requeued, StepCallRecord, Submitted, WorkerInfo, WorkerRecord, WorkflowFilter, WorkflowHistory,
+    WorkflowRecord,
 };
 pub use schedules::{Fired, Firing, NewSchedule, ScheduleRecord, ScheduleTemplate, tick_workflow_id};
 pub use target::{DEFAULT_SCHEMA, PostgresTarget, SqliteTarget, Target, TargetError, redact};

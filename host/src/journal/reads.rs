@@ -28,7 +28,9 @@ impl Journal {
         let events = self.events(id).await?;
         let messages = self.messages(id).await?;
         let published = self.published_events(id).await?;
-        Ok(Some(WorkflowHistory { messages, published, ..WorkflowHistory::new(workflow, calls, attempts, events) }))
+        let children = self.children(id).await?;
+        let history = WorkflowHistory::new(workflow, calls, attempts, events);
+        Ok(Some(WorkflowHistory { messages, published, children, ..history }))
     }
 
     /// The step calls of a workflow, in call order.

@@ -132,6 +132,22 @@ pub struct WorkflowHistory {
     pub messages: Vec<MessageRecord>,
     /// The values it published (`set-event`), by key.
     pub published: Vec<PublishedEvent>,
+    /// The workflows it started (`start-child`), oldest first.
+    pub children: Vec<ChildRecord>,
+}
+
+/// A child workflow as its parent's history lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ChildRecord {
+    pub id: String,
+    /// The function of the parent's component it runs.
+    pub entry: String,
+    pub status: WorkflowStatus,
+    /// Started detached: not awaited, not cancelled with the parent.
+    #[serde(rename = "detached")]
+    pub parent_detached: bool,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
 }
 
 /// A step call with its attempts.
@@ -163,7 +179,7 @@ impl WorkflowHistory {
                 CallHistory { call, attempts: own }
             })
             .collect();
-        Self { workflow, calls, events, messages: Vec::new(), published: Vec::new() }
+        Self { workflow, calls, events, messages: Vec::new(), published: Vec::new(), children: Vec::new() }
     }
 
     /// Every attempt, in call and attempt order.

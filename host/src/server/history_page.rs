@@ -73,6 +73,12 @@ fn detail(history: &WorkflowHistory, csrf: &str, first: usize) -> Markup {
             @if let (Some(schedule), Some(tick)) = (&workflow.schedule, workflow.scheduled_at) {
                 dt { "Schedule" } dd { a href="/schedules" { (schedule) } ", tick " (clock(tick)) }
             }
+            @if let Some(parent) = &workflow.parent_id {
+                dt { "Parent" } dd.mono {
+                    a href=(format!("/workflows/{}", segment(parent))) { (parent) }
+                    @if workflow.parent_detached { " (detached)" }
+                }
+            }
             @if let Some(output) = &workflow.output { dt { "Output" } dd { (value_block(output)) } }
             @if let Some(error) = &workflow.error { dt { "Error" } dd { pre.error { (error) } } }
         }
@@ -86,6 +92,21 @@ fn detail(history: &WorkflowHistory, csrf: &str, first: usize) -> Markup {
                         td { (clock(event.at)) } td.mono { (event.kind) }
                         td { @if !event.detail.is_null() { (value_block(&event.detail.to_string())) } }
                         td.mono { (event.executor.clone().unwrap_or_default()) }
+                    }
+                } }
+            }
+        }
+        @if !history.children.is_empty() {
+            h2 { "Child workflows" }
+            table.children {
+                thead { tr { th { "Workflow" } th { "Entry" } th { "Status" } th { "Started" } th { "Finished" } } }
+                tbody { @for child in &history.children {
+                    tr {
+                        td.mono { a href=(format!("/workflows/{}", segment(&child.id))) { (child.id) } }
+                        td.mono { (child.entry) @if child.parent_detached { " (detached)" } }
+                        td { span class=(format!("status {}", child.status)) { (child.status) } }
+                        td { (clock(child.created_at)) }
+                        td { @if let Some(finished) = child.finished_at { (clock(finished)) } }
                     }
                 } }
             }
