@@ -71,6 +71,15 @@ impl Service {
         client.submit(&submittable, &request).await.expect("submitted").id
     }
 
+    /// Stores the component file at `path` in the journal under `name`; its digest.
+    async fn upload(&self, name: &str, path: &str) -> String {
+        let engine = stepbox::wasm::new_engine().expect("the engine starts");
+        let journal = Journal::open(&self.journal).await.expect("the journal opens");
+        let client = Client::new(journal, ComponentLoader::new(&engine, Some(shared_cache())));
+        let bytes = std::fs::read(path).expect("the component file");
+        client.upload(name, bytes).await.expect("uploaded").digest
+    }
+
     async fn rows(&self) -> Rows {
         Rows::open(&self.journal).await
     }
@@ -296,7 +305,9 @@ async fn cancelling_a_parent_cancels_its_children_on_sqlite() {
 }
 
 /// Starts the refusals can tell: an unknown entry, arguments that do not
-/// fit, a taken id, a bad queue name; and under `host run`, no workers.
+/// fit, a taken id, a component not stored or not linking with the parent's
+/// steps; and under `host run`, no workers. A child of another stored
+/// component (by name, by digest) runs with the parent's steps.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_starts_are_refused_with_the_reason() {
     let service = Service::new(false).await;
@@ -314,7 +325,34 @@ async fn bad_starts_are_refused_with_the_reason() {
         all.push("false");
         ids.push(service.submit("try-child", &all).await);
     }
+    let fan_out = service.upload("fan-out.wasm", artifacts::FAN_OUT).await;
+    service.upload("queue-chain.wasm", artifacts::QUEUE_CHAIN).await;
+    let adopted = [
+        (service.submit("adopt", &["\"fan-out.wasm\"", "\"spread\"", "\"[3, 10]\""]).await, r#"ok("3")"#),
+        (service.submit("adopt", &[&format!("\"{fan_out}\""), "\"spread\"", "\"[2, 10]\""]).await, r#"ok("2")"#),
+    ];
+    let refused = [
+        (service.submit("adopt", &["\"nope.wasm\"", "\"run\"", "\"[]\""]).await, "no component nope.wasm is stored"),
+        (
+            service.submit("adopt", &["\"queue-chain.wasm\"", "\"chain\"", "\"[1, 1, 0, 1]\""]).await,
+            "cannot run as a child of this workflow",
+        ),
+    ];
     let mut worker = service.worker("5s");
+    for (id, expected) in &adopted {
+        let (status, output) = service.ended(id, Duration::from_secs(60), &[&worker]).await;
+        assert_eq!((status.as_str(), output.as_deref()), ("succeeded", Some(*expected)), "{}", worker.stderr());
+    }
+    let mut rows = service.rows().await;
+    let digests: Vec<(String,)> =
+        rows.all("SELECT component_digest FROM workflows WHERE parent_id = $1", &[&adopted[0].0]).await;
+    assert_eq!(digests, vec![(fan_out.clone(),)], "the child runs the stored fan-out component");
+    for (id, said) in &refused {
+        let (status, output) = service.ended(id, Duration::from_secs(60), &[&worker]).await;
+        let output = output.unwrap_or_default();
+        assert_eq!(status, "succeeded");
+        assert!(output.starts_with("err(") && output.contains(said), "{output} should say {said}");
+    }
     for (id, (_, said)) in ids.iter().zip(&cases) {
         let (status, output) = service.ended(id, Duration::from_secs(60), &[&worker]).await;
         let output = output.unwrap_or_default();

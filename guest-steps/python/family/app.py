@@ -20,7 +20,7 @@ class WitWorld(World):
         return index * 10
 
     def parent(self, count: int, ms: int) -> int:
-        options = workflow.ChildOptions(id=None, queue=None, detached=False)
+        options = workflow.ChildOptions(component=None, id=None, queue=None, detached=False)
         try:
             ids = [workflow.start_child("child", json.dumps([index, ms]), options) for index in range(count)]
         except Err as error:
@@ -34,13 +34,24 @@ class WitWorld(World):
         return total
 
     def try_child(self, entry: str, arguments: str, id: str, detached: bool) -> str:
-        options = workflow.ChildOptions(id=id or None, queue=None, detached=detached)
+        options = workflow.ChildOptions(component=None, id=id or None, queue=None, detached=detached)
         try:
             child = workflow.start_child(entry, arguments, options)
         except Err as error:
             raise Err(error.value)
         if detached:
             return child
+        try:
+            return workflow.await_child(child)
+        except Err as error:
+            raise Err(failed(error.value))
+
+    def adopt(self, component: str, entry: str, arguments: str) -> str:
+        options = workflow.ChildOptions(component=component, id=None, queue=None, detached=False)
+        try:
+            child = workflow.start_child(entry, arguments, options)
+        except Err as error:
+            raise Err(error.value)
         try:
             return workflow.await_child(child)
         except Err as error:

@@ -17,6 +17,23 @@ impl Journal {
         .await
     }
 
+    /// The name and digest of the component stored under `name_or_digest`:
+    /// that digest, or the latest stored under that name.
+    pub async fn find_component(&self, name_or_digest: &str) -> Result<Option<(String, String)>, JournalError> {
+        self.run("read of a component", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_as(
+                    "SELECT name, digest FROM components WHERE digest = $1 OR name = $1 \
+                     ORDER BY digest = $1 DESC, stored_at DESC LIMIT 1",
+                )
+                .bind(name_or_digest)
+                .fetch_optional(conn)
+                .await
+            })
+        })
+        .await
+    }
+
     /// Whether a component's bytes are stored under `digest`.
     pub async fn has_component(&self, digest: &str) -> Result<bool, JournalError> {
         self.run("read of a component", || {

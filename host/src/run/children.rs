@@ -9,41 +9,59 @@ use std::time::Duration;
 use serde_json::{Value as Json, json};
 
 use super::context::WorkflowContext;
-use super::deployment::Deployment;
+use super::deployment::{ComponentRef, Deployment, Prepared};
 use super::invoker::InvokeError;
 use super::linking::{Entry, choose_entry};
 use super::primitives::{ChildFailure, ChildOptions, Recorded, poll_interval, wave_string};
 use super::runner::new_workflow;
 use super::values;
 use crate::journal::{
-    CallStatus, ChildStart, NewOperation, NewSubmission, Timestamp, WaitKind, Waiting, WorkflowRecord, WorkflowStatus,
+    CallStatus, ChildStart, Journal, NewOperation, NewSubmission, Timestamp, WaitKind, Waiting, WorkflowRecord,
+    WorkflowStatus,
 };
+use crate::wasm::ComponentLoader;
 
 /// How long a parked parent waits before it looks at its child again by
 /// itself, should the child's end not have woken it (a crash in between).
 const LOOK_AGAIN: Duration = Duration::from_secs(60);
 
-/// What a workflow's children are made from: its deployment and the
-/// functions its component exports.
+/// What a workflow's children are made from: its deployment, the
+/// functions its component exports, and the loader of other components.
 pub struct ChildPlan {
     deployment: Deployment,
     exports: Vec<Entry>,
     /// The workflow component, as errors name it.
     component: String,
+    loader: ComponentLoader,
 }
 
 impl ChildPlan {
-    /// Children of `deployment`'s workflow, which exports `exports`.
-    pub fn new(deployment: Deployment, exports: Vec<Entry>, component: String) -> Self {
-        Self { deployment, exports, component }
+    /// Children of `deployment`'s workflow, which exports `exports`; `loader` loads other stored components.
+    pub fn new(deployment: Deployment, exports: Vec<Entry>, component: String, loader: ComponentLoader) -> Self {
+        Self { deployment, exports, component, loader }
     }
 
-    /// Child `id`: `entry` called with `arguments` (a JSON array), on `queue`.
-    fn submission(&self, id: String, entry: &str, arguments: &str, queue: String) -> Result<NewSubmission, String> {
-        let export = choose_entry(&self.exports, &self.component, Some(entry)).map_err(|error| error.to_string())?;
+    /// Child `id` on `queue`: `entry` of the workflow's own component, or of
+    /// the stored `component`, called with `arguments` (a JSON array).
+    async fn submission(
+        &self,
+        journal: &Journal,
+        id: String,
+        component: Option<&str>,
+        entry: &str,
+        arguments: &str,
+        queue: String,
+    ) -> Result<NewSubmission, String> {
+        let (deployment, export) = match component {
+            None => {
+                let export =
+                    choose_entry(&self.exports, &self.component, Some(entry)).map_err(|error| error.to_string())?;
+                (Deployment { entry: export.name.clone(), ..self.deployment.clone() }, export)
+            }
+            Some(wanted) => self.other(journal, &id, wanted, entry).await?,
+        };
         let values = values::from_json_arguments(&export.name, &export.func, arguments)?;
         let wave: Vec<String> = values.iter().map(values::to_wave).collect();
-        let deployment = Deployment { entry: export.name.clone(), ..self.deployment.clone() };
         Ok(NewSubmission {
             workflow: new_workflow(id, &deployment, &values, &wave),
             queue,
@@ -53,6 +71,31 @@ impl ChildPlan {
             run_at: Timestamp::now(),
             deadline_at: None,
         })
+    }
+
+    /// The deployment of `entry` of the stored component `wanted` (a name or
+    /// a digest) with this workflow's steps and settings, and that entry.
+    async fn other(
+        &self,
+        journal: &Journal,
+        id: &str,
+        wanted: &str,
+        entry: &str,
+    ) -> Result<(Deployment, Entry), String> {
+        let (name, digest) = journal
+            .find_component(wanted)
+            .await
+            .map_err(|error| error.to_string())?
+            .ok_or_else(|| format!("no component {wanted} is stored; upload it first (`host upload FILE`)"))?;
+        let deployment = Deployment {
+            workflow: ComponentRef { path: name.into(), digest },
+            entry: entry.to_string(),
+            ..self.deployment.clone()
+        };
+        let prepared = Prepared::from_deployment(id, deployment, &self.loader, journal, false)
+            .await
+            .map_err(|error| format!("{wanted} cannot run as a child of this workflow: {error}"))?;
+        Ok((prepared.deployment, prepared.plan.entry))
     }
 }
 
@@ -64,14 +107,21 @@ impl WorkflowContext {
         arguments: &str,
         options: ChildOptions,
     ) -> Result<Result<String, String>, InvokeError> {
-        let input = [json!(entry), json!(arguments), json!(options.id), json!(options.queue), json!(options.detached)];
+        let input = [
+            json!(entry),
+            json!(arguments),
+            json!(options.component),
+            json!(options.id),
+            json!(options.queue),
+            json!(options.detached),
+        ];
         let (operation, recorded) = self.operation("start-child", &input)?;
         if let Some(Recorded(call)) = &recorded
             && call.status != CallStatus::Running
         {
             return Ok(recorded_start(call.output_json.as_ref()));
         }
-        let child = match self.child_submission(entry, arguments, &options, operation.seq) {
+        let child = match self.child_submission(entry, arguments, &options, operation.seq).await {
             Ok(child) => child,
             Err(error) => return self.end_start(&operation, recorded.as_ref(), Err(error)).await,
         };
@@ -88,7 +138,7 @@ impl WorkflowContext {
     }
 
     /// The child `options` ask for, or why there is none.
-    fn child_submission(
+    async fn child_submission(
         &self,
         entry: &str,
         arguments: &str,
@@ -104,7 +154,8 @@ impl WorkflowContext {
         crate::config::check_workflow_id(&id).map_err(|error| format!("the child's id: {error}"))?;
         let queue = options.queue.clone().unwrap_or_else(|| own_queue.clone());
         crate::config::check_queue_name(&queue).map_err(|error| format!("the child's queue: {error}"))?;
-        self.children.submission(id, entry, arguments, queue)
+        let component = options.component.as_deref();
+        self.children.submission(&self.journal, id, component, entry, arguments, queue).await
     }
 
     /// Journals `operation` (a `start-child`) as ended with `result`.

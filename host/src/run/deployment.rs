@@ -150,6 +150,8 @@ impl PrepareError {
 /// checked before the journal is touched.
 pub struct Prepared {
     pub engine: Engine,
+    /// What loaded the components: it loads those of the workflow's children too.
+    pub loader: ComponentLoader,
     pub components: Vec<LoadedComponent>,
     pub plan: Plan,
     pub deployment: Deployment,
@@ -169,7 +171,7 @@ impl Prepared {
             layers.push(manifest);
         }
         layers.push(spec.cli_settings.clone());
-        Self::plan(loader.engine(), components, spec.invoke.as_deref(), &layers, absolute)
+        Self::plan(loader, components, spec.invoke.as_deref(), &layers, absolute)
     }
 
     /// Loads `spec`'s components from the journal, plans the run and
@@ -195,19 +197,19 @@ impl Prepared {
         if let Some(settings) = &spec.settings {
             layers.push(settings.clone());
         }
-        Self::plan(loader.engine(), components, spec.invoke.as_deref(), &layers, Path::to_path_buf)
+        Self::plan(loader, components, spec.invoke.as_deref(), &layers, Path::to_path_buf)
     }
 
     /// Plans `components` (the workflow first) and resolves each step's
     /// settings from `layers`; `pin_path` says where each component is recorded as coming from.
     fn plan(
-        engine: &Engine,
+        loader: &ComponentLoader,
         components: Vec<LoadedComponent>,
         invoke: Option<&str>,
         layers: &SettingsLayers,
         pin_path: fn(&Path) -> PathBuf,
     ) -> Result<Self, PrepareError> {
-        let engine = engine.clone();
+        let engine = loader.engine().clone();
         let plan = linking::plan(&engine, &components, invoke)?;
         let sources = step_sources(&components, &plan);
         layers.check_names(&sources)?;
@@ -227,7 +229,7 @@ impl Prepared {
             settings,
             max_concurrent_calls: layers.max_concurrent_calls(),
         };
-        Ok(Self { engine, components, plan, deployment, changed: Vec::new() })
+        Ok(Self { engine, loader: loader.clone(), components, plan, deployment, changed: Vec::new() })
     }
 
     /// Loads what workflow `id` recorded: each component from the journal if
@@ -288,7 +290,7 @@ impl Prepared {
             interface.functions.retain(|function| deployment.settings.contains_key(&function.name.to_string()));
         }
         plan.interfaces.retain(|interface| !interface.functions.is_empty());
-        Ok(Self { engine, components, plan, deployment, changed })
+        Ok(Self { engine, loader: loader.clone(), components, plan, deployment, changed })
     }
 }
 

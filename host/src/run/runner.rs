@@ -167,7 +167,7 @@ pub struct Runner {
 impl Runner {
     /// Links `prepared` for running through `executor` (whose journal it writes).
     pub fn new(prepared: Prepared, executor: Arc<Executor>) -> Result<Self, RunError> {
-        let Prepared { engine, components, plan, deployment, .. } = prepared;
+        let Prepared { engine, loader, components, plan, deployment, .. } = prepared;
         let workflow = &components[WORKFLOW];
         let journal = executor.journal().clone();
         let sandbox = Sandbox::new(&engine);
@@ -181,7 +181,7 @@ impl Runner {
                 message: "the entry function is not exported".into(),
             })?;
         let component = workflow.path.display().to_string();
-        let children = Arc::new(ChildPlan::new(deployment.clone(), plan.exports, component.clone()));
+        let children = Arc::new(ChildPlan::new(deployment.clone(), plan.exports, component.clone(), loader));
         Ok(Self {
             journal,
             executor,

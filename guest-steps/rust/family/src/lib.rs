@@ -25,7 +25,7 @@ impl Guest for Family {
     }
 
     fn parent(count: u32, ms: u64) -> Result<u32, String> {
-        let options = ChildOptions { id: None, queue: None, detached: false };
+        let options = ChildOptions { component: None, id: None, queue: None, detached: false };
         let ids = (0..count)
             .map(|index| workflow::start_child("child", &format!("[{index}, {ms}]"), &options))
             .collect::<Result<Vec<_>, _>>()?;
@@ -39,10 +39,17 @@ impl Guest for Family {
 
     fn try_child(entry: String, arguments: String, id: String, detached: bool) -> Result<String, String> {
         let id = Some(id).filter(|id| !id.is_empty());
-        let child = workflow::start_child(&entry, &arguments, &ChildOptions { id, queue: None, detached })?;
+        let options = ChildOptions { component: None, id, queue: None, detached };
+        let child = workflow::start_child(&entry, &arguments, &options)?;
         if detached {
             return Ok(child);
         }
+        workflow::await_child(&child).map_err(failed)
+    }
+
+    fn adopt(component: String, entry: String, arguments: String) -> Result<String, String> {
+        let options = ChildOptions { component: Some(component), id: None, queue: None, detached: false };
+        let child = workflow::start_child(&entry, &arguments, &options)?;
         workflow::await_child(&child).map_err(failed)
     }
 }

@@ -96,7 +96,8 @@ fn no_children() -> ChildPlan {
         settings: Default::default(),
         max_concurrent_calls: 16,
     };
-    ChildPlan::new(deployment, Vec::new(), "w.wasm".into())
+    let loader = ComponentLoader::new(&wasm::new_engine().unwrap(), None);
+    ChildPlan::new(deployment, Vec::new(), "w.wasm".into(), loader)
 }
 
 struct Setup {
