@@ -24,7 +24,8 @@ steps); "concurrent", 100 workflows of 100 steps at once (steps/s); "submit_to_s
 workflow at a time, start to its step's first line (p50/p90 ms over 200); "submit_to_result", a
 3-step workflow one at a time, start to result (p50/p99 ms over 200); "burst", 1,000 such
 workflows started at once (workflows/s, first start to last result); "fanout", an async workflow
-running 100 async no-op steps at once with asyncio.gather (ms and steps/s). `--only` runs only
+running 100 async no-op steps at once with asyncio.gather (ms and steps/s); "fanout_wide", the same
+with 1,000 steps (DBOS only: beside stepbox's 1,000-call fan-out). `--only` runs only
 the named shared workloads and skips the others, the keys the Rust bench reads included.
 """
 
@@ -466,6 +467,7 @@ SHARED_WORKLOADS = [
     "submit_to_result",
     "burst",
     "fanout",
+    "fanout_wide",
 ]
 
 
@@ -617,9 +619,9 @@ def run_shared(
     only: list[str], quick: bool, run_concurrent: Callable[..., int], concurrent_method: str
 ) -> dict[str, Any]:
     counts = (
-        dict(seed_runs=1, steps=200, workflows=20, samples=30, burst=100, fanout_runs=3)
+        dict(seed_runs=1, steps=200, workflows=20, samples=30, burst=100, fanout_runs=3, wide_runs=1)
         if quick
-        else dict(seed_runs=3, steps=1000, workflows=100, samples=200, burst=1000, fanout_runs=10)
+        else dict(seed_runs=3, steps=1000, workflows=100, samples=200, burst=1000, fanout_runs=10, wide_runs=3)
     )
     plan: dict[str, Callable[[], dict[str, Any]]] = {
         "seed": lambda: shared_seed(counts["seed_runs"]),
@@ -631,6 +633,7 @@ def run_shared(
         "submit_to_result": lambda: shared_submit_to_result(counts["samples"]),
         "burst": lambda: shared_burst(run_concurrent, concurrent_method, counts["burst"]),
         "fanout": lambda: shared_fanout(100, counts["fanout_runs"]),
+        "fanout_wide": lambda: shared_fanout(1000, counts["wide_runs"]),
     }
     results = {}
     for name in SHARED_WORKLOADS:

@@ -110,6 +110,8 @@ pub struct Workloads {
     pub submit_to_result: Option<Latency>,
     pub burst: Option<Burst>,
     pub fanout: Option<Fanout>,
+    /// 1,000 no-op steps from one workflow at once (DBOS only).
+    pub fanout_wide: Option<Fanout>,
     /// Each workload's `method`: exactly what it timed.
     pub methods: Vec<(String, String)>,
 }
@@ -399,6 +401,14 @@ fn workloads(json: &Value) -> Workloads {
             p99_ms: number(value, "p99_ms"),
         })
     };
+    let fanout = |value: &Value| {
+        Some(Fanout {
+            steps: number(value, "steps")? as usize,
+            runs: number(value, "runs")? as usize,
+            ms: number(value, "ms")?,
+            steps_per_second: number(value, "steps_per_second")?,
+        })
+    };
     let methods = json
         .as_object()
         .map(|all| all.iter().filter_map(|(key, value)| Some((key.clone(), text(value, "method")?))).collect())
@@ -430,14 +440,8 @@ fn workloads(json: &Value) -> Workloads {
                 workflows_per_second: number(burst, "workflows_per_second")?,
             })
         }),
-        fanout: get("fanout").and_then(|fanout| {
-            Some(Fanout {
-                steps: number(fanout, "steps")? as usize,
-                runs: number(fanout, "runs")? as usize,
-                ms: number(fanout, "ms")?,
-                steps_per_second: number(fanout, "steps_per_second")?,
-            })
-        }),
+        fanout: get("fanout").and_then(fanout),
+        fanout_wide: get("fanout_wide").and_then(fanout),
         methods,
     }
 }
@@ -520,7 +524,8 @@ mod tests {
                 "submit_to_start": {"n": 30, "p50_ms": 1.9, "p90_ms": 3.4, "p99_ms": 6.8},
                 "submit_to_result": {"n": 30, "p50_ms": 7.1, "p99_ms": 22.6},
                 "burst": {"n": 100, "workflows_per_second": 773.0},
-                "fanout": {"steps": 100, "runs": 3, "ms": 42.5, "steps_per_second": 2354.0}
+                "fanout": {"steps": 100, "runs": 3, "ms": 42.5, "steps_per_second": 2354.0},
+                "fanout_wide": {"steps": 1000, "runs": 1, "ms": 900.0, "steps_per_second": 1111.1}
             },
             "notes": ["one node"]
         });
@@ -534,6 +539,7 @@ mod tests {
         assert_eq!(workloads.submit_to_result.and_then(|l| l.p90_ms), None);
         assert_eq!(workloads.burst.map(|b| b.workflows), Some(100));
         assert_eq!(workloads.fanout.map(|f| f.ms), Some(42.5));
+        assert_eq!(workloads.fanout_wide.map(|f| (f.steps, f.steps_per_second)), Some((1000, 1111.1)));
         assert_eq!(workloads.methods, vec![("seed".to_string(), "s".to_string())]);
         assert_eq!(run.notes, vec!["one node".to_string()]);
         assert!(run.quick);

@@ -909,6 +909,18 @@ impl Results {
             wide.workflows.commits_per_step,
             wide.fan_out.steps_per_second() / wide.workflows.steps_per_second(),
         );
+        for peer in peers {
+            let Ok(run) = &peer.measured else { continue };
+            let Some(theirs) = run.workloads.fanout_wide else { continue };
+            let _ = writeln!(
+                out,
+                "| {}: fanned out from one workflow, submit → result (median of {}) | {} | | stepbox fan-out {:.1}× |",
+                peer.label(),
+                theirs.runs,
+                rate(theirs.steps_per_second),
+                wide.fan_out.steps_per_second() / theirs.steps_per_second,
+            );
+        }
 
         self.peer_notes(out);
     }
