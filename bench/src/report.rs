@@ -893,7 +893,7 @@ impl Results {
         let wide = &self.fan_wide;
         let _ = writeln!(
             out,
-            "\n#### The same {} no-op steps three ways (stepbox, PostgreSQL, in process)\n\n\
+            "\n#### The same {} no-op steps three ways (stepbox, PostgreSQL, in process), and DBOS fanning them out\n\n\
              | how | steps/s | commits/step | |\n|---|---|---|---|\n\
              | fanned out from one workflow (`start-call` × {0}, `await-all`; max-concurrent-calls {}) | {} | {:.3} | |\n\
              | one after another in one workflow | {} | {:.3} | fan-out {:.1}× |\n\

@@ -118,14 +118,7 @@ impl Service {
         let stopped = Instant::now();
         let mut rows = self.rows().await;
         loop {
-            let taken: i64 = rows
-                .value(
-                    "SELECT count(DISTINCT w.id) FROM workflows w WHERE w.executor NOT LIKE $1 AND EXISTS \
-                     (SELECT 1 FROM step_attempts s WHERE s.workflow_id = w.id AND s.executor LIKE $1)",
-                    &[pattern],
-                )
-                .await;
-            if taken > 0 && stopped.elapsed() >= Duration::from_secs(4) {
+            if taken_over(&mut rows, pattern).await > 0 && stopped.elapsed() >= Duration::from_secs(4) {
                 break;
             }
             assert!(stopped.elapsed() < Duration::from_secs(90), "no worker took over the stalled worker's workflows");
@@ -171,6 +164,17 @@ async fn submit(client: &Client, what: &Submittable, request: SubmitRequest) -> 
 /// The executor id a worker process writes (`host:PID:nonce`) contains `:PID:`.
 fn by(worker: &Child) -> String {
     format!(":{}:", worker.process.id())
+}
+
+/// How many workflows the worker whose executor id matches `pattern` ran
+/// attempts of are now another's.
+async fn taken_over(rows: &mut Rows, pattern: &str) -> i64 {
+    rows.value(
+        "SELECT count(DISTINCT w.id) FROM workflows w WHERE w.executor NOT LIKE $1 AND EXISTS \
+         (SELECT 1 FROM step_attempts s WHERE s.workflow_id = w.id AND s.executor LIKE $1)",
+        &[pattern],
+    )
+    .await
 }
 
 /// Whether a write transaction on the SQLite journal at `path` can begin within 300 ms.
@@ -303,15 +307,8 @@ async fn kill_and_stall(mode: Wakeups, count: u32) {
     assert!(handed_over > 0, "some calls were continued by another worker after the kill or the stall");
     // The killed worker's and the stalled worker's workflows went to others.
     for (worker, name) in [(&a_pattern, "killed"), (&b_pattern, "stalled")] {
-        let continued: i64 = rows
-            .value(
-                "SELECT count(DISTINCT w.id) FROM workflows w WHERE w.executor NOT LIKE $1 AND EXISTS \
-                 (SELECT 1 FROM step_attempts s WHERE s.workflow_id = w.id AND s.executor LIKE $1)",
-                &[worker],
-            )
-            .await;
         assert!(
-            continued > 0,
+            taken_over(&mut rows, worker).await > 0,
             "no workflow of the {name} worker was finished by another one; C's log:\n{}",
             c.stderr().lines().filter(|line| line.contains("(host)")).collect::<Vec<_>>().join("\n")
         );

@@ -12,7 +12,7 @@ use super::context::WorkflowContext;
 use super::deployment::{ComponentRef, Deployment, Prepared};
 use super::invoker::InvokeError;
 use super::linking::{Entry, choose_entry};
-use super::primitives::{ChildFailure, ChildOptions, Recorded, poll_interval, wave_string};
+use super::primitives::{ChildFailure, ChildOptions, FOREVER, Recorded, poll_interval, wave_string};
 use super::runner::new_workflow;
 use super::values;
 use crate::journal::{
@@ -203,7 +203,8 @@ impl WorkflowContext {
                 topic: Some(id.to_string()),
                 until: Some(Timestamp::now().plus(LOOK_AGAIN)),
             };
-            self.may_wait_here(LOOK_AGAIN, &waiting)?;
+            // A child may take any time: the parent parks whatever its worker's `--park-after`.
+            self.may_wait_here(FOREVER, &waiting)?;
             tokio::select! {
                 () = mail => {}
                 () = tokio::time::sleep(poll) => {}

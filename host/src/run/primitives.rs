@@ -49,7 +49,7 @@ pub const FUNCTIONS: [&str; 11] = [
 ];
 
 /// Waits at least this long are waits without an end (`recv` with no timeout).
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(super) const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How often a `recv` looks for a message no NOTIFY announced.
 pub(super) fn poll_interval(kind: BackendKind) -> Duration {
