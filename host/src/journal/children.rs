@@ -5,8 +5,9 @@
 use sqlx::Connection as _;
 
 use super::notify::notify;
+use super::queue::LIVE;
+use super::waits::{begin_write, fenced};
 use super::{ChildRecord, Journal, JournalError, Lease, NewSubmission, Timestamp, statement, with_conn};
-use crate::journal::waits::fenced;
 
 /// What `start_child` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,9 +17,6 @@ pub enum ChildStart {
     /// The id belongs to a workflow this parent did not start.
     IdTaken,
 }
-
-/// The statuses a live workflow has, as an SQL list.
-pub(super) const LIVE: &str = "'enqueued', 'delayed', 'waiting', 'running'";
 
 impl Journal {
     /// Submits `child` to its queue as a child of the workflow `lease` holds
@@ -34,7 +32,7 @@ impl Journal {
         let started: Option<ChildStart> = self
             .commit("start of a child workflow", || {
                 with_conn!(backend, |conn| {
-                    let mut tx = crate::journal::waits::begin_write!(backend, conn);
+                    let mut tx = begin_write!(backend, conn);
                     if !fenced!(backend, tx, lease) {
                         return Ok(None);
                     }

@@ -24,7 +24,7 @@ pub const DEFAULT_QUEUE: &str = "default";
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// The SQL list of live statuses (one live workflow per dedup key).
-const LIVE: &str = "'enqueued', 'delayed', 'waiting', 'running'";
+pub(super) const LIVE: &str = "'enqueued', 'delayed', 'waiting', 'running'";
 
 /// Progress of a workflow: its finished step calls, as an SQL expression on `workflows`.
 const CALLS_DONE: &str =

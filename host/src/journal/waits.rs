@@ -219,7 +219,7 @@ impl Journal {
                         (WaitKind::Child, Some(child)) => {
                             statement::query_scalar(sqlx::AssertSqlSafe(format!(
                                 "SELECT count(*) FROM workflows WHERE id = $1 AND status NOT IN ({})",
-                                crate::journal::children::LIVE
+                                super::queue::LIVE
                             )))
                             .bind(child)
                             .fetch_one(&mut *tx)

@@ -9,15 +9,15 @@ use std::time::Duration;
 use serde_json::{Value as Json, json};
 
 use super::context::WorkflowContext;
-use super::deployment::{ComponentRef, Deployment, Prepared};
+use super::deployment::{ComponentRef, Deployment, PrepareError, Prepared};
 use super::invoker::InvokeError;
 use super::linking::{Entry, choose_entry};
 use super::primitives::{ChildFailure, ChildOptions, FOREVER, Recorded, poll_interval, wave_string};
 use super::runner::new_workflow;
 use super::values;
 use crate::journal::{
-    CallStatus, ChildStart, Journal, NewOperation, NewSubmission, Timestamp, WaitKind, Waiting, WorkflowRecord,
-    WorkflowStatus,
+    CallStatus, ChildStart, Journal, JournalError, NewOperation, NewSubmission, Timestamp, WaitKind, Waiting,
+    WorkflowRecord, WorkflowStatus,
 };
 use crate::wasm::ComponentLoader;
 
@@ -42,7 +42,9 @@ impl ChildPlan {
     }
 
     /// Child `id` on `queue`: `entry` of the workflow's own component, or of
-    /// the stored `component`, called with `arguments` (a JSON array).
+    /// the stored `component`, called with `arguments` (a JSON array); or
+    /// why the workflow cannot have it. A journal that fails is an error of
+    /// its own: the workflow stops, resumable, instead of recording a refusal.
     async fn submission(
         &self,
         journal: &Journal,
@@ -51,26 +53,29 @@ impl ChildPlan {
         entry: &str,
         arguments: &str,
         queue: String,
-    ) -> Result<NewSubmission, String> {
+    ) -> Result<Result<NewSubmission, String>, JournalError> {
         let (deployment, export) = match component {
-            None => {
-                let export =
-                    choose_entry(&self.exports, &self.component, Some(entry)).map_err(|error| error.to_string())?;
-                (Deployment { entry: export.name.clone(), ..self.deployment.clone() }, export)
-            }
-            Some(wanted) => self.other(journal, &id, wanted, entry).await?,
+            None => match choose_entry(&self.exports, &self.component, Some(entry)) {
+                Ok(export) => (Deployment { entry: export.name.clone(), ..self.deployment.clone() }, export),
+                Err(error) => return Ok(Err(error.to_string())),
+            },
+            Some(wanted) => match self.other(journal, &id, wanted, entry).await? {
+                Ok(found) => found,
+                Err(refusal) => return Ok(Err(refusal)),
+            },
         };
-        let values = values::from_json_arguments(&export.name, &export.func, arguments)?;
-        let wave: Vec<String> = values.iter().map(values::to_wave).collect();
-        Ok(NewSubmission {
-            workflow: new_workflow(id, &deployment, &values, &wave),
-            queue,
-            priority: 0,
-            partition_key: None,
-            dedup_key: None,
-            run_at: Timestamp::now(),
-            deadline_at: None,
-        })
+        Ok(values::from_json_arguments(&export.name, &export.func, arguments).map(|values| {
+            let wave: Vec<String> = values.iter().map(values::to_wave).collect();
+            NewSubmission {
+                workflow: new_workflow(id, &deployment, &values, &wave),
+                queue,
+                priority: 0,
+                partition_key: None,
+                dedup_key: None,
+                run_at: Timestamp::now(),
+                deadline_at: None,
+            }
+        }))
     }
 
     /// The deployment of `entry` of the stored component `wanted` (a name or
@@ -81,21 +86,20 @@ impl ChildPlan {
         id: &str,
         wanted: &str,
         entry: &str,
-    ) -> Result<(Deployment, Entry), String> {
-        let (name, digest) = journal
-            .find_component(wanted)
-            .await
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| format!("no component {wanted} is stored; upload it first (`host upload FILE`)"))?;
+    ) -> Result<Result<(Deployment, Entry), String>, JournalError> {
+        let Some((name, digest)) = journal.find_component(wanted).await? else {
+            return Ok(Err(format!("no component {wanted} is stored; upload it first (`host upload FILE`)")));
+        };
         let deployment = Deployment {
             workflow: ComponentRef { path: name.into(), digest },
             entry: entry.to_string(),
             ..self.deployment.clone()
         };
-        let prepared = Prepared::from_deployment(id, deployment, &self.loader, journal, false)
-            .await
-            .map_err(|error| format!("{wanted} cannot run as a child of this workflow: {error}"))?;
-        Ok((prepared.deployment, prepared.plan.entry))
+        match Prepared::from_deployment(id, deployment, &self.loader, journal, false).await {
+            Ok(prepared) => Ok(Ok((prepared.deployment, prepared.plan.entry))),
+            Err(PrepareError::Journal(error)) => Err(error),
+            Err(error) => Ok(Err(format!("{wanted} cannot run as a child of this workflow: {error}"))),
+        }
     }
 }
 
@@ -121,7 +125,7 @@ impl WorkflowContext {
         {
             return Ok(recorded_start(call.output_json.as_ref()));
         }
-        let child = match self.child_submission(entry, arguments, &options, operation.seq).await {
+        let child = match self.child_submission(entry, arguments, &options, operation.seq).await? {
             Ok(child) => child,
             Err(error) => return self.end_start(&operation, recorded.as_ref(), Err(error)).await,
         };
@@ -144,7 +148,17 @@ impl WorkflowContext {
         arguments: &str,
         options: &ChildOptions,
         seq: i64,
-    ) -> Result<NewSubmission, String> {
+    ) -> Result<Result<NewSubmission, String>, JournalError> {
+        let (id, queue) = match self.child_place(options, seq) {
+            Ok(place) => place,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let component = options.component.as_deref();
+        self.children.submission(&self.journal, id, component, entry, arguments, queue).await
+    }
+
+    /// The id and queue of the child `options` ask for, or why it cannot have them.
+    fn child_place(&self, options: &ChildOptions, seq: i64) -> Result<(String, String), String> {
         let Some(own_queue) = &self.info.queue else {
             return Err("child workflows run on workers: submit this workflow with `host submit` and run \
                         `host worker` (under `host run` nothing would run the child)"
@@ -154,8 +168,7 @@ impl WorkflowContext {
         crate::config::check_workflow_id(&id).map_err(|error| format!("the child's id: {error}"))?;
         let queue = options.queue.clone().unwrap_or_else(|| own_queue.clone());
         crate::config::check_queue_name(&queue).map_err(|error| format!("the child's queue: {error}"))?;
-        let component = options.component.as_deref();
-        self.children.submission(&self.journal, id, component, entry, arguments, queue).await
+        Ok((id, queue))
     }
 
     /// Journals `operation` (a `start-child`) as ended with `result`.
