@@ -9,10 +9,19 @@ const TICK: Duration = Duration::from_millis(10);
 
 /// CPU time this process has used so far (user + system, all threads), from `/proc/self/stat`.
 pub fn process() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// utime + stime of a `/proc/PID/stat` line.
+fn stat_ticks(stat: &str) -> Duration {
     // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
     let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
     ticks([11, 12].iter().filter_map(|&index| fields.get(index)?.parse::<u64>().ok()).sum())
+}
+
+/// CPU time process `pid` has used so far (user + system, all threads); zero once it is gone.
+pub fn of(pid: u32) -> Duration {
+    stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
 }
 
 /// CPU time every core of the machine has spent busy so far (user, nice,

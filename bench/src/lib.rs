@@ -29,6 +29,8 @@ use stepbox_test_artifacts as artifacts;
 use crate::floor::OwnCall;
 use crate::peer::{Engine, Peer};
 use crate::queues::Queues;
+/// The side-by-side figures of a worker, for the probe that runs them alone (`examples/queue.rs`).
+pub use crate::queues::{Burst, BurstCpu, Phases, ResultLatency};
 use crate::report::{BatchFloor, FanOutWide, QueueResults, Results, SideBySide};
 use crate::startup::StartCase;
 /// A step's attempts without a workflow, for probes that profile one loop (`examples/attempts.rs`).
@@ -335,6 +337,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     draw(&args.chart, &results)?;
     progress(&format!("wrote {} and {}", args.report.display(), args.chart.display()));
     Ok(())
+}
+
+/// The (p) workloads of one `host worker` alone, on a fresh `stepbox_bench`
+/// database, for a probe that changes one thing at a time (`examples/queue.rs`).
+pub struct QueueProbe {
+    queues: Queues,
+    _scratch: tempfile::TempDir,
+}
+
+impl QueueProbe {
+    /// A fresh `stepbox_bench` database on the server at `postgres`, and `host` to run workers with.
+    pub async fn new(postgres: &str, host: &Path) -> anyhow::Result<Self> {
+        let database_url = fresh_database(postgres.trim_end_matches('/')).await?;
+        let scratch = tempfile::tempdir()?;
+        let (workflow, steps) = (Path::new(artifacts::BENCH_LOOP), Path::new(artifacts::NOOP));
+        let queues = Queues::new(host, &database_url, workflow, steps, &scratch.path().join("cache")).await?;
+        Ok(Self { queues, _scratch: scratch })
+    }
+
+    /// `workflows` 3-step workflows submitted at once to one worker.
+    pub async fn burst(&self, workflows: usize) -> anyhow::Result<Burst> {
+        self.queues.burst(workflows).await
+    }
+
+    /// Submit → result of a 3-step workflow, one at a time.
+    pub async fn submit_to_result(&self, samples: usize) -> anyhow::Result<ResultLatency> {
+        self.queues.submit_to_result(samples).await
+    }
 }
 
 fn progress(message: &str) {

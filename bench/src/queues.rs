@@ -18,6 +18,7 @@ use stepbox::run::RunSpec;
 use stepbox::wasm::{self, ComponentLoader};
 use stepbox::worker::{Client, SubmitRequest, Submittable};
 
+use crate::cpu;
 use crate::stats::{Summary, summarize};
 
 /// How a worker learns of new work.
@@ -54,13 +55,42 @@ pub struct ResultLatency {
     pub client: Summary,
     /// The row's `finished_at` − `created_at`: when the result was durable.
     pub journal: Summary,
+    /// Where the journal's time went, ms (means of millisecond timestamps' differences).
+    pub phases: Phases,
 }
 
-/// Workflows submitted at once to one worker: first submit to last finish.
+/// The phases of one submit → result, from the journal's timestamps (each
+/// kept to the millisecond, so each a mean over the samples, not a median).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    /// `created_at` → `started_at`: the submit's commit, the NOTIFY, the worker's claim.
+    pub to_claim: f64,
+    /// Claimed → the first attempt started: the runner, the workflow's instance, its first call.
+    pub to_first_step: f64,
+    /// The first attempt's start → the last attempt's finish: the three steps.
+    pub steps: f64,
+    /// The last attempt's finish → `finished_at`: the workflow's own end.
+    pub to_finish: f64,
+}
+
+/// Workflows submitted at once to one worker: first submit to last finish,
+/// and what they cost (where the time goes).
 #[derive(Debug, Clone, Copy)]
 pub struct Burst {
     pub workflows: usize,
     pub elapsed: Duration,
+    /// Transactions PostgreSQL committed meanwhile, per workflow (submits, claims, steps, finishes).
+    pub commits_per_workflow: f64,
+    /// CPU per workflow, µs: the worker process, the submitting client, the whole machine.
+    pub cpu: BurstCpu,
+}
+
+/// CPU per workflow of a burst, µs.
+#[derive(Debug, Clone, Copy)]
+pub struct BurstCpu {
+    pub worker: f64,
+    pub client: f64,
+    pub machine: f64,
 }
 
 impl Burst {
@@ -272,6 +302,7 @@ impl Queues {
             let request =
                 SubmitRequest { arguments: vec!["3".into()], queue: Some(queue.into()), ..SubmitRequest::default() };
             let (mut client, mut journal) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+            let mut phases = Phases::default();
             for n in 0..samples + samples / 10 {
                 let started = Instant::now();
                 let receipt = self.client.submit(&self.sequential, &request).await?;
@@ -295,9 +326,29 @@ impl Queues {
                 if n >= samples / 10 {
                     client.push(seen);
                     journal.push((finished.millis() - workflow.created_at.millis()) as f64);
+                    let attempts = self.journal().attempts(&receipt.id).await?;
+                    let (Some(first), Some(last), Some(claimed)) = (
+                        attempts.first().map(|attempt| attempt.started_at),
+                        attempts.last().and_then(|attempt| attempt.finished_at),
+                        workflow.started_at,
+                    ) else {
+                        bail!("workflow {} has no finished attempts", receipt.id);
+                    };
+                    let gap = |from: Timestamp, to: Timestamp| (to.millis() - from.millis()) as f64;
+                    phases.to_claim += gap(workflow.created_at, claimed);
+                    phases.to_first_step += gap(claimed, first);
+                    phases.steps += gap(first, last);
+                    phases.to_finish += gap(last, finished);
                 }
             }
-            Ok(ResultLatency { client: summarize(client), journal: summarize(journal) })
+            let runs = journal.len().max(1) as f64;
+            let phases = Phases {
+                to_claim: phases.to_claim / runs,
+                to_first_step: phases.to_first_step / runs,
+                steps: phases.steps / runs,
+                to_finish: phases.to_finish / runs,
+            };
+            Ok(ResultLatency { client: summarize(client), journal: summarize(journal), phases })
         }
         .await;
         worker.stop();
@@ -307,8 +358,13 @@ impl Queues {
     /// `workflows` 3-step workflows submitted at once (from 32 tasks) to one
     /// worker of the default concurrency: first submit to last finish.
     pub async fn burst(&self, workflows: usize) -> anyhow::Result<Burst> {
-        let queue = "burst";
+        static ROUNDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // A queue per burst: one drains only its own workflows.
+        let queue = &format!("burst-{}", ROUNDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let mut worker = self.started_worker(queue, stepbox::worker::DEFAULT_CONCURRENCY, &[]).await?;
+        let mut database = self.database().await?;
+        let before = counters(&mut database).await?;
+        let cpu_before = (cpu::of(worker.pid()), cpu::process(), cpu::machine());
         let result = async {
             let first = Timestamp::now();
             let mut submitters = tokio::task::JoinSet::new();
@@ -332,11 +388,22 @@ impl Queues {
             }
             let (_, last) = self.drained_at(queue, workflows).await?;
             let elapsed = Duration::from_millis(u64::try_from(last.millis() - first.millis()).unwrap_or(0).max(1));
-            Ok(Burst { workflows, elapsed })
+            let per = |spent: Duration| crate::workloads::micros(spent) / workflows as f64;
+            let cpu = BurstCpu {
+                worker: per(cpu::of(worker.pid()).saturating_sub(cpu_before.0)),
+                client: per(cpu::process().saturating_sub(cpu_before.1)),
+                machine: per(cpu::machine().saturating_sub(cpu_before.2)),
+            };
+            anyhow::Ok((elapsed, cpu))
         }
         .await;
         worker.stop();
-        result
+        let (elapsed, cpu) = result?;
+        // Backends report their counters when they exit (or about once a second).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = counters(&mut database).await?;
+        let commits_per_workflow = (after.0 - before.0) as f64 / workflows as f64;
+        Ok(Burst { workflows, elapsed, commits_per_workflow, cpu })
     }
 
     /// Waits until every workflow of `queue` succeeded; first claim to last finish.
@@ -405,6 +472,11 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within 30 s.
     pub fn stop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

@@ -846,6 +846,26 @@ impl Results {
         peer_rows(out, peers, 5, |peer, workloads| {
             Some(latency_cells(peer, workloads.submit_to_result?, result.client.median))
         });
+        let phases = result.phases;
+        let floor_ms = self.floor_postgres.median / 1000.0;
+        // On its path: the submit, the claim, one batch per step (its start rides with its finish), the finish.
+        let commits = 6.0;
+        let _ = writeln!(
+            out,
+            "\nWhere stepbox's time goes, from the journal's timestamps (means over the samples, each \
+             timestamp kept to the millisecond): submit → claimed (the submit's commit, the NOTIFY, the \
+             worker's claim) {}; claimed → first attempt started (the runner, the workflow's instance, its \
+             first call) {}; first attempt started → last attempt finished (3 steps, each one commit) {}; \
+             last attempt → workflow finished (its finish's commit) {}. On the path are {commits:.0} commits: \
+             (commits + 1) × the single-row commit ({}) = {}, against the journal's {} median.",
+            ms(phases.to_claim),
+            ms(phases.to_first_step),
+            ms(phases.steps),
+            ms(phases.to_finish),
+            ms(floor_ms),
+            ms((commits + 1.0) * floor_ms),
+            ms(result.journal.median),
+        );
 
         let burst = side.burst;
         out.push_str(
@@ -867,6 +887,19 @@ impl Results {
                 versus(burst.workflows_per_second() / run.workflows_per_second, &short(peer))
             ))
         });
+        let _ = writeln!(
+            out,
+            "\nstepbox's burst cost, per workflow: {:.2} commits (concurrent submits from one process share a \
+             statement, as concurrent finishes do; steps share group commits), CPU {} µs in the worker, {} µs in \
+             the submitting client, {} µs on the whole machine (PostgreSQL included; the machine's {} cores \
+             allow {} workflows/s at that cost).",
+            burst.commits_per_workflow,
+            rate(burst.cpu.worker),
+            rate(burst.cpu.client),
+            rate(burst.cpu.machine),
+            self.cores,
+            rate(self.cores as f64 * 1e6 / burst.cpu.machine.max(1.0)),
+        );
 
         out.push_str(
             "\n#### Fan-out: one workflow running 100 no-op steps concurrently, submit → result\n\n\

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::Connection as _;
 use stepbox::journal::{
-    AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, Claim, Journal, JournalError, Lease, NewStepCall,
-    NewSubmission, NewWorkflow, Renewal, Timestamp,
+    AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, Claim, Finish, Journal, JournalError, Lease, NewStepCall,
+    NewSubmission, NewWorkflow, Renewal, Submitted, Timestamp, WorkflowStatus,
 };
 
 use crate::support::PostgresDb;
@@ -269,3 +269,90 @@ async fn an_older_sqlite_journal_keeps_its_rows_through_the_rebuild_of_migration
         sqlx::query_as("PRAGMA foreign_key_check").fetch_all(&mut connection).await.expect("check");
     assert!(violations.is_empty(), "{violations:?}");
 }
+
+/// Submits and finishes made at once by one process each get their own
+/// answer — new, the same submission again, an id taken, a dedup key held,
+/// a finish under a lost lease refused — and on PostgreSQL they share
+/// statements: fewer commits than calls.
+async fn concurrent_submits_and_finishes_each_get_their_own_answer(target: &str) {
+    let journal = Journal::open(target).await.expect("opens");
+    let submission = |id: &str, input: &str, dedup: Option<&str>| NewSubmission {
+        workflow: NewWorkflow { input: input.into(), ..workflow(id) },
+        queue: "together".into(),
+        priority: 0,
+        partition_key: None,
+        dedup_key: dedup.map(str::to_string),
+        run_at: Timestamp::now(),
+        deadline_at: None,
+    };
+    let mut submissions: Vec<NewSubmission> = (0..30).map(|n| submission(&format!("s-{n}"), "()", None)).collect();
+    // The same submission again is no conflict; the same id with another input is.
+    submissions.push(submission("s-5", "()", None));
+    submissions.push(submission("s-6", "(7)", None));
+    submissions.extend((0..5).map(|n| submission(&format!("d-{n}"), "()", Some("key"))));
+    let before = journal.commit_count().workflow_commits;
+    let mut calls = tokio::task::JoinSet::new();
+    for (index, submission) in submissions.into_iter().enumerate() {
+        let journal = journal.clone();
+        calls.spawn(async move { (index, submission.workflow.id.clone(), journal.submit_workflow(&submission).await) });
+    }
+    let mut answers = calls.join_all().await;
+    answers.sort_by_key(|(index, _, _)| *index);
+    let submits = journal.commit_count().workflow_commits - before;
+    let mut holder = None;
+    for (index, id, answer) in &answers {
+        let answer = answer.as_ref().expect("submits");
+        match (*index, id.as_str()) {
+            (0..=30, _) => assert_eq!(*answer, Submitted::New, "{id}"),
+            (31, _) => assert_eq!(*answer, Submitted::IdTaken, "{id}"),
+            (_, id) => match answer {
+                Submitted::New => assert!(holder.replace(id.to_string()).is_none(), "one new holder of the key"),
+                Submitted::Deduplicated(_) => {}
+                other => panic!("{id}: {other:?}"),
+            },
+        }
+    }
+    let holder = holder.expect("one submit of the dedup key went in");
+    for (_, id, answer) in answers.iter().filter(|(_, id, _)| id.starts_with("d-") && *id != holder) {
+        assert_eq!(answer.as_ref().expect("submits"), &Submitted::Deduplicated(holder.clone()), "{id}");
+    }
+    let six = journal.workflow("s-6").await.expect("reads").expect("exists");
+    assert_eq!(six.input, "()", "the first submit of s-6 kept its row");
+
+    // Finish 20 at once; one of them under an older epoch than the one that holds it.
+    let claimed = journal.claim_workflows("together", "me:1:aaaa", 20, A_MINUTE).await.expect("claims");
+    assert_eq!(claimed.len(), 20);
+    let before = journal.commit_count().workflow_commits;
+    let mut finishes = tokio::task::JoinSet::new();
+    for (n, claimed) in claimed.into_iter().enumerate() {
+        let journal = journal.clone();
+        let mut lease = claimed.lease;
+        if n == 0 {
+            lease.epoch -= 1;
+        }
+        let finish = Finish {
+            status: WorkflowStatus::Succeeded,
+            output: Some(format!("{n}")),
+            output_json: Some(json!(n)),
+            error: None,
+        };
+        finishes.spawn(async move { (lease.workflow_id.clone(), n, journal.finish_workflow(&lease, &finish).await) });
+    }
+    for (id, n, finished) in finishes.join_all().await {
+        assert_eq!(finished.expect("answers"), n != 0, "{id}: only the lease that holds it finishes it");
+        let row = journal.workflow(&id).await.expect("reads").expect("exists");
+        match n {
+            0 => assert_eq!(row.status, WorkflowStatus::Running, "{id}"),
+            n => {
+                assert_eq!(row.status, WorkflowStatus::Succeeded, "{id}");
+                assert_eq!(row.output.as_deref(), Some(n.to_string().as_str()), "{id}");
+            }
+        }
+    }
+    let finishes = journal.commit_count().workflow_commits - before;
+    if target.starts_with("postgres") {
+        assert!(submits < 36, "36 submits at once took {submits} commits: they did not share statements");
+        assert!(finishes < 20, "20 finishes at once took {finishes} commits: they did not share statements");
+    }
+}
+on_both!(concurrent_submits_and_finishes_each_get_their_own_answer);

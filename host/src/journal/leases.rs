@@ -10,11 +10,40 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+use super::coalesce::firsts;
+use super::faults::Outage;
 use super::notify::notify;
 use super::{
     Backend, Claim, Finish, Journal, JournalError, Lease, NewWorkflow, Renewal, Timestamp, WorkflowStatus, statement,
     with_conn,
 };
+
+/// The finish of every workflow of `$1` (epochs `$2`) its lease still holds:
+/// status, output, output as JSON, error and when (`$3`–`$7`), one element per workflow.
+const FINISH_MANY: &str = "UPDATE workflows w SET status = v.status, output = v.output, output_json = v.output_json, \
+     error = v.error, updated_at = v.at, finished_at = v.at, lease_expires_at = NULL \
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[]) \
+     AS v (id, epoch, status, output, output_json, error, at) \
+     WHERE w.id = v.id AND w.lease_epoch = v.epoch AND w.status = 'running' \
+     AND w.lease_expires_at > statement_timestamp() RETURNING w.id, w.parent_id, w.parent_detached";
+
+/// A workflow's finish, queued for a batch.
+pub(super) struct Ending {
+    id: String,
+    epoch: i64,
+    finish: Finish,
+    at: Timestamp,
+}
+
+/// What a batch did with one finish.
+pub(super) enum Finished {
+    /// Ended under its lease: its parent, and whether it is detached.
+    Ended((Option<String>, bool)),
+    /// Not updated: the lease is lost, or an earlier try already finished it.
+    NotHere,
+    /// Left out of the batch: to be written alone.
+    Alone,
+}
 
 /// How long a lease release on the way out retries through an outage.
 pub const RELEASE_BUDGET: Duration = Duration::from_secs(2);
@@ -304,31 +333,27 @@ impl Journal {
     }
 
     /// Records how a workflow ended, if `lease` still holds it; done before
-    /// its output is shown. False if the lease was lost.
+    /// its output is shown. False if the lease was lost. On PostgreSQL the
+    /// finishes of this process's workflows that end at once share one
+    /// statement and one commit.
     pub async fn finish_workflow(&self, lease: &Lease, finish: &Finish) -> Result<bool, JournalError> {
         let now = Timestamp::now();
-        let sql = format!(
-            "UPDATE workflows SET status = $1, output = $2, output_json = $3, error = $4, updated_at = $5, \
-             finished_at = $5, lease_expires_at = NULL WHERE id = $6 AND lease_epoch = $7 \
-             AND status = 'running' AND {} RETURNING parent_id, parent_detached",
-            live(&self.backend)
-        );
-        let finished: Option<(Option<String>, bool)> = self
-            .commit("finish of a workflow", || {
-                with_conn!(&self.backend, |conn| {
-                    statement::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                        .bind(finish.status)
-                        .bind(finish.output.as_deref())
-                        .bind(finish.output_json.as_ref())
-                        .bind(finish.error.as_deref())
-                        .bind(now)
-                        .bind(&lease.workflow_id)
-                        .bind(lease.epoch)
-                        .fetch_optional(conn)
-                        .await
-                })
-            })
-            .await?;
+        let batched = match &self.backend {
+            // Through a pooler a statement cannot be prepared once for every batch: alone.
+            Backend::Postgres(_) if statement::persistent() => {
+                let ending =
+                    Ending { id: lease.workflow_id.clone(), epoch: lease.epoch, finish: finish.clone(), at: now };
+                self.finishes.call(ending, |endings| self.finish_many(endings)).await
+            }
+            _ => None,
+        };
+        let finished = match batched {
+            Some(Ok(Finished::Ended(parent))) => Some(parent),
+            Some(Ok(Finished::NotHere)) => None,
+            Some(Err(error)) => return Err(error),
+            // Not batched, or its batch was dropped (or held the same workflow twice): alone.
+            Some(Ok(Finished::Alone)) | None => self.finish_one(lease, finish, now).await?,
+        };
         if let Some((parent, detached)) = finished {
             if parent.is_some() && !detached {
                 self.woke_parent(&lease.workflow_id).await;
@@ -338,6 +363,88 @@ impl Journal {
         // A retry after an unknown commit outcome finds it finished by this lease.
         let existing = self.workflow(&lease.workflow_id).await?;
         Ok(existing.is_some_and(|row| row.lease_epoch == lease.epoch && row.status == finish.status))
+    }
+
+    /// One workflow's finish in a statement of its own: its parent, if it ended here.
+    async fn finish_one(
+        &self,
+        lease: &Lease,
+        finish: &Finish,
+        now: Timestamp,
+    ) -> Result<Option<(Option<String>, bool)>, JournalError> {
+        let sql = format!(
+            "UPDATE workflows SET status = $1, output = $2, output_json = $3, error = $4, updated_at = $5, \
+             finished_at = $5, lease_expires_at = NULL WHERE id = $6 AND lease_epoch = $7 \
+             AND status = 'running' AND {} RETURNING parent_id, parent_detached",
+            live(&self.backend)
+        );
+        self.commit("finish of a workflow", || {
+            with_conn!(&self.backend, |conn| {
+                statement::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(finish.status)
+                    .bind(finish.output.as_deref())
+                    .bind(finish.output_json.as_ref())
+                    .bind(finish.error.as_deref())
+                    .bind(now)
+                    .bind(&lease.workflow_id)
+                    .bind(lease.epoch)
+                    .fetch_optional(conn)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// The finishes of several workflows in one statement (PostgreSQL), each
+    /// under its own lease's fence; through outages as group commit does.
+    async fn finish_many(&self, endings: Vec<Ending>) -> Vec<Result<Finished, JournalError>> {
+        // A workflow twice in one batch (never, with one finish per lease) goes alone.
+        let batched = firsts(&endings, |ending| ending.id.clone());
+        let chosen: Vec<&Ending> =
+            endings.iter().zip(&batched).filter(|(_, in_batch)| **in_batch).map(|(ending, _)| ending).collect();
+        let Backend::Postgres(db) = &self.backend else {
+            return endings.iter().map(|_| Ok(Finished::Alone)).collect();
+        };
+        let write = || async {
+            let mut connection = db.pool().acquire().await?;
+            let rows = statement::query_as::<_, (String, Option<String>, bool)>(FINISH_MANY)
+                .bind(chosen.iter().map(|ending| ending.id.as_str()).collect::<Vec<_>>())
+                .bind(chosen.iter().map(|ending| ending.epoch).collect::<Vec<_>>())
+                .bind(chosen.iter().map(|ending| ending.finish.status.as_column()).collect::<Vec<_>>())
+                .bind(chosen.iter().map(|ending| ending.finish.output.as_deref()).collect::<Vec<_>>())
+                .bind(chosen.iter().map(|ending| ending.finish.output_json.as_ref()).collect::<Vec<_>>())
+                .bind(chosen.iter().map(|ending| ending.finish.error.as_deref()).collect::<Vec<_>>())
+                .bind(chosen.iter().map(|ending| ending.at).collect::<Vec<_>>())
+                .fetch_all(&mut *connection)
+                .await;
+            if rows.is_err() {
+                // It may be left mid-statement: never reuse it.
+                connection.close_on_drop();
+            }
+            rows
+        };
+        let written = self.weather.retry(write, || self.backend.reconnect()).await;
+        self.workflow_commits.fetch_add(1, Ordering::Relaxed);
+        match written {
+            Ok(rows) => {
+                let ended: std::collections::HashMap<String, (Option<String>, bool)> =
+                    rows.into_iter().map(|(id, parent, detached)| (id, (parent, detached))).collect();
+                endings
+                    .iter()
+                    .zip(batched)
+                    .map(|(ending, in_batch)| match (in_batch, ended.get(&ending.id)) {
+                        (false, _) => Ok(Finished::Alone),
+                        (true, Some(parent)) => Ok(Finished::Ended(parent.clone())),
+                        (true, None) => Ok(Finished::NotHere),
+                    })
+                    .collect()
+            }
+            Err(Outage { lasted: Some(lasted), error }) => {
+                endings.iter().map(|_| Err(self.unreachable_for_each("finish of a workflow", lasted, &error))).collect()
+            }
+            // Refused (not an outage): each alone, to get its own error.
+            Err(Outage { lasted: None, .. }) => endings.iter().map(|_| Ok(Finished::Alone)).collect(),
+        }
     }
 
     /// Replaces a running workflow's recorded options (after a resume that

@@ -21,6 +21,7 @@
 mod attempts;
 mod backend;
 mod children;
+mod coalesce;
 mod components;
 mod error;
 mod faults;
@@ -147,6 +148,10 @@ pub struct Journal {
     weather: Weather,
     /// Workflow-level writes (create, claim, lease, finish), each its own transaction.
     workflow_commits: Arc<AtomicU64>,
+    /// Finishes of this process's workflows on their way to a shared statement.
+    finishes: Arc<coalesce::Coalescer<leases::Ending, Result<leases::Finished, JournalError>>>,
+    /// Submits made in this process at once, on their way to a shared statement.
+    submits: Arc<coalesce::Coalescer<(NewSubmission, WorkflowStatus), Result<bool, JournalError>>>,
 }
 
 impl Journal {
@@ -177,7 +182,15 @@ impl Journal {
         let answer_within = matches!(backend, Backend::Postgres(_)).then_some(options.statement_wait);
         let weather = Weather::new(&location, options.outage_budget, answer_within);
         let writer = Writer::spawn(backend.clone(), &location, options.group_commit, weather.clone());
-        Ok(Self { backend, location: location.into(), writer, weather, workflow_commits: Arc::default() })
+        Ok(Self {
+            backend,
+            location: location.into(),
+            writer,
+            weather,
+            workflow_commits: Arc::default(),
+            finishes: Arc::default(),
+            submits: Arc::default(),
+        })
     }
 
     /// Where the journal is, with any password hidden.
@@ -248,6 +261,20 @@ impl Journal {
         let result = self.run(what, operation).await;
         self.workflow_commits.fetch_add(1, Ordering::Relaxed);
         result
+    }
+
+    /// What each caller of a shared statement (a batch of finishes or
+    /// submits) is told when the journal stayed unreachable through the
+    /// outage budget: the error each would have got alone.
+    fn unreachable_for_each(&self, what: &'static str, lasted: Duration, error: &sqlx::Error) -> JournalError {
+        let source = match error {
+            sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+            sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+            sqlx::Error::WorkerCrashed => sqlx::Error::WorkerCrashed,
+            other => sqlx::Error::Io(std::io::Error::other(other.to_string())),
+        };
+        JournalError::Unreachable { location: self.location.to_string(), what, lasted, source }
     }
 
     fn error(&self, what: &'static str, outage: Outage) -> JournalError {

@@ -223,12 +223,14 @@ impl Journal {
                 if let Some(seq) = unfinished {
                     return Ok(Forked::Unfinished(seq));
                 }
+                // Epoch 1, as if its copied journal had been written under a lease of its own:
+                // its first claim (epoch 2) reads that journal (`Claimed::first_lease`).
                 let created: Option<Option<String>> = statement::query_scalar(
                     "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, \
-                     options, queue, priority, partition_key, run_at, created_at, updated_at) \
+                     options, queue, priority, partition_key, run_at, lease_epoch, created_at, updated_at) \
                      SELECT $1, name, component, component_digest, entry, input, input_json, \
                      CASE WHEN COALESCE($5, queue) IS NULL THEN 'running' ELSE 'enqueued' END, $2, \
-                     COALESCE($5, queue), priority, partition_key, $3, $3, $3 FROM workflows WHERE id = $4 \
+                     COALESCE($5, queue), priority, partition_key, $3, 1, $3, $3 FROM workflows WHERE id = $4 \
                      RETURNING queue",
                 )
                 .bind(new_id)

@@ -5,16 +5,18 @@
 //! workflows of workers that died (dead after too many crashes without
 //! progress), and requeue one by hand.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 
+use super::coalesce::firsts;
+use super::faults::Outage;
 use super::leases::{held, lapsed, live, millis};
-use super::notify::notify;
+use super::notify::{EVENTS, notify};
 use super::{
-    Backend, Claimed, Journal, JournalError, Lease, NewSubmission, QueueLimits, QueueRecord, Reaped, Requeued,
-    Submitted, Timestamp, WorkflowRecord, WorkflowStatus, statement, with_conn, workflow_columns,
+    Backend, BackendKind, Claimed, Journal, JournalError, Lease, NewSubmission, QueueLimits, QueueRecord, Reaped,
+    Requeued, Submitted, Timestamp, WorkflowRecord, WorkflowStatus, statement, with_conn, workflow_columns,
 };
 
 /// The queue a workflow is submitted to when none is named.
@@ -25,6 +27,29 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// The SQL list of live statuses (one live workflow per dedup key).
 pub(super) const LIVE: &str = "'enqueued', 'delayed', 'waiting', 'running'";
+
+/// A submitted workflow's row, unless its id (or its live dedup key) is taken.
+const SUBMIT_INSERT: &str = "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, \
+     status, options, queue, priority, partition_key, dedup_key, run_at, deadline_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) ON CONFLICT DO NOTHING";
+
+/// The rows of several submits, one array per column (`$1`–`$16`, in
+/// [`SUBMIT_INSERT`]'s order), unless an id or a live dedup key is taken;
+/// the ids that went in, and one NOTIFY per queue that got work.
+static SUBMIT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH inserted AS (INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, \
+         status, options, queue, priority, partition_key, dedup_key, run_at, deadline_at, created_at, updated_at) \
+         SELECT *, created_at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::jsonb[], $8::text[], $9::jsonb[], $10::text[], $11::integer[], $12::text[], $13::text[], \
+         $14::timestamptz[], $15::timestamptz[], $16::timestamptz[]) AS v (id, name, component, component_digest, \
+         entry, input, input_json, status, options, queue, priority, partition_key, dedup_key, run_at, deadline_at, \
+         created_at) ON CONFLICT DO NOTHING RETURNING id, queue), \
+         woken AS (SELECT count(pg_notify(current_schema() || '_{EVENTS}', 'submit:' || queue)) AS queues \
+         FROM (SELECT DISTINCT queue FROM inserted) AS q) \
+         SELECT id FROM inserted, woken"
+    )
+});
 
 /// Progress of a workflow: its finished step calls, as an SQL expression on `workflows`.
 const CALLS_DONE: &str =
@@ -38,33 +63,57 @@ impl Journal {
         let workflow = &submission.workflow;
         let now = Timestamp::now();
         let status = if submission.run_at > now { WorkflowStatus::Delayed } else { WorkflowStatus::Enqueued };
+        // Through a pooler a statement cannot be prepared once for every batch: alone.
+        if matches!(self.backend, Backend::Postgres(_)) && statement::persistent() {
+            let batched = self.submits.call((submission.clone(), status), |batch| self.submit_many(batch)).await;
+            match batched {
+                Some(Ok(true)) => return Ok(Submitted::New),
+                Some(Err(error)) => return Err(error),
+                // Its id or dedup key is taken (or its batch was dropped): alone, which says by whom.
+                Some(Ok(false)) | None => {}
+            }
+        }
+        // The row's values, bound to either statement below.
+        macro_rules! row {
+            ($query:expr) => {
+                $query
+                    .bind(&workflow.id)
+                    .bind(&workflow.name)
+                    .bind(&workflow.component)
+                    .bind(&workflow.component_digest)
+                    .bind(&workflow.entry)
+                    .bind(&workflow.input)
+                    .bind(&workflow.input_json)
+                    .bind(status)
+                    .bind(&workflow.options)
+                    .bind(&submission.queue)
+                    .bind(submission.priority)
+                    .bind(submission.partition_key.as_deref())
+                    .bind(submission.dedup_key.as_deref())
+                    .bind(submission.run_at)
+                    .bind(submission.deadline_at)
+                    .bind(workflow.created_at)
+            };
+        }
+        let insert_new = match self.backend.kind() {
+            // The insert and its wake-up in one statement: one round trip, one commit.
+            BackendKind::Postgres => format!(
+                "WITH inserted AS ({SUBMIT_INSERT} RETURNING queue) \
+                 SELECT pg_notify(current_schema() || '_{EVENTS}', 'submit:' || queue) FROM inserted"
+            ),
+            BackendKind::Sqlite => SUBMIT_INSERT.to_string(),
+        };
         self.commit("submit of a workflow", || {
             with_conn!(&self.backend, |conn| {
+                // A new row, as nearly every submit is, costs no transaction around it.
+                let inserted =
+                    row!(statement::query(sqlx::AssertSqlSafe(insert_new.clone()))).execute(&mut *conn).await?;
+                if inserted.rows_affected() == 1 {
+                    return Ok(Submitted::New);
+                }
+                // Its id or dedup key is taken: insert again beside the reads that say by whom.
                 let mut tx = conn.begin().await?;
-                let inserted = statement::query(
-                    "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, \
-                     options, queue, priority, partition_key, dedup_key, run_at, deadline_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&workflow.id)
-                .bind(&workflow.name)
-                .bind(&workflow.component)
-                .bind(&workflow.component_digest)
-                .bind(&workflow.entry)
-                .bind(&workflow.input)
-                .bind(&workflow.input_json)
-                .bind(status)
-                .bind(&workflow.options)
-                .bind(&submission.queue)
-                .bind(submission.priority)
-                .bind(submission.partition_key.as_deref())
-                .bind(submission.dedup_key.as_deref())
-                .bind(submission.run_at)
-                .bind(submission.deadline_at)
-                .bind(workflow.created_at)
-                .execute(&mut *tx)
-                .await?;
+                let inserted = row!(statement::query(SUBMIT_INSERT)).execute(&mut *tx).await?;
                 let outcome = if inserted.rows_affected() == 1 {
                     notify(&mut *tx, &format!("submit:{}", submission.queue)).await?;
                     Submitted::New
@@ -108,6 +157,64 @@ impl Journal {
             })
         })
         .await
+    }
+
+    /// New workflows of several submits in one statement (PostgreSQL), with
+    /// one wake-up per queue; true for each whose row went in. Through
+    /// outages as group commit does.
+    async fn submit_many(&self, batch: Vec<(NewSubmission, WorkflowStatus)>) -> Vec<Result<bool, JournalError>> {
+        let Backend::Postgres(db) = &self.backend else {
+            return batch.iter().map(|_| Ok(false)).collect();
+        };
+        // An id twice in one batch goes alone the second time, to be told it is taken.
+        let batched = firsts(&batch, |(submission, _)| submission.workflow.id.clone());
+        let rows: Vec<&(NewSubmission, WorkflowStatus)> =
+            batch.iter().zip(&batched).filter(|(_, in_batch)| **in_batch).map(|(row, _)| row).collect();
+        let column = |value: fn(&NewSubmission) -> &str| rows.iter().map(|(s, _)| value(s)).collect::<Vec<_>>();
+        let write = || async {
+            let mut connection = db.pool().acquire().await?;
+            let inserted = statement::query_scalar::<_, String>(SUBMIT_MANY.as_str())
+                .bind(column(|s| &s.workflow.id))
+                .bind(column(|s| &s.workflow.name))
+                .bind(column(|s| &s.workflow.component))
+                .bind(column(|s| &s.workflow.component_digest))
+                .bind(column(|s| &s.workflow.entry))
+                .bind(column(|s| &s.workflow.input))
+                .bind(rows.iter().map(|(s, _)| &s.workflow.input_json).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(_, status)| status.as_column()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(s, _)| &s.workflow.options).collect::<Vec<_>>())
+                .bind(column(|s| &s.queue))
+                .bind(rows.iter().map(|(s, _)| s.priority).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(s, _)| s.partition_key.as_deref()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(s, _)| s.dedup_key.as_deref()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(s, _)| s.run_at).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(s, _)| s.deadline_at).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(s, _)| s.workflow.created_at).collect::<Vec<_>>())
+                .fetch_all(&mut *connection)
+                .await;
+            if inserted.is_err() {
+                // It may be left mid-statement: never reuse it.
+                connection.close_on_drop();
+            }
+            inserted
+        };
+        let written = self.weather.retry(write, || self.backend.reconnect()).await;
+        self.workflow_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match written {
+            Ok(inserted) => {
+                let inserted: HashSet<String> = inserted.into_iter().collect();
+                batch
+                    .iter()
+                    .zip(batched)
+                    .map(|((submission, _), in_batch)| Ok(in_batch && inserted.contains(&submission.workflow.id)))
+                    .collect()
+            }
+            Err(Outage { lasted: Some(lasted), error }) => {
+                batch.iter().map(|_| Err(self.unreachable_for_each("submit of a workflow", lasted, &error))).collect()
+            }
+            // Refused (not an outage): each alone, to get its own error.
+            Err(Outage { lasted: None, .. }) => batch.iter().map(|_| Ok(false)).collect(),
+        }
     }
 
     /// Claims up to `limit` workflows of `queue` that are due, for `executor`

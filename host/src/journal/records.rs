@@ -375,6 +375,16 @@ pub struct Claimed {
     pub workflow: WorkflowRecord,
 }
 
+impl Claimed {
+    /// Whether this is the workflow's first lease ever: epochs only grow and
+    /// every write is fenced by one, so nothing is journaled for it yet and
+    /// its history need not be read. (A fork, whose journal is copied when it
+    /// is made, starts at epoch 1: its first claim is its second lease.)
+    pub fn first_lease(&self) -> bool {
+        self.lease.epoch == 1
+    }
+}
+
 /// What one reaper pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reaped {

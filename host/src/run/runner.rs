@@ -311,7 +311,7 @@ impl Runner {
             deadline: workflow.deadline_at,
             park_after: Some(park_after),
         };
-        let (output, output_json) = self.execute(lease, &turn, false).await?;
+        let (output, output_json) = self.execute(lease, &turn, claimed.first_lease()).await?;
         Ok(RunOutcome { workflow_id: id, output, output_json, recorded: false, elapsed: started.elapsed() })
     }
 

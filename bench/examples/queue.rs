@@ -1,0 +1,61 @@
+//! The side-by-side workloads of one `host worker`, alone, on a fresh `stepbox_bench` database of
+//! the PostgreSQL at `STEPBOX_BENCH_POSTGRES` (default 127.0.0.1:5432): a loop to change one thing
+//! at a time against. Needs `target/release/host` (`cargo build --release -p stepbox`).
+//!
+//! - `cargo run --release -p stepbox-bench --example queue -- burst 1000 5`: five bursts of 1,000
+//!   3-step workflows submitted at once from 32 tasks, each with its commits and CPU per workflow;
+//! - `cargo run --release -p stepbox-bench --example queue -- result 200`: 200 3-step workflows
+//!   submitted one at a time, submit → result and where the journal's time went.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use stepbox_bench::QueueProbe;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let workload = args.next().unwrap_or_else(|| "burst".into());
+    let mut number = |default: usize| -> anyhow::Result<usize> {
+        args.next().map_or(Ok(default), |count| count.parse().context("a count is not a number"))
+    };
+    let postgres =
+        std::env::var("STEPBOX_BENCH_POSTGRES").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432".into());
+    match workload.as_str() {
+        "burst" => {
+            let (workflows, rounds) = (number(1000)?, number(5)?);
+            let probe = QueueProbe::new(&postgres, Path::new("target/release/host")).await?;
+            for _ in 0..rounds {
+                let burst = probe.burst(workflows).await?;
+                println!(
+                    "{:.0} workflows/s; per workflow: {:.2} commits, CPU {:.0} µs worker, {:.0} µs client, {:.0} µs \
+                     machine",
+                    burst.workflows_per_second(),
+                    burst.commits_per_workflow,
+                    burst.cpu.worker,
+                    burst.cpu.client,
+                    burst.cpu.machine
+                );
+            }
+        }
+        "result" => {
+            let samples = number(200)?;
+            let probe = QueueProbe::new(&postgres, Path::new("target/release/host")).await?;
+            let result = probe.submit_to_result(samples).await?;
+            let phases = result.phases;
+            println!(
+                "submit → result p50 {:.2} ms at the client, {:.1} ms in the journal (mean {:.2}); phases (means): \
+                 to claim {:.2}, to first step {:.2}, steps {:.2}, to finish {:.2} ms",
+                result.client.median,
+                result.journal.median,
+                phases.to_claim + phases.to_first_step + phases.steps + phases.to_finish,
+                phases.to_claim,
+                phases.to_first_step,
+                phases.steps,
+                phases.to_finish
+            );
+        }
+        other => bail!("no such workload {other:?}: burst or result"),
+    }
+    Ok(())
+}
