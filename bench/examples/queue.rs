@@ -5,7 +5,9 @@
 //! - `cargo run --release -p stepbox-bench --example queue -- burst 1000 5`: five bursts of 1,000
 //!   3-step workflows submitted at once from 32 tasks, each with its commits and CPU per workflow;
 //! - `cargo run --release -p stepbox-bench --example queue -- result 200`: 200 3-step workflows
-//!   submitted one at a time, submit → result and where the journal's time went.
+//!   submitted one at a time, submit → result and where the journal's time went;
+//! - `cargo run --release -p stepbox-bench --example queue -- start 200`: 200 one-step workflows
+//!   submitted one at a time, submit → first attempt.
 
 use std::path::Path;
 
@@ -55,7 +57,16 @@ async fn main() -> anyhow::Result<()> {
                 phases.to_finish
             );
         }
-        other => bail!("no such workload {other:?}: burst or result"),
+        "start" => {
+            let samples = number(200)?;
+            let probe = QueueProbe::new(&postgres, Path::new("target/release/host")).await?;
+            let start = probe.submit_to_start(samples).await?;
+            println!(
+                "submit → first attempt p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms (the journal's milliseconds)",
+                start.median, start.p90, start.p99
+            );
+        }
+        other => bail!("no such workload {other:?}: burst, result or start"),
     }
     Ok(())
 }

@@ -33,6 +33,8 @@ use crate::queues::Queues;
 pub use crate::queues::{Burst, BurstCpu, Phases, ResultLatency};
 use crate::report::{BatchFloor, FanOutWide, QueueResults, Results, SideBySide};
 use crate::startup::StartCase;
+/// Latency percentiles, as the probes print them.
+pub use crate::stats::Summary;
 /// A step's attempts without a workflow, for probes that profile one loop (`examples/attempts.rs`).
 pub use crate::workloads::BareStep;
 use crate::workloads::{Throughput, Workflows};
@@ -359,6 +361,11 @@ impl QueueProbe {
     /// `workflows` 3-step workflows submitted at once to one worker.
     pub async fn burst(&self, workflows: usize) -> anyhow::Result<Burst> {
         self.queues.burst(workflows).await
+    }
+
+    /// Submit → first attempt of a one-step workflow, one at a time, ms from the journal.
+    pub async fn submit_to_start(&self, samples: usize) -> anyhow::Result<Summary> {
+        self.queues.latency(queues::Wakeups::Notify, samples).await
     }
 
     /// Submit → result of a 3-step workflow, one at a time.
