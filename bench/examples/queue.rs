@@ -7,7 +7,7 @@
 //! - `cargo run --release -p stepbox-bench --example queue -- result 200`: 200 3-step workflows
 //!   submitted one at a time, submit → result and where the journal's time went;
 //! - `cargo run --release -p stepbox-bench --example queue -- start 200`: 200 one-step workflows
-//!   submitted one at a time, submit → first attempt.
+//!   submitted one at a time, submit → the step's first line.
 
 use std::path::Path;
 
@@ -56,13 +56,18 @@ async fn main() -> anyhow::Result<()> {
                 phases.steps,
                 phases.to_finish
             );
+            let alone = result.alone;
+            println!(
+                "alone (medians): submit {:.0} µs, claim {:.0} µs, finish {:.0} µs",
+                alone.submit.median, alone.claim.median, alone.finish.median
+            );
         }
         "start" => {
             let samples = number(200)?;
             let probe = QueueProbe::new(&postgres, Path::new("target/release/host")).await?;
             let start = probe.submit_to_start(samples).await?;
             println!(
-                "submit → first attempt p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms (the journal's milliseconds)",
+                "submit → the step's first line p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms (wall clock)",
                 start.median, start.p90, start.p99
             );
         }

@@ -30,7 +30,7 @@ use crate::floor::OwnCall;
 use crate::peer::{Engine, Peer};
 use crate::queues::Queues;
 /// The side-by-side figures of a worker, for the probe that runs them alone (`examples/queue.rs`).
-pub use crate::queues::{Burst, BurstCpu, Phases, ResultLatency};
+pub use crate::queues::{Burst, BurstCpu, PathStatements, Phases, ResultLatency};
 use crate::report::{BatchFloor, FanOutWide, QueueResults, Results, SideBySide};
 use crate::startup::StartCase;
 /// Latency percentiles, as the probes print them.
@@ -269,7 +269,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         starts.push((language, startup::measure(&host, &case, sizes.cold_starts, sizes.cached_starts)?));
     }
 
-    progress("(q) workers and queues: submit to first attempt, NOTIFY and poll-only");
+    progress("(q) workers and queues: submit to the step's first line, NOTIFY and poll-only");
     let queues = Queues::new(&host, &database_url, workflow, steps, &cache).await?;
     let latency_notify = queues.latency(queues::Wakeups::Notify, sizes.latency_samples).await?;
     let latency_poll = queues.latency(queues::Wakeups::Poll, sizes.poll_latency_samples).await?;
@@ -363,7 +363,7 @@ impl QueueProbe {
         self.queues.burst(workflows).await
     }
 
-    /// Submit → first attempt of a one-step workflow, one at a time, ms from the journal.
+    /// Submit → the step's first line of a one-step workflow, one at a time, ms of the wall clock.
     pub async fn submit_to_start(&self, samples: usize) -> anyhow::Result<Summary> {
         self.queues.latency(queues::Wakeups::Notify, samples).await
     }

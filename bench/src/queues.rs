@@ -1,4 +1,4 @@
-//! Workers and queues (issue 14): submit → first attempt latency with a
+//! Workers and queues (issue 14): submit → the step's first line with a
 //! `host worker` woken by NOTIFY and with one polling, and the throughput of
 //! 1, 2 and 4 worker processes on one PostgreSQL — each figure read from
 //! the journal's timestamps, with what PostgreSQL committed meanwhile —
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use sqlx::Connection as _;
 use stepbox::config::SettingsLayer;
-use stepbox::journal::{Journal, Timestamp, WorkflowStatus};
+use stepbox::journal::{Finish, Journal, Timestamp, WorkflowStatus};
 use stepbox::run::RunSpec;
 use stepbox::wasm::{self, ComponentLoader};
 use stepbox::worker::{Client, SubmitRequest, Submittable};
@@ -51,12 +51,28 @@ impl WorkerThroughput {
 /// Submit → result of one workflow at a time, ms: as the client saw it, and from the journal.
 #[derive(Debug, Clone, Copy)]
 pub struct ResultLatency {
-    /// From before the submit call to the client reading the finished row (it polls every 1 ms).
+    /// From before the submit call to the client reading the finished row
+    /// (`operate::result`, woken by the finish's announcement).
     pub client: Summary,
     /// The row's `finished_at` − `created_at`: when the result was durable.
     pub journal: Summary,
     /// Where the journal's time went, ms (means of millisecond timestamps' differences).
     pub phases: Phases,
+    /// The path's own workflow-level statements, each committed alone.
+    pub alone: PathStatements,
+}
+
+/// The workflow-level statements on a submit → result path, timed one by
+/// one through the journal's API with nothing else running (no worker, no
+/// Wasm), µs: what the same rows cost, against the single-row floor.
+#[derive(Debug, Clone, Copy)]
+pub struct PathStatements {
+    /// `Client::submit`: the row and its NOTIFY.
+    pub submit: Summary,
+    /// `Journal::claim_workflows` of one workflow: its lease.
+    pub claim: Summary,
+    /// `Journal::finish_workflow`: its output, under the lease's fence.
+    pub finish: Summary,
 }
 
 /// The phases of one submit → result, from the journal's timestamps (each
@@ -109,6 +125,8 @@ pub struct Queues {
     cache: PathBuf,
     client: Arc<Client>,
     sequential: Arc<Submittable>,
+    /// `bench-loop.marked`: one step that returns the wall clock at its first line.
+    marked: Submittable,
 }
 
 impl Queues {
@@ -124,12 +142,14 @@ impl Queues {
         let engine = wasm::new_engine().map_err(|error| anyhow::anyhow!("{error:#}"))?;
         let client = Client::new(journal, ComponentLoader::new(&engine, Some(cache.to_path_buf())));
         let sequential = client.prepare(&spec(workflow, &[steps], "sequential")).await?;
+        let marked = client.prepare(&spec(workflow, &[steps], "marked")).await?;
         Ok(Self {
             host: host.to_path_buf(),
             database_url: database_url.to_string(),
             cache: cache.to_path_buf(),
             client: Arc::new(client),
             sequential: Arc::new(sequential),
+            marked,
         })
     }
 
@@ -199,7 +219,9 @@ impl Queues {
         }
     }
 
-    /// Submit → first attempt start, one workflow at a time, `samples` times: ms from the journal.
+    /// Submit → the step's first line, one workflow at a time, `samples`
+    /// times: ms from the wall clock before the submit call to the wall clock
+    /// the step read (µs resolution; the journal's timestamps are ms).
     pub async fn latency(&self, wakeups: Wakeups, samples: usize) -> anyhow::Result<Summary> {
         let queue = format!("latency-{}", if wakeups == Wakeups::Notify { "notify" } else { "poll" });
         let mut worker = self.worker(&queue, 10, wakeups)?;
@@ -207,15 +229,12 @@ impl Queues {
             self.registered(1).await?;
             let mut latencies = Vec::with_capacity(samples);
             for n in 0..samples + samples / 10 {
-                let request = SubmitRequest {
-                    arguments: vec!["1".into()],
-                    queue: Some(queue.clone()),
-                    ..SubmitRequest::default()
-                };
-                let receipt = self.client.submit(&self.sequential, &request).await?;
-                let latency = self.first_attempt_after_submit(&receipt.id).await?;
+                let request = SubmitRequest { queue: Some(queue.clone()), ..SubmitRequest::default() };
+                let submitted = wall_micros();
+                let receipt = self.client.submit(&self.marked, &request).await?;
+                let stepped = self.marked_output(&receipt.id).await?;
                 if n >= samples / 10 {
-                    latencies.push(latency);
+                    latencies.push(stepped.saturating_sub(submitted) as f64 / 1000.0);
                 }
                 // Spread submissions over the poll period, as independent arrivals would be.
                 if wakeups == Wakeups::Poll {
@@ -229,15 +248,14 @@ impl Queues {
         result
     }
 
-    /// Waits for workflow `id` to finish; ms from its submission to its first attempt's start.
-    async fn first_attempt_after_submit(&self, id: &str) -> anyhow::Result<f64> {
+    /// Waits for the `marked` workflow `id` to succeed; the wall clock its step read, µs.
+    async fn marked_output(&self, id: &str) -> anyhow::Result<u64> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let workflow = self.journal().workflow(id).await?.context("the submitted workflow is in the journal")?;
             if workflow.status == WorkflowStatus::Succeeded {
-                let attempts = self.journal().attempts(id).await?;
-                let first = attempts.first().context("the workflow has an attempt")?;
-                return Ok((first.started_at.millis() - workflow.created_at.millis()) as f64);
+                let output = workflow.output.context("a workflow that succeeded has its output")?;
+                return output.parse().with_context(|| format!("workflow {id} returned {output:?}, not a time"));
             }
             if workflow.status.is_final() {
                 bail!("workflow {id} ended {}", workflow.status);
@@ -306,19 +324,12 @@ impl Queues {
             for n in 0..samples + samples / 10 {
                 let started = Instant::now();
                 let receipt = self.client.submit(&self.sequential, &request).await?;
-                let deadline = started + Duration::from_secs(30);
-                let workflow = loop {
-                    let workflow =
-                        self.journal().workflow(&receipt.id).await?.context("the workflow is in the journal")?;
-                    if workflow.status.is_final() {
-                        break workflow;
-                    }
-                    if Instant::now() > deadline {
-                        bail!("workflow {} did not finish within 30 s", receipt.id);
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                };
+                let result = stepbox::operate::result(self.journal(), &receipt.id, Duration::from_secs(30)).await?;
                 let seen = crate::workloads::micros(started.elapsed()) / 1000.0;
+                if !result.status.is_final() {
+                    bail!("workflow {} did not finish within 30 s", receipt.id);
+                }
+                let workflow = self.journal().workflow(&receipt.id).await?.context("the workflow is in the journal")?;
                 if workflow.status != WorkflowStatus::Succeeded {
                     bail!("workflow {} ended {}", receipt.id, workflow.status);
                 }
@@ -348,11 +359,49 @@ impl Queues {
                 steps: phases.steps / runs,
                 to_finish: phases.to_finish / runs,
             };
-            Ok(ResultLatency { client: summarize(client), journal: summarize(journal), phases })
+            Ok((summarize(client), summarize(journal), phases))
         }
         .await;
         worker.stop();
-        result
+        let (client, journal, phases) = result?;
+        let alone = self.path_statements(samples).await?;
+        Ok(ResultLatency { client, journal, phases, alone })
+    }
+
+    /// Submits, claims and finishes `samples` workflows one by one (after a
+    /// tenth more, discarded), on a queue no worker serves, timing each call.
+    async fn path_statements(&self, samples: usize) -> anyhow::Result<PathStatements> {
+        let queue = "statements-alone";
+        let request = SubmitRequest { arguments: vec!["3".into()], queue: Some(queue.into()), ..Default::default() };
+        let finish = Finish {
+            status: WorkflowStatus::Succeeded,
+            output: Some("3".into()),
+            output_json: Some(serde_json::json!(3)),
+            error: None,
+        };
+        let (mut submits, mut claims, mut finishes) = (Vec::new(), Vec::new(), Vec::new());
+        let lease = Duration::from_secs(30);
+        for n in 0..samples + samples / 10 {
+            let began = Instant::now();
+            self.client.submit(&self.sequential, &request).await?;
+            let submitted = began.elapsed();
+            let began = Instant::now();
+            let claimed = self.journal().claim_workflows(queue, "bench-statements-alone", 1, lease).await?;
+            let claimed_in = began.elapsed();
+            let claimed = claimed.into_iter().next().context("the workflow just submitted is claimable")?;
+            let began = Instant::now();
+            if !self.journal().finish_workflow(&claimed.lease, &finish).await? {
+                bail!("workflow {} could not be finished under its fresh lease", claimed.workflow.id);
+            }
+            let finished_in = began.elapsed();
+            if n >= samples / 10 {
+                let micros = crate::workloads::micros;
+                submits.push(micros(submitted));
+                claims.push(micros(claimed_in));
+                finishes.push(micros(finished_in));
+            }
+        }
+        Ok(PathStatements { submit: summarize(submits), claim: summarize(claims), finish: summarize(finishes) })
     }
 
     /// `workflows` 3-step workflows submitted at once (from 32 tasks) to one
@@ -498,4 +547,10 @@ impl Drop for Worker {
             self.stop();
         }
     }
+}
+
+/// The wall clock, µs since the Unix epoch (what the `clock` step returns).
+fn wall_micros() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
 }

@@ -356,3 +356,60 @@ async fn concurrent_submits_and_finishes_each_get_their_own_answer(target: &str)
     }
 }
 on_both!(concurrent_submits_and_finishes_each_get_their_own_answer);
+
+/// A worker's finish wakes whoever waits for that workflow's result: on
+/// PostgreSQL through its announcement (a watch would otherwise sleep its
+/// whole minute), the finishes of a shared statement each to its own
+/// waiters and nobody else's; on SQLite the wait polls. Either way
+/// `operate::result` hands over the output.
+async fn a_finish_wakes_the_waiters_of_that_workflow(target: &str) {
+    let journal = Journal::open(target).await.expect("opens");
+    for n in 0..3 {
+        let submission = NewSubmission {
+            workflow: workflow(&format!("e-{n}")),
+            queue: "ends".into(),
+            priority: 0,
+            partition_key: None,
+            dedup_key: None,
+            run_at: Timestamp::now(),
+            deadline_at: None,
+        };
+        assert_eq!(journal.submit_workflow(&submission).await.expect("submits"), Submitted::New);
+    }
+    let claimed = journal.claim_workflows("ends", "me:1:aaaa", 3, A_MINUTE).await.expect("claims");
+    assert_eq!(claimed.len(), 3);
+    let waiting = tokio::spawn({
+        let journal = journal.clone();
+        async move { stepbox::operate::result(&journal, "e-0", Duration::from_secs(60)).await }
+    });
+    let (mut first, mut second, mut untouched) =
+        (journal.watch_end("e-0").await, journal.watch_end("e-1").await, journal.watch_end("e-2").await);
+    let began = std::time::Instant::now();
+    let mut finishes = tokio::task::JoinSet::new();
+    for claimed in claimed.into_iter().filter(|claimed| claimed.workflow.id != "e-2") {
+        let journal = journal.clone();
+        let finish = Finish {
+            status: WorkflowStatus::Succeeded,
+            output: Some(format!("\"{}\"", claimed.workflow.id)),
+            output_json: Some(json!(claimed.workflow.id)),
+            error: None,
+        };
+        finishes.spawn(async move { journal.finish_workflow(&claimed.lease, &finish).await });
+    }
+    for finished in finishes.join_all().await {
+        assert!(finished.expect("finishes"), "each finishes under its own lease");
+    }
+    let result = waiting.await.expect("the waiter ran").expect("a result");
+    assert_eq!(result.status, WorkflowStatus::Succeeded);
+    assert_eq!(result.output, Some(json!("e-0")));
+    if target.starts_with("postgres") {
+        first.notice_or(Duration::from_secs(60)).await;
+        second.notice_or(Duration::from_secs(60)).await;
+        assert!(began.elapsed() < Duration::from_secs(30), "the finishes' announcements did not wake their watches");
+        // Nothing announced e-2's end: its watch waits out what it was given.
+        let quiet = std::time::Instant::now();
+        untouched.notice_or(Duration::from_millis(300)).await;
+        assert!(quiet.elapsed() >= Duration::from_millis(300), "a finish woke another workflow's watch");
+    }
+}
+on_both!(a_finish_wakes_the_waiters_of_that_workflow);

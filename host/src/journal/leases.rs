@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 use super::coalesce::firsts;
+use super::ends::ENDED;
 use super::faults::Outage;
 use super::notify::notify;
 use super::{
@@ -26,6 +27,21 @@ const FINISH_MANY: &str = "UPDATE workflows w SET status = v.status, output = v.
      AS v (id, epoch, status, output, output_json, error, at) \
      WHERE w.id = v.id AND w.lease_epoch = v.epoch AND w.status = 'running' \
      AND w.lease_expires_at > statement_timestamp() RETURNING w.id, w.parent_id, w.parent_detached";
+
+/// A PostgreSQL finish statement (`RETURNING id, …` first) whose ended
+/// workflows are announced on the `ended` channel, their ids one per line
+/// (ids have no control characters) in as few notices as fit PostgreSQL's
+/// 8,000-byte payload: each notice starts under 3,900 bytes and an id has
+/// at most 4,000. Returns the other columns.
+fn announcing_ends(update: &str, columns: &str) -> String {
+    format!(
+        "WITH ended AS ({update}) SELECT {columns} FROM ended CROSS JOIN \
+         (SELECT count(pg_notify(current_schema() || '_{ENDED}', ids)) FROM \
+          (SELECT string_agg(id, E'\\n') AS ids FROM \
+           (SELECT id, (sum(octet_length(id) + 1) OVER (ORDER BY id) - octet_length(id) - 1) / 3900 AS notice \
+            FROM ended) AS placed GROUP BY notice) AS notices) AS announced"
+    )
+}
 
 /// A workflow's finish, queued for a batch.
 pub(super) struct Ending {
@@ -372,12 +388,20 @@ impl Journal {
         finish: &Finish,
         now: Timestamp,
     ) -> Result<Option<(Option<String>, bool)>, JournalError> {
-        let sql = format!(
-            "UPDATE workflows SET status = $1, output = $2, output_json = $3, error = $4, updated_at = $5, \
-             finished_at = $5, lease_expires_at = NULL WHERE id = $6 AND lease_epoch = $7 \
-             AND status = 'running' AND {} RETURNING parent_id, parent_detached",
-            live(&self.backend)
-        );
+        let update = |returning: &str| {
+            format!(
+                "UPDATE workflows SET status = $1, output = $2, output_json = $3, error = $4, updated_at = $5, \
+                 finished_at = $5, lease_expires_at = NULL WHERE id = $6 AND lease_epoch = $7 \
+                 AND status = 'running' AND {} RETURNING {returning}",
+                live(&self.backend)
+            )
+        };
+        let sql = match &self.backend {
+            Backend::Postgres(_) => {
+                announcing_ends(&update("id, parent_id, parent_detached"), "parent_id, parent_detached")
+            }
+            Backend::Sqlite(_) => update("parent_id, parent_detached"),
+        };
         self.commit("finish of a workflow", || {
             with_conn!(&self.backend, |conn| {
                 statement::query_as(sqlx::AssertSqlSafe(sql.clone()))
@@ -405,18 +429,20 @@ impl Journal {
         let Backend::Postgres(db) = &self.backend else {
             return endings.iter().map(|_| Ok(Finished::Alone)).collect();
         };
+        let finish_many = announcing_ends(FINISH_MANY, "id, parent_id, parent_detached");
         let write = || async {
             let mut connection = db.pool().acquire().await?;
-            let rows = statement::query_as::<_, (String, Option<String>, bool)>(FINISH_MANY)
-                .bind(chosen.iter().map(|ending| ending.id.as_str()).collect::<Vec<_>>())
-                .bind(chosen.iter().map(|ending| ending.epoch).collect::<Vec<_>>())
-                .bind(chosen.iter().map(|ending| ending.finish.status.as_column()).collect::<Vec<_>>())
-                .bind(chosen.iter().map(|ending| ending.finish.output.as_deref()).collect::<Vec<_>>())
-                .bind(chosen.iter().map(|ending| ending.finish.output_json.as_ref()).collect::<Vec<_>>())
-                .bind(chosen.iter().map(|ending| ending.finish.error.as_deref()).collect::<Vec<_>>())
-                .bind(chosen.iter().map(|ending| ending.at).collect::<Vec<_>>())
-                .fetch_all(&mut *connection)
-                .await;
+            let rows =
+                statement::query_as::<_, (String, Option<String>, bool)>(sqlx::AssertSqlSafe(finish_many.clone()))
+                    .bind(chosen.iter().map(|ending| ending.id.as_str()).collect::<Vec<_>>())
+                    .bind(chosen.iter().map(|ending| ending.epoch).collect::<Vec<_>>())
+                    .bind(chosen.iter().map(|ending| ending.finish.status.as_column()).collect::<Vec<_>>())
+                    .bind(chosen.iter().map(|ending| ending.finish.output.as_deref()).collect::<Vec<_>>())
+                    .bind(chosen.iter().map(|ending| ending.finish.output_json.as_ref()).collect::<Vec<_>>())
+                    .bind(chosen.iter().map(|ending| ending.finish.error.as_deref()).collect::<Vec<_>>())
+                    .bind(chosen.iter().map(|ending| ending.at).collect::<Vec<_>>())
+                    .fetch_all(&mut *connection)
+                    .await;
             if rows.is_err() {
                 // It may be left mid-statement: never reuse it.
                 connection.close_on_drop();

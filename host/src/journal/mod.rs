@@ -23,6 +23,7 @@ mod backend;
 mod children;
 mod coalesce;
 mod components;
+mod ends;
 mod error;
 mod faults;
 mod group_commit;
@@ -51,6 +52,7 @@ use std::time::Duration;
 pub use backend::BackendKind;
 pub(crate) use backend::{Backend, with_conn};
 pub use children::ChildStart;
+pub use ends::{ENDED, EndWatch};
 pub use error::JournalError;
 pub use faults::{DEFAULT_OUTAGE_BUDGET, DEFAULT_STATEMENT_WAIT};
 pub use group_commit::{LAZY_WINDOW, PendingWrite};
@@ -152,6 +154,8 @@ pub struct Journal {
     finishes: Arc<coalesce::Coalescer<leases::Ending, Result<leases::Finished, JournalError>>>,
     /// Submits made in this process at once, on their way to a shared statement.
     submits: Arc<coalesce::Coalescer<(NewSubmission, WorkflowStatus), Result<bool, JournalError>>>,
+    /// This process's waiters for workflows' ends.
+    ends: Arc<ends::Ends>,
 }
 
 impl Journal {
@@ -190,6 +194,7 @@ impl Journal {
             workflow_commits: Arc::default(),
             finishes: Arc::default(),
             submits: Arc::default(),
+            ends: Arc::default(),
         })
     }
 

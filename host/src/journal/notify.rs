@@ -5,7 +5,7 @@
 use super::{Backend, Journal, JournalError, statement, with_conn};
 
 /// The NOTIFY channel (per schema) the journal announces work on:
-/// `submit:QUEUE`, `release:QUEUE`, `cancel:ID`, `finish:ID`.
+/// `submit:QUEUE`, `release:QUEUE`, `cancel:ID`, `message:ID` (finishes go on [`super::ENDED`]).
 pub const EVENTS: &str = "events";
 
 /// The NOTIFY channel (per schema) that says attempts were journaled, at

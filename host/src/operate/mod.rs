@@ -112,15 +112,21 @@ pub async fn show(journal: &Journal, id: &str) -> Result<WorkflowHistory, Operat
     journal.history(id).await?.ok_or_else(|| not_found(journal, id))
 }
 
-/// Where a workflow stands, waiting up to `wait` for it to end.
+/// Where a workflow stands, waiting up to `wait` for it to end: woken by
+/// its finish's announcement on PostgreSQL, polling as well.
 pub async fn result(journal: &Journal, id: &str, wait: Duration) -> Result<WorkflowResult, OperateError> {
     let started = Instant::now();
+    let mut end: Option<crate::journal::EndWatch> = None;
     loop {
         let workflow = journal.workflow(id).await?.ok_or_else(|| not_found(journal, id))?;
         if workflow.status.is_final() || started.elapsed() >= wait {
             return Ok(WorkflowResult::of(&workflow));
         }
-        tokio::time::sleep(POLL.min(wait.saturating_sub(started.elapsed()))).await;
+        match &mut end {
+            Some(end) => end.notice_or(POLL.min(wait.saturating_sub(started.elapsed()))).await,
+            // Watched from now on; the row is read again after, so an end in between is not missed.
+            None => end = Some(journal.watch_end(id).await),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Steps that do nothing (or fail at once), so a benchmark measures only
+//! Steps that do nothing (fail at once, or read the clock), so a benchmark measures only
 //! the runtime around them: sandbox, journal, retries.
 
 wit_bindgen::generate!({
@@ -18,6 +18,12 @@ impl Guest for Noop {
 
     fn fail(n: u32) -> Result<u32, StepError> {
         Err(StepError::Failed(format!("call {n} fails on purpose")))
+    }
+
+    fn clock(_: u32) -> Result<u64, StepError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map(|since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+            .map_err(|error| StepError::Permanent(format!("the wall clock is before 1970: {error}")))
     }
 }
 
