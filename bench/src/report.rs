@@ -835,7 +835,7 @@ impl Results {
         );
         stepbox_latency_row(
             out,
-            "stepbox (`Client::submit` to a `host worker` woken by NOTIFY; the client reads the row every 1 ms, as stepbox has no result push: `host result --wait` polls every 100 ms)",
+            "stepbox (`Client::submit` to a `host worker` woken by NOTIFY; the client waits with `operate::result`, woken by the finish's NOTIFY, as `host result --wait` and the API's `?wait=` do)",
             &result.client,
         );
         stepbox_latency_row(
