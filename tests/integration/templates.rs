@@ -188,10 +188,17 @@ fn workflow_killed_and_resumed(lang: &str, greeting: &str) {
         &["run", &wasm, "\"world\"", "--step", &step_wasm, "--id", "w1", "--lease", "1s", "--journal", &journal],
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let asleep = runtime.block_on(crate::support::eventually(std::time::Duration::from_secs(60), || async {
-        crate::support::rows(&journal, "w1").await.calls.iter().any(|call| call.step.ends_with(".sleep"))
+    // The first run compiles both components (a JavaScript one takes minutes on a loaded
+    // 2-core machine): wait for the sleep generously, and stop waiting if the host exits.
+    let asleep = runtime.block_on(crate::support::eventually(std::time::Duration::from_secs(600), || {
+        let exited = first.process.try_wait().expect("child status").is_some();
+        let journal = &journal;
+        async move {
+            exited || crate::support::rows(journal, "w1").await.calls.iter().any(|call| call.step.ends_with(".sleep"))
+        }
     }));
-    assert!(asleep, "the workflow never slept:\n{}", first.stderr());
+    let running = first.process.try_wait().expect("child status").is_none();
+    assert!(asleep && running, "the workflow never slept (host running: {running}):\n{}", first.stderr());
     first.kill();
     runtime.block_on(crate::support::until_lease_lapsed(&journal, "w1"));
     let stage = host_command(&project, &["event", "w1", "stage", "--journal", &journal]);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{OnceCell, watch};
 
-use super::Journal;
+use super::{Journal, JournalError};
 
 /// The NOTIFY channel (per schema) workflows' finishes are announced on; its payload is their ids, one per line.
 pub const ENDED: &str = "ended";
@@ -24,7 +24,8 @@ const PRUNE_PAST: usize = 1024;
 #[derive(Default)]
 pub(super) struct Ends {
     waiting: Mutex<HashMap<String, watch::Sender<u64>>>,
-    /// Set once: whether a listener runs (false on SQLite, a pooler, or no LISTEN).
+    /// Set once: whether a listener runs (false on SQLite or through a pooler);
+    /// left unset while LISTEN fails, so a later wait tries again.
     listening: OnceCell<bool>,
 }
 
@@ -74,7 +75,7 @@ impl Journal {
     /// Watches for workflow `id`'s end, announced when any worker finishes
     /// it; make it before reading the row, then wait with [`EndWatch::notice_or`].
     pub async fn watch_end(&self, id: &str) -> EndWatch {
-        if !*self.ends.listening.get_or_init(|| self.listen_for_ends()).await {
+        if !matches!(self.ends.listening.get_or_try_init(|| self.listen_for_ends()).await, Ok(true)) {
             return EndWatch { notices: None };
         }
         let mut waiting = self.ends.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -85,14 +86,15 @@ impl Journal {
         EndWatch { notices: Some(notices) }
     }
 
-    /// Starts this process's listener on the `ended` channel; false where there is none.
-    async fn listen_for_ends(&self) -> bool {
+    /// Starts this process's listener on the `ended` channel; false where
+    /// there can be none, an error when LISTEN failed (this wait polls).
+    async fn listen_for_ends(&self) -> Result<bool, JournalError> {
         let mut listener = match self.listen_to(&[ENDED]).await {
             Ok(Some(listener)) => listener,
-            Ok(None) => return false,
+            Ok(None) => return Ok(false),
             Err(error) => {
-                tracing::debug!(source = "host", "cannot LISTEN for workflows' ends ({error}); results are polled");
-                return false;
+                tracing::debug!(source = "host", "cannot LISTEN for workflows' ends ({error}); this wait polls");
+                return Err(error);
             }
         };
         let ends = Arc::downgrade(&self.ends);
@@ -111,6 +113,6 @@ impl Journal {
                 }
             }
         });
-        true
+        Ok(true)
     }
 }
