@@ -7,7 +7,9 @@
 //! - `cargo run --release -p stepbox-bench --example queue -- result 200`: 200 3-step workflows
 //!   submitted one at a time, submit → result and where the journal's time went;
 //! - `cargo run --release -p stepbox-bench --example queue -- start 200`: 200 one-step workflows
-//!   submitted one at a time, submit → the step's first line.
+//!   submitted one at a time, submit → the step's first line;
+//! - `cargo run --release -p stepbox-bench --example queue -- baseline 1000 10 3`: three rounds of
+//!   1,000 workflows × 10 no-op steps through the in-process `Runner`, then through one worker.
 
 use std::path::Path;
 
@@ -71,7 +73,18 @@ async fn main() -> anyhow::Result<()> {
                 start.median, start.p90, start.p99
             );
         }
-        other => bail!("no such workload {other:?}: burst, result or start"),
+        "baseline" => {
+            let (workflows, steps, rounds) = (number(1000)?, number(10)?, number(3)?);
+            let probe = QueueProbe::new(&postgres, Path::new("target/release/host")).await?;
+            for _ in 0..rounds {
+                let (in_process, worker) = probe.baseline(workflows, u32::try_from(steps)?).await?;
+                println!(
+                    "{workflows} × {steps}: in-process {in_process:.0} steps/s, one worker {worker:.0} steps/s ({:.0} %)",
+                    100.0 * worker / in_process
+                );
+            }
+        }
+        other => bail!("no such workload {other:?}: burst, result, start or baseline"),
     }
     Ok(())
 }

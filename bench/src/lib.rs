@@ -28,9 +28,9 @@ use stepbox_test_artifacts as artifacts;
 
 use crate::floor::OwnCall;
 use crate::peer::{Engine, Peer};
-use crate::queues::Queues;
 /// The side-by-side figures of a worker, for the probe that runs them alone (`examples/queue.rs`).
 pub use crate::queues::{Burst, BurstCpu, PathStatements, Phases, ResultLatency};
+use crate::queues::{Queues, WorkerThroughput};
 use crate::report::{BatchFloor, FanOutWide, QueueResults, Results, SideBySide};
 use crate::startup::StartCase;
 /// Latency percentiles, as the probes print them.
@@ -105,6 +105,8 @@ struct Sizes {
     latency_samples: usize,
     poll_latency_samples: usize,
     queue_workflows: usize,
+    /// Rounds of each queue throughput point (in-process and per worker count): the median is reported.
+    queue_rounds: usize,
     language_attempts: usize,
     seed_runs: usize,
     result_samples: usize,
@@ -130,6 +132,7 @@ const FULL: Sizes = Sizes {
     latency_samples: 200,
     poll_latency_samples: 30,
     queue_workflows: 1000,
+    queue_rounds: 5,
     language_attempts: 300,
     seed_runs: 3,
     result_samples: 200,
@@ -154,6 +157,7 @@ const QUICK: Sizes = Sizes {
     latency_samples: 50,
     poll_latency_samples: 10,
     queue_workflows: 200,
+    queue_rounds: 1,
     language_attempts: 50,
     seed_runs: 1,
     result_samples: 30,
@@ -274,15 +278,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let latency_notify = queues.latency(queues::Wakeups::Notify, sizes.latency_samples).await?;
     let latency_poll = queues.latency(queues::Wakeups::Poll, sizes.poll_latency_samples).await?;
     progress(&format!("    NOTIFY p50 {:.0} ms, poll-only p50 {:.0} ms", latency_notify.median, latency_poll.median));
-    let in_process = on_postgres.concurrent(sizes.queue_workflows, QUEUE_STEPS).await?;
-    progress(&format!("(q) in-process: {:.0} steps/s", in_process.steps_per_second()));
+    // One round of a few seconds swings 2-3× on this kind of machine (either side): a round
+    // untimed first, then the median of `queue_rounds` rounds of each, in-process and per
+    // worker count, with their range.
+    on_postgres.concurrent(sizes.queue_workflows, QUEUE_STEPS).await?;
+    let mut rounds = Vec::new();
+    for _ in 0..sizes.queue_rounds {
+        rounds.push(on_postgres.concurrent(sizes.queue_workflows, QUEUE_STEPS).await?);
+    }
+    let (in_process, lowest, highest) =
+        stats::median_round(rounds, Throughput::steps_per_second).context("no in-process round")?;
+    let in_process_range = (lowest, highest);
+    progress(&format!("(q) in-process: {:.0} steps/s ({lowest:.0}–{highest:.0})", in_process.steps_per_second()));
     let mut workers = Vec::new();
     for count in [1, 2, 4] {
         // The workload spread over the workers, as many at once as in process (within a worker's limit).
         let concurrency = (sizes.queue_workflows / count).clamp(1, 500);
-        let point = queues.throughput(count, sizes.queue_workflows, QUEUE_STEPS, concurrency).await?;
-        progress(&format!("(q) {count} worker(s): {:.0} steps/s", point.steps_per_second()));
-        workers.push(point);
+        let mut rounds = Vec::new();
+        for _ in 0..sizes.queue_rounds {
+            rounds.push(queues.throughput(count, sizes.queue_workflows, QUEUE_STEPS, concurrency).await?);
+        }
+        let (point, lowest, highest) =
+            stats::median_round(rounds, WorkerThroughput::steps_per_second).context("no worker round")?;
+        progress(&format!("(q) {count} worker(s): {:.0} steps/s ({lowest:.0}–{highest:.0})", point.steps_per_second()));
+        workers.push((point, (lowest, highest)));
     }
     let commit_capacity = floor::postgres_concurrent(&database_url, CAPACITY_CONNECTIONS, 300).await?;
     let queue_results = QueueResults {
@@ -290,6 +309,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         latency_poll,
         workers,
         in_process,
+        in_process_range,
+        rounds: sizes.queue_rounds,
         commit_capacity,
         commit_capacity_connections: CAPACITY_CONNECTIONS,
     };
@@ -345,6 +366,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// database, for a probe that changes one thing at a time (`examples/queue.rs`).
 pub struct QueueProbe {
     queues: Queues,
+    /// The same workflow through an in-process `Runner` on the same database.
+    in_process: Workflows,
     _scratch: tempfile::TempDir,
 }
 
@@ -354,8 +377,18 @@ impl QueueProbe {
         let database_url = fresh_database(postgres.trim_end_matches('/')).await?;
         let scratch = tempfile::tempdir()?;
         let (workflow, steps) = (Path::new(artifacts::BENCH_LOOP), Path::new(artifacts::NOOP));
-        let queues = Queues::new(host, &database_url, workflow, steps, &scratch.path().join("cache")).await?;
-        Ok(Self { queues, _scratch: scratch })
+        let cache = scratch.path().join("cache");
+        let queues = Queues::new(host, &database_url, workflow, steps, &cache).await?;
+        let in_process = Workflows::link(workflow, steps, &Journal::open(&database_url).await?, &cache).await?;
+        Ok(Self { queues, in_process, _scratch: scratch })
+    }
+
+    /// `workflows` × `steps` no-op steps through the in-process `Runner`, then
+    /// through one worker (as many at once, within its limit): steps/s of each.
+    pub async fn baseline(&self, workflows: usize, steps: u32) -> anyhow::Result<(f64, f64)> {
+        let in_process = self.in_process.concurrent(workflows, steps).await?;
+        let worker = self.queues.throughput(1, workflows, steps, workflows.clamp(1, 500)).await?;
+        Ok((in_process.steps_per_second(), worker.steps_per_second()))
     }
 
     /// `workflows` 3-step workflows submitted at once to one worker.

@@ -276,7 +276,10 @@ impl Queues {
         steps: u32,
         concurrency: usize,
     ) -> anyhow::Result<WorkerThroughput> {
-        let queue = format!("throughput-{workers}");
+        // A queue of its own each time: the drain is told by the queue's rows alone.
+        static ROUNDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let round = ROUNDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let queue = format!("throughput-{workers}-{round}");
         let request = SubmitRequest {
             arguments: vec![steps.to_string()],
             queue: Some(queue.clone()),

@@ -92,10 +92,13 @@ pub struct QueueResults {
     /// Submit → the step's first line, ms of the wall clock.
     pub latency_notify: Summary,
     pub latency_poll: Summary,
-    /// 1, 2 and 4 worker processes on the same workload.
-    pub workers: Vec<WorkerThroughput>,
-    /// The same workload through one in-process `Runner`.
+    /// 1, 2 and 4 worker processes on the same workload: the median round, and the range of the rounds' steps/s.
+    pub workers: Vec<(WorkerThroughput, (f64, f64))>,
+    /// The same workload through one in-process `Runner`: the median round, and the range.
     pub in_process: Throughput,
+    pub in_process_range: (f64, f64),
+    /// Rounds of each point.
+    pub rounds: usize,
     /// Single-row commits per second from many connections at once.
     pub commit_capacity: f64,
     pub commit_capacity_connections: usize,
@@ -477,7 +480,8 @@ impl Results {
             poll.median, poll.p99
         );
         let in_process = queues.in_process.steps_per_second();
-        for point in &queues.workers {
+        let range = |(lowest, highest): (f64, f64)| format!("{}–{}", rate(lowest), rate(highest));
+        for (point, point_range) in &queues.workers {
             let share = point.steps_per_second() / in_process;
             let target = if point.workers == 2 {
                 format!("≥ 80 % of in-process | {}", met(share >= TARGET_TWO_WORKERS_SHARE))
@@ -486,18 +490,24 @@ impl Results {
             };
             let _ = writeln!(
                 out,
-                "| {} worker process(es), {} workflows × {} no-op steps (first claim to last finish) | {} steps/s, {:.2} commits and {:.2} rows written per step | in-process `Runner`, same workload: {} steps/s | {:.0} % | {target} |",
+                "| {} worker process(es), {} workflows × {} no-op steps (first claim to last finish; median of {} rounds, range {}) | {} steps/s, {:.2} commits and {:.2} rows written per step | in-process `Runner`, same workload (median of {} rounds after one untimed, range {}): {} steps/s | {:.0} % | {target} |",
                 point.workers,
                 point.workflows,
                 point.steps / point.workflows.max(1),
+                queues.rounds,
+                range(*point_range),
                 rate(point.steps_per_second()),
                 point.commits_per_step,
                 point.rows_per_step,
+                queues.rounds,
+                range(queues.in_process_range),
                 rate(in_process),
                 share * 100.0
             );
         }
-        if let (Some(queue), Some(two)) = (dbos, queues.workers.iter().find(|point| point.workers == 2)) {
+        if let (Some(queue), Some(two)) =
+            (dbos, queues.workers.iter().map(|(point, _)| point).find(|point| point.workers == 2))
+        {
             let ratio = two.steps_per_second() / queue.steps_per_second;
             let _ = writeln!(
                 out,
@@ -520,11 +530,11 @@ impl Results {
     /// Where one PostgreSQL saturates, fitted to this run's figures.
     fn saturation_model(&self) -> String {
         let queues = &self.queues;
-        let Some(best) = queues.workers.iter().max_by(|a, b| a.steps_per_second().total_cmp(&b.steps_per_second()))
-        else {
+        let points = || queues.workers.iter().map(|(point, _)| point);
+        let Some(best) = points().max_by(|a, b| a.steps_per_second().total_cmp(&b.steps_per_second())) else {
             return String::new();
         };
-        let one = queues.workers.iter().find(|point| point.workers == 1).unwrap_or(best);
+        let one = points().find(|point| point.workers == 1).unwrap_or(best);
         let commits_per_step = best.commits_per_step;
         let rows_per_step = best.rows_per_step;
         let ceiling = queues.commit_capacity / commits_per_step.max(1e-9);

@@ -19,9 +19,24 @@ pub fn summarize(mut samples: Vec<f64>) -> Summary {
     Summary { median: at(0.5), p90: at(0.9), p99: at(0.99), samples: samples.len() }
 }
 
+/// Rounds of a noisy measurement: the round with the median `key`, and the lowest and highest `key`.
+pub fn median_round<T>(mut rounds: Vec<T>, key: impl Fn(&T) -> f64) -> Option<(T, f64, f64)> {
+    rounds.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let (lowest, highest) = (key(rounds.first()?), key(rounds.last()?));
+    let middle = rounds.len() / 2;
+    Some((rounds.swap_remove(middle), lowest, highest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_round_and_the_range() {
+        let (median, lowest, highest) = median_round(vec![3.0, 9.0, 1.0, 7.0, 5.0], |x| *x).expect("rounds");
+        assert_eq!((median, lowest, highest), (5.0, 1.0, 9.0));
+        assert!(median_round(Vec::<f64>::new(), |x| *x).is_none());
+    }
 
     #[test]
     fn median_and_p99_by_nearest_rank() {
