@@ -286,10 +286,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for _ in 0..sizes.queue_rounds {
         rounds.push(on_postgres.concurrent(sizes.queue_workflows, QUEUE_STEPS).await?);
     }
-    let (in_process, lowest, highest) =
-        stats::median_round(rounds, Throughput::steps_per_second).context("no in-process round")?;
-    let in_process_range = (lowest, highest);
-    progress(&format!("(q) in-process: {:.0} steps/s ({lowest:.0}–{highest:.0})", in_process.steps_per_second()));
+    let in_process = stats::median_round(rounds, Throughput::steps_per_second).context("no in-process round")?;
+    progress(&format!(
+        "(q) in-process: {:.0} steps/s ({:.0}–{:.0})",
+        in_process.median.steps_per_second(),
+        in_process.lowest,
+        in_process.highest
+    ));
     let mut workers = Vec::new();
     for count in [1, 2, 4] {
         // The workload spread over the workers, as many at once as in process (within a worker's limit).
@@ -298,10 +301,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         for _ in 0..sizes.queue_rounds {
             rounds.push(queues.throughput(count, sizes.queue_workflows, QUEUE_STEPS, concurrency).await?);
         }
-        let (point, lowest, highest) =
-            stats::median_round(rounds, WorkerThroughput::steps_per_second).context("no worker round")?;
-        progress(&format!("(q) {count} worker(s): {:.0} steps/s ({lowest:.0}–{highest:.0})", point.steps_per_second()));
-        workers.push((point, (lowest, highest)));
+        let point = stats::median_round(rounds, WorkerThroughput::steps_per_second).context("no worker round")?;
+        progress(&format!(
+            "(q) {count} worker(s): {:.0} steps/s ({:.0}–{:.0})",
+            point.median.steps_per_second(),
+            point.lowest,
+            point.highest
+        ));
+        workers.push(point);
     }
     let commit_capacity = floor::postgres_concurrent(&database_url, CAPACITY_CONNECTIONS, 300).await?;
     let queue_results = QueueResults {
@@ -309,8 +316,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         latency_poll,
         workers,
         in_process,
-        in_process_range,
-        rounds: sizes.queue_rounds,
         commit_capacity,
         commit_capacity_connections: CAPACITY_CONNECTIONS,
     };

@@ -8,7 +8,7 @@ use crate::CURVE_STEPS as CURVE;
 use crate::peer::{Peer, PeerResults, TEMPORAL_DEFAULT_VARIANT, Workloads};
 use crate::queues::{Burst, ResultLatency, WorkerThroughput};
 use crate::startup::StartTimes;
-use crate::stats::Summary;
+use crate::stats::{Rounds, Summary};
 use crate::waits::{MessageWake, SLEEP_MS, WaitResults};
 use crate::workloads::{FanOut, SeedRuns, Throughput};
 
@@ -92,13 +92,10 @@ pub struct QueueResults {
     /// Submit → the step's first line, ms of the wall clock.
     pub latency_notify: Summary,
     pub latency_poll: Summary,
-    /// 1, 2 and 4 worker processes on the same workload: the median round, and the range of the rounds' steps/s.
-    pub workers: Vec<(WorkerThroughput, (f64, f64))>,
-    /// The same workload through one in-process `Runner`: the median round, and the range.
-    pub in_process: Throughput,
-    pub in_process_range: (f64, f64),
-    /// Rounds of each point.
-    pub rounds: usize,
+    /// 1, 2 and 4 worker processes on the same workload (rounds' steps/s).
+    pub workers: Vec<Rounds<WorkerThroughput>>,
+    /// The same workload through one in-process `Runner` (rounds' steps/s).
+    pub in_process: Rounds<Throughput>,
     /// Single-row commits per second from many connections at once.
     pub commit_capacity: f64,
     pub commit_capacity_connections: usize,
@@ -149,6 +146,11 @@ fn us(value: f64) -> String {
     } else {
         format!("{value:.1} µs")
     }
+}
+
+/// "median of N rounds, range A–B" (steps/s).
+fn spread<T>(rounds: &Rounds<T>) -> String {
+    format!("median of {} rounds, range {}–{}", rounds.count, rate(rounds.lowest), rate(rounds.highest))
 }
 
 fn rate(value: f64) -> String {
@@ -479,9 +481,9 @@ impl Results {
             "| same, `--poll-only` (1 s poll, ±20 % jitter) | {:.0} ms / {:.0} ms | | | | |",
             poll.median, poll.p99
         );
-        let in_process = queues.in_process.steps_per_second();
-        let range = |(lowest, highest): (f64, f64)| format!("{}–{}", rate(lowest), rate(highest));
-        for (point, point_range) in &queues.workers {
+        let in_process = queues.in_process.median.steps_per_second();
+        for rounds in &queues.workers {
+            let point = &rounds.median;
             let share = point.steps_per_second() / in_process;
             let target = if point.workers == 2 {
                 format!("≥ 80 % of in-process | {}", met(share >= TARGET_TWO_WORKERS_SHARE))
@@ -490,23 +492,21 @@ impl Results {
             };
             let _ = writeln!(
                 out,
-                "| {} worker process(es), {} workflows × {} no-op steps (first claim to last finish; median of {} rounds, range {}) | {} steps/s, {:.2} commits and {:.2} rows written per step | in-process `Runner`, same workload (median of {} rounds after one untimed, range {}): {} steps/s | {:.0} % | {target} |",
+                "| {} worker process(es), {} workflows × {} no-op steps (first claim to last finish; {}) | {} steps/s, {:.2} commits and {:.2} rows written per step | in-process `Runner`, same workload (one untimed round, then the {}): {} steps/s | {:.0} % | {target} |",
                 point.workers,
                 point.workflows,
                 point.steps / point.workflows.max(1),
-                queues.rounds,
-                range(*point_range),
+                spread(rounds),
                 rate(point.steps_per_second()),
                 point.commits_per_step,
                 point.rows_per_step,
-                queues.rounds,
-                range(queues.in_process_range),
+                spread(&queues.in_process),
                 rate(in_process),
                 share * 100.0
             );
         }
         if let (Some(queue), Some(two)) =
-            (dbos, queues.workers.iter().map(|(point, _)| point).find(|point| point.workers == 2))
+            (dbos, queues.workers.iter().map(|rounds| &rounds.median).find(|point| point.workers == 2))
         {
             let ratio = two.steps_per_second() / queue.steps_per_second;
             let _ = writeln!(
@@ -530,7 +530,7 @@ impl Results {
     /// Where one PostgreSQL saturates, fitted to this run's figures.
     fn saturation_model(&self) -> String {
         let queues = &self.queues;
-        let points = || queues.workers.iter().map(|(point, _)| point);
+        let points = || queues.workers.iter().map(|rounds| &rounds.median);
         let Some(best) = points().max_by(|a, b| a.steps_per_second().total_cmp(&b.steps_per_second())) else {
             return String::new();
         };

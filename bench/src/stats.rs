@@ -19,12 +19,20 @@ pub fn summarize(mut samples: Vec<f64>) -> Summary {
     Summary { median: at(0.5), p90: at(0.9), p99: at(0.99), samples: samples.len() }
 }
 
-/// Rounds of a noisy measurement: the round with the median `key`, and the lowest and highest `key`.
-pub fn median_round<T>(mut rounds: Vec<T>, key: impl Fn(&T) -> f64) -> Option<(T, f64, f64)> {
+/// Rounds of a noisy measurement, as reported: the median round and the range.
+#[derive(Debug, Clone)]
+pub struct Rounds<T> {
+    pub median: T,
+    pub lowest: f64,
+    pub highest: f64,
+    pub count: usize,
+}
+
+/// The round with the median `key`, and the lowest and highest `key`; `None` without rounds.
+pub fn median_round<T>(mut rounds: Vec<T>, key: impl Fn(&T) -> f64) -> Option<Rounds<T>> {
     rounds.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    let (lowest, highest) = (key(rounds.first()?), key(rounds.last()?));
-    let middle = rounds.len() / 2;
-    Some((rounds.swap_remove(middle), lowest, highest))
+    let (lowest, highest, count) = (key(rounds.first()?), key(rounds.last()?), rounds.len());
+    Some(Rounds { median: rounds.swap_remove(count / 2), lowest, highest, count })
 }
 
 #[cfg(test)]
@@ -33,8 +41,8 @@ mod tests {
 
     #[test]
     fn the_median_round_and_the_range() {
-        let (median, lowest, highest) = median_round(vec![3.0, 9.0, 1.0, 7.0, 5.0], |x| *x).expect("rounds");
-        assert_eq!((median, lowest, highest), (5.0, 1.0, 9.0));
+        let rounds = median_round(vec![3.0, 9.0, 1.0, 7.0, 5.0], |x| *x).expect("rounds");
+        assert_eq!((rounds.median, rounds.lowest, rounds.highest, rounds.count), (5.0, 1.0, 9.0, 5));
         assert!(median_round(Vec::<f64>::new(), |x| *x).is_none());
     }
 
