@@ -148,9 +148,12 @@ fn us(value: f64) -> String {
     }
 }
 
-/// "median of N rounds, range A–B" (steps/s).
+/// "median of N rounds, range A–B" (steps/s), or "one round".
 fn spread<T>(rounds: &Rounds<T>) -> String {
-    format!("median of {} rounds, range {}–{}", rounds.count, rate(rounds.lowest), rate(rounds.highest))
+    match rounds.count {
+        1 => "one round".into(),
+        count => format!("median of {count} rounds, range {}–{}", rate(rounds.lowest), rate(rounds.highest)),
+    }
 }
 
 fn rate(value: f64) -> String {
