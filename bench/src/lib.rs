@@ -287,12 +287,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rounds.push(on_postgres.concurrent(sizes.queue_workflows, QUEUE_STEPS).await?);
     }
     let in_process = stats::median_round(rounds, Throughput::steps_per_second).context("no in-process round")?;
-    progress(&format!(
-        "(q) in-process: {:.0} steps/s ({:.0}–{:.0})",
-        in_process.median.steps_per_second(),
-        in_process.lowest,
-        in_process.highest
-    ));
+    progress_rounds("in-process", &in_process);
     let mut workers = Vec::new();
     for count in [1, 2, 4] {
         // The workload spread over the workers, as many at once as in process (within a worker's limit).
@@ -302,12 +297,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             rounds.push(queues.throughput(count, sizes.queue_workflows, QUEUE_STEPS, concurrency).await?);
         }
         let point = stats::median_round(rounds, WorkerThroughput::steps_per_second).context("no worker round")?;
-        progress(&format!(
-            "(q) {count} worker(s): {:.0} steps/s ({:.0}–{:.0})",
-            point.median.steps_per_second(),
-            point.lowest,
-            point.highest
-        ));
+        progress_rounds(&format!("{count} worker(s)"), &point);
         workers.push(point);
     }
     let commit_capacity = floor::postgres_concurrent(&database_url, CAPACITY_CONNECTIONS, 300).await?;
@@ -414,6 +404,11 @@ impl QueueProbe {
 
 fn progress(message: &str) {
     eprintln!("== {message}");
+}
+
+/// A queue throughput point's median steps/s and range, as it is measured.
+fn progress_rounds<T>(label: &str, rounds: &stats::Rounds<T>) {
+    progress(&format!("(q) {label}: {:.0} steps/s ({:.0}–{:.0})", rounds.middle, rounds.lowest, rounds.highest));
 }
 
 /// The peers `--peer` and `--no-peer` leave, one after another (DBOS, Restate,

@@ -23,6 +23,8 @@ pub fn summarize(mut samples: Vec<f64>) -> Summary {
 #[derive(Debug, Clone)]
 pub struct Rounds<T> {
     pub median: T,
+    /// The median round's key.
+    pub middle: f64,
     pub lowest: f64,
     pub highest: f64,
     pub count: usize,
@@ -32,7 +34,8 @@ pub struct Rounds<T> {
 pub fn median_round<T>(mut rounds: Vec<T>, key: impl Fn(&T) -> f64) -> Option<Rounds<T>> {
     rounds.sort_by(|a, b| key(a).total_cmp(&key(b)));
     let (lowest, highest, count) = (key(rounds.first()?), key(rounds.last()?), rounds.len());
-    Some(Rounds { median: rounds.swap_remove(count / 2), lowest, highest, count })
+    let median = rounds.swap_remove(count / 2);
+    Some(Rounds { middle: key(&median), median, lowest, highest, count })
 }
 
 #[cfg(test)]
@@ -42,7 +45,10 @@ mod tests {
     #[test]
     fn the_median_round_and_the_range() {
         let rounds = median_round(vec![3.0, 9.0, 1.0, 7.0, 5.0], |x| *x).expect("rounds");
-        assert_eq!((rounds.median, rounds.lowest, rounds.highest, rounds.count), (5.0, 1.0, 9.0, 5));
+        assert_eq!(
+            (rounds.median, rounds.middle, rounds.lowest, rounds.highest, rounds.count),
+            (5.0, 5.0, 1.0, 9.0, 5)
+        );
         assert!(median_round(Vec::<f64>::new(), |x| *x).is_none());
     }
 
