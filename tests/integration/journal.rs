@@ -270,6 +270,69 @@ async fn an_older_sqlite_journal_keeps_its_rows_through_the_rebuild_of_migration
     assert!(violations.is_empty(), "{violations:?}");
 }
 
+/// A new SQLite journal opens while other connections read the file the
+/// moment it exists (a `host list` or a test polling a `host run` that is
+/// starting): its switch to WAL meets their locks and waits them out, and
+/// every reader gets the journal or "not there yet", never a locked error.
+#[test]
+fn a_new_sqlite_journal_opens_while_others_poll_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for round in 0..20 {
+        let scratch = tempfile::tempdir().expect("scratch");
+        let path = scratch.path().join("journal.db").display().to_string();
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        // Each poller on a thread and runtime of its own, as another process would be.
+        let pollers: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, done) = (path.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    let mut locked = Vec::new();
+                    while !done.load(Ordering::SeqCst) {
+                        match runtime.block_on(Journal::open_existing(&path)) {
+                            Ok(journal) => {
+                                runtime.block_on(journal.workflow("w1")).expect("a read of an opened journal");
+                            }
+                            Err(error) if error.to_string().contains("locked") => locked.push(error.to_string()),
+                            Err(_) => std::thread::yield_now(),
+                        }
+                    }
+                    locked
+                })
+            })
+            .collect();
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let opened = runtime.block_on(Journal::open(&path));
+        done.store(true, Ordering::SeqCst);
+        opened.unwrap_or_else(|error| panic!("round {round}: the new journal did not open: {error}"));
+        for poller in pollers {
+            let locked = poller.join().expect("poller");
+            assert!(locked.is_empty(), "round {round}: a reader was told the journal is locked: {locked:?}");
+        }
+    }
+}
+
+/// A SQLite file another connection keeps under an exclusive lock past the
+/// busy timeout is refused with what holds it, not a bare "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_locked_past_the_busy_timeout_is_refused_clearly() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let path = scratch.path().join("held.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut holder = sqlx::SqliteConnection::connect(&url).await.expect("a new file");
+    sqlx::raw_sql("CREATE TABLE held (x); BEGIN EXCLUSIVE; INSERT INTO held VALUES (1);")
+        .execute(&mut holder)
+        .await
+        .expect("an exclusive lock");
+    let started = std::time::Instant::now();
+    let refused = Journal::open_existing(&path.display().to_string()).await.err().expect("refused while held");
+    let message = refused.to_string();
+    assert!(message.contains("stayed locked by another process for 5 s"), "{message}");
+    assert!(message.contains("let it finish or stop it"), "{message}");
+    assert!(started.elapsed() >= Duration::from_secs(5), "it waited the lock out first: {:?}", started.elapsed());
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.expect("released");
+}
+
 /// Submits and finishes made at once by one process each get their own
 /// answer — new, the same submission again, an id taken, a dedup key held,
 /// a finish under a lost lease refused — and on PostgreSQL they share

@@ -53,8 +53,7 @@ impl SqliteDb {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         // One connection first, opened directly: its error is the real cause, at once.
-        let mut connection =
-            SqliteConnection::connect_with(&options).await.map_err(|error| open_error(path, location, &error))?;
+        let mut connection = connect(&options, path, location).await?;
         if create {
             migrate(&mut connection)
                 .await
@@ -92,16 +91,47 @@ async fn migrate(connection: &mut SqliteConnection) -> Result<(), String> {
     }
 }
 
-/// Why a SQLite file cannot be opened, said plainly.
-fn open_error(path: &Path, location: &str, error: &sqlx::Error) -> JournalError {
-    let code = match error {
+/// Opens one connection, waiting out other processes' locks for up to the
+/// busy timeout: switching a new file to WAL needs it to itself, and SQLite
+/// answers "locked" at once, without its busy handler, when another process
+/// (a `host list`, a second `host run`) opened the file in that moment.
+async fn connect(
+    options: &SqliteConnectOptions,
+    path: &Path,
+    location: &str,
+) -> Result<SqliteConnection, JournalError> {
+    let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match SqliteConnection::connect_with(options).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) if matches!(primary_code(&error), 5 | 6) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => return Err(open_error(path, location, &error)),
+        }
+    }
+}
+
+/// The primary SQLite result code of an error (extended codes keep it in
+/// the low byte), or 0 for an error that is not SQLite's.
+fn primary_code(error: &sqlx::Error) -> i64 {
+    match error {
         sqlx::Error::Database(database) => {
             database.code().and_then(|code| code.parse::<i64>().ok()).map_or(0, |code| code & 0xff)
         }
         _ => 0,
-    };
+    }
+}
+
+/// Why a SQLite file cannot be opened, said plainly.
+fn open_error(path: &Path, location: &str, error: &sqlx::Error) -> JournalError {
     let path_text = path.display();
-    let (cause, hint) = match code {
+    let (cause, hint) = match primary_code(error) {
+        5 | 6 => (
+            format!("{path_text} stayed locked by another process for {} s", BUSY_TIMEOUT.as_secs()),
+            "Another process holds the journal's lock (a stalled host, or a tool with the file open in a \
+             transaction): let it finish or stop it, then try again.",
+        ),
         26 => {
             (format!("{path_text} is not a SQLite database"), "Pass the path of a stepbox journal, or a new file name.")
         }
