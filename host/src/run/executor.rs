@@ -286,6 +286,17 @@ impl Holding {
     pub fn mail(&self) -> &Arc<Notify> {
         &self.mail
     }
+
+    /// `lease` as last renewed while held here: a holding that follows this
+    /// one counts its local deadline from the latest renewal, not the grant.
+    pub fn renewed(&self, lease: &Lease) -> Lease {
+        let renewed_at = self
+            .interrupt
+            .lease_deadline()
+            .and_then(|deadline| deadline.checked_sub(self.shared.validity()))
+            .map_or(lease.granted_at, |at| at.max(lease.granted_at));
+        Lease { granted_at: renewed_at, ..lease.clone() }
+    }
 }
 
 impl Drop for Holding {

@@ -337,7 +337,12 @@ async fn run_one(
 ) -> Turn {
     let id = claimed.workflow.id.clone();
     let journal = executor.journal();
-    let result = match deployments.runner(&claimed.workflow).await {
+    // Held while its deployment loads (a compile can outlast the lease): renewed, never lapsing meanwhile.
+    let loading = executor.hold(claimed.lease.clone(), None).await;
+    let runner = deployments.runner(&claimed.workflow).await;
+    let claimed = Claimed { lease: loading.renewed(&claimed.lease), workflow: claimed.workflow };
+    drop(loading);
+    let result = match runner {
         Ok(runner) => runner.run_claimed(&claimed, park_after).await,
         Err(error) => Err(error),
     };
