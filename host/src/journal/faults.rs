@@ -58,17 +58,25 @@ fn is_transient_code(code: &str) -> bool {
 
 /// A short description of what is wrong, for the outage log line.
 pub fn symptom(error: &sqlx::Error) -> String {
+    match (error, sqlite_code(error)) {
+        (_, 13) => "the disk is full".into(),
+        (_, 8) => "the journal file is read-only".into(),
+        (_, 5 | 6) => "another process holds the journal's write lock".into(),
+        (sqlx::Error::Database(database), _) => {
+            format!("{} ({})", database.message(), database.code().unwrap_or_default())
+        }
+        (other, _) => other.to_string(),
+    }
+}
+
+/// The primary SQLite result code of an error (extended codes keep it in
+/// the low byte), or 0 for an error that carries no numeric code.
+pub fn sqlite_code(error: &sqlx::Error) -> i64 {
     match error {
         sqlx::Error::Database(database) => {
-            let code = database.code().map(|code| code.to_string()).unwrap_or_default();
-            match code.parse::<i64>().map(|code| code & 0xff) {
-                Ok(13) => "the disk is full".into(),
-                Ok(8) => "the journal file is read-only".into(),
-                Ok(5 | 6) => "another process holds the journal's write lock".into(),
-                _ => format!("{} ({code})", database.message()),
-            }
+            database.code().and_then(|code| code.parse::<i64>().ok()).map_or(0, |code| code & 0xff)
         }
-        other => other.to_string(),
+        _ => 0,
     }
 }
 

@@ -10,6 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, SqliteConnection};
 
+use super::faults::sqlite_code;
 use super::target::SqliteTarget;
 use super::{JournalError, schema};
 
@@ -104,7 +105,7 @@ async fn connect(
     loop {
         match SqliteConnection::connect_with(options).await {
             Ok(connection) => return Ok(connection),
-            Err(error) if matches!(primary_code(&error), 5 | 6) && tokio::time::Instant::now() < deadline => {
+            Err(error) if matches!(sqlite_code(&error), 5 | 6) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(error) => return Err(open_error(path, location, &error)),
@@ -112,21 +113,10 @@ async fn connect(
     }
 }
 
-/// The primary SQLite result code of an error (extended codes keep it in
-/// the low byte), or 0 for an error that is not SQLite's.
-fn primary_code(error: &sqlx::Error) -> i64 {
-    match error {
-        sqlx::Error::Database(database) => {
-            database.code().and_then(|code| code.parse::<i64>().ok()).map_or(0, |code| code & 0xff)
-        }
-        _ => 0,
-    }
-}
-
 /// Why a SQLite file cannot be opened, said plainly.
 fn open_error(path: &Path, location: &str, error: &sqlx::Error) -> JournalError {
     let path_text = path.display();
-    let (cause, hint) = match primary_code(error) {
+    let (cause, hint) = match sqlite_code(error) {
         5 | 6 => (
             format!("{path_text} stayed locked by another process for {} s", BUSY_TIMEOUT.as_secs()),
             "Another process holds the journal's lock (a stalled host, or a tool with the file open in a \
