@@ -546,5 +546,5 @@ async fn a_changed_step_component_is_refused_unless_allowed_and_then_recorded() 
     let changed = events.iter().find(|event| event["kind"] == "steps-changed").expect("a steps-changed event");
     assert!(changed["detail"]["changed"][0]["path"].as_str().unwrap_or_default().ends_with("steps.wasm"), "{value:#}");
     let recorded = value["options"]["steps"][0]["digest"].as_str().unwrap_or_default().to_string();
-    assert_eq!(recorded, stepbox::wasm::digest(&std::fs::read(&steps).unwrap()), "the new digest is pinned now");
+    assert_eq!(recorded, stepbox::journal::digest(&std::fs::read(&steps).unwrap()), "the new digest is pinned now");
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::Connection as _;
 use stepbox::journal::{
     AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, Claim, Finish, Journal, JournalError, Lease, NewStepCall,
-    NewSubmission, NewWorkflow, Renewal, Submitted, Timestamp, WorkflowStatus,
+    NewSubmission, NewWorkflow, Renewal, Submitted, Timestamp, WorkflowFilter, WorkflowStatus,
 };
 
 use crate::support::PostgresDb;
@@ -476,3 +476,93 @@ async fn a_finish_wakes_the_waiters_of_that_workflow(target: &str) {
     }
 }
 on_both!(a_finish_wakes_the_waiters_of_that_workflow);
+
+/// What a workflow runs with, as its options record it (components, entry,
+/// step settings) with its own `arguments`.
+fn options_of(arguments: &str, max_attempts: u32) -> serde_json::Value {
+    json!({
+        "workflow": {"path": "/srv/w.wasm", "digest": "aa"},
+        "steps": [{"path": "/srv/s.wasm", "digest": "bb"}],
+        "entry": "run",
+        "settings": {"a:b/c.d": {"max_attempts": max_attempts, "backoff": 2.0, "grants": {"env": ["HOME"]}}},
+        "max_concurrent_calls": 16,
+        "arguments": [arguments],
+    })
+}
+
+/// The rows of `deployments` and the `options` of the workflow rows, as the database keeps them.
+async fn stored_rows(target: &str) -> (i64, Vec<serde_json::Value>) {
+    if target.starts_with("postgres") {
+        let mut connection = sqlx::PgConnection::connect(target).await.expect("connects");
+        let count = sqlx::query_scalar("SELECT count(*) FROM stepbox.deployments").fetch_one(&mut connection);
+        let count = count.await.expect("counts");
+        let own = sqlx::query_scalar("SELECT options FROM stepbox.workflows ORDER BY id").fetch_all(&mut connection);
+        (count, own.await.expect("reads"))
+    } else {
+        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{target}")).await.expect("connects");
+        let count = sqlx::query_scalar("SELECT count(*) FROM deployments").fetch_one(&mut connection);
+        let count = count.await.expect("counts");
+        let own: Vec<String> = sqlx::query_scalar("SELECT options FROM workflows ORDER BY id")
+            .fetch_all(&mut connection)
+            .await
+            .expect("reads");
+        (count, own.iter().map(|text| serde_json::from_str(text).expect("JSON")).collect())
+    }
+}
+
+/// A deployment is stored once for the workflows that run it, however they
+/// were written (submits at once and alone, `host run`'s create, a claim's
+/// answer, a list, an update of the options), and every workflow's options
+/// read back exactly as written; the workflow rows keep only their arguments.
+async fn a_deployment_is_stored_once_and_options_read_back_whole(target: &str) {
+    let journal = Journal::open(target).await.expect("opens");
+    let submission = |id: &str| NewSubmission {
+        workflow: NewWorkflow { options: options_of(id, 3), ..workflow(id) },
+        queue: "shared".into(),
+        priority: 0,
+        partition_key: None,
+        dedup_key: None,
+        run_at: Timestamp::now(),
+        deadline_at: None,
+    };
+    let mut submits = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let (journal, submission) = (journal.clone(), submission(&format!("q-{n:02}")));
+        submits.spawn(async move { journal.submit_workflow(&submission).await });
+    }
+    for submitted in submits.join_all().await {
+        assert_eq!(submitted.expect("submits"), Submitted::New);
+    }
+    assert_eq!(journal.submit_workflow(&submission("q-alone")).await.expect("submits"), Submitted::New);
+    let created = NewWorkflow { options: options_of("r-run", 3), ..workflow("r-run") };
+    let lease = journal.create_workflow(&created, "x", A_MINUTE).await.expect("creates").expect("new");
+
+    let (deployments, own) = stored_rows(target).await;
+    assert_eq!(deployments, 1, "one deployment for the 14 workflows that run it");
+    assert_eq!(own.len(), 14);
+    for options in &own {
+        assert_eq!(options.as_object().map(|fields| fields.len()), Some(1), "only the arguments: {options}");
+    }
+
+    for id in ["q-00", "q-11", "q-alone", "r-run"] {
+        let row = journal.workflow(id).await.expect("reads").expect("exists");
+        assert_eq!(row.options, options_of(id, 3), "{id} reads back whole");
+    }
+    let claimed = journal.claim_workflows("shared", "y", 20, A_MINUTE).await.expect("claims");
+    assert_eq!(claimed.len(), 13);
+    for claim in &claimed {
+        assert_eq!(claim.workflow.options, options_of(&claim.workflow.id, 3), "a claim's answer is whole");
+    }
+    let filter = WorkflowFilter { limit: 100, ..WorkflowFilter::default() };
+    let listed = journal.list_workflows(&filter).await.expect("lists");
+    assert_eq!(listed.len(), 14);
+    assert!(listed.iter().all(|row| row.options == options_of(&row.id, 3)), "a list's rows are whole");
+
+    // Options changed under a lease name another deployment, stored beside the first.
+    journal.update_options(&lease, &options_of("r-run", 5)).await.expect("updates");
+    let row = journal.workflow("r-run").await.expect("reads").expect("exists");
+    assert_eq!(row.options, options_of("r-run", 5));
+    assert_eq!(stored_rows(target).await.0, 2);
+    assert_eq!(journal.workflow("q-00").await.expect("reads").expect("exists").options, options_of("q-00", 3));
+}
+on_both!(a_deployment_is_stored_once_and_options_read_back_whole);

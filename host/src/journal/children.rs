@@ -4,6 +4,7 @@
 
 use sqlx::Connection as _;
 
+use super::deployments::{self, store_deployment};
 use super::notify::notify;
 use super::queue::LIVE;
 use super::waits::{begin_write, fenced};
@@ -29,6 +30,7 @@ impl Journal {
     ) -> Result<ChildStart, JournalError> {
         let backend = &self.backend;
         let workflow = &child.workflow;
+        let stored = deployments::split(&workflow.options);
         let started: Option<ChildStart> = self
             .commit("start of a child workflow", || {
                 with_conn!(backend, |conn| {
@@ -36,11 +38,12 @@ impl Journal {
                     if !fenced!(backend, tx, lease) {
                         return Ok(None);
                     }
+                    store_deployment!(tx, stored);
                     let inserted = statement::query(
                         "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, \
                          status, options, queue, priority, run_at, created_at, updated_at, parent_id, \
-                         parent_detached) VALUES ($1, $2, $3, $4, $5, $6, $7, 'enqueued', $8, $9, $10, $11, $12, \
-                         $12, $13, $14) ON CONFLICT DO NOTHING",
+                         parent_detached, deployment) VALUES ($1, $2, $3, $4, $5, $6, $7, 'enqueued', $8, $9, $10, \
+                         $11, $12, $12, $13, $14, $15) ON CONFLICT DO NOTHING",
                     )
                     .bind(&workflow.id)
                     .bind(&workflow.name)
@@ -49,13 +52,14 @@ impl Journal {
                     .bind(&workflow.entry)
                     .bind(&workflow.input)
                     .bind(&workflow.input_json)
-                    .bind(&workflow.options)
+                    .bind(&stored.own)
                     .bind(&child.queue)
                     .bind(child.priority)
                     .bind(child.run_at)
                     .bind(workflow.created_at)
                     .bind(&lease.workflow_id)
                     .bind(detached)
+                    .bind(stored.digest.as_deref())
                     .execute(&mut *tx)
                     .await?;
                     let outcome = if inserted.rows_affected() == 1 {

@@ -1,7 +1,14 @@
 //! Component files stored in the journal once per SHA-256 digest, so a
 //! worker on any machine runs exactly what was submitted.
 
+use sha2::{Digest as _, Sha256};
+
 use super::{Journal, JournalError, Timestamp, statement, with_conn};
+
+/// The hex SHA-256 of `bytes`: how the journal pins a component (and names a deployment).
+pub fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+}
 
 impl Journal {
     /// The component stored under `digest`, if any: its name and bytes.

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 use super::coalesce::firsts;
+use super::deployments::{self, store_deployment};
 use super::ends::ENDED;
 use super::faults::Outage;
 use super::notify::notify;
 use super::{
-    Backend, Claim, Finish, Journal, JournalError, Lease, NewWorkflow, Renewal, Timestamp, WorkflowStatus, statement,
-    with_conn,
+    Backend, BackendKind, Claim, Finish, Journal, JournalError, Lease, NewWorkflow, Renewal, Timestamp, WorkflowStatus,
+    statement, with_conn,
 };
 
 /// The finish of every workflow of `$1` (epochs `$2`) its lease still holds:
@@ -91,17 +92,28 @@ impl Journal {
         lease: Duration,
     ) -> Result<Option<Lease>, JournalError> {
         let granted_at = Instant::now();
-        let sql = format!(
+        let stored = deployments::split(&workflow.options);
+        let postgres = self.backend.kind() == BackendKind::Postgres;
+        let insert = format!(
             "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, \
-             options, executor, lease_epoch, lease_expires_at, created_at, started_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, 1, {}, $11, $11, $11) \
+             options, executor, lease_epoch, lease_expires_at, created_at, started_at, updated_at, deployment) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, 1, {}, $11, $11, $11, $12) \
              ON CONFLICT (id) DO NOTHING",
             self.backend.now_plus("$10")
         );
+        let sql = if postgres {
+            // Its deployment (`$13`) in the same statement: one round trip, one commit.
+            format!(
+                "WITH stored AS (INSERT INTO deployments (digest, deployment, created_at) \
+                 SELECT $12, $13, $11 WHERE $12::text IS NOT NULL ON CONFLICT (digest) DO NOTHING) {insert}"
+            )
+        } else {
+            insert
+        };
         let inserted = self
             .commit("create of a workflow", || {
                 with_conn!(&self.backend, |conn| {
-                    let result = statement::query(sqlx::AssertSqlSafe(sql.clone()))
+                    let query = statement::query(sqlx::AssertSqlSafe(sql.clone()))
                         .bind(&workflow.id)
                         .bind(&workflow.name)
                         .bind(&workflow.component)
@@ -109,12 +121,18 @@ impl Journal {
                         .bind(&workflow.entry)
                         .bind(&workflow.input)
                         .bind(&workflow.input_json)
-                        .bind(&workflow.options)
+                        .bind(&stored.own)
                         .bind(executor)
                         .bind(millis(lease))
                         .bind(workflow.created_at)
-                        .execute(conn)
-                        .await?;
+                        .bind(stored.digest.as_deref());
+                    let result = if postgres {
+                        query.bind(&stored.deployment).execute(&mut *conn).await?
+                    } else {
+                        // A deployment stored without its row is only not yet shared.
+                        store_deployment!(conn, stored);
+                        query.execute(&mut *conn).await?
+                    };
                     Ok(result.rows_affected() == 1)
                 })
             })
@@ -476,17 +494,23 @@ impl Journal {
     /// Replaces a running workflow's recorded options (after a resume that
     /// was allowed to run changed step components).
     pub async fn update_options(&self, lease: &Lease, options: &Json) -> Result<(), JournalError> {
-        let sql =
-            format!("UPDATE workflows SET options = $1 WHERE id = $2 AND lease_epoch = $3 AND {}", live(&self.backend));
+        let stored = deployments::split(options);
+        let sql = format!(
+            "UPDATE workflows SET options = $1, deployment = $2 WHERE id = $3 AND lease_epoch = $4 AND {}",
+            live(&self.backend)
+        );
         self.commit("update of a workflow's options", || {
             with_conn!(&self.backend, |conn| {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                store_deployment!(tx, stored);
                 statement::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(options)
+                    .bind(&stored.own)
+                    .bind(stored.digest.as_deref())
                     .bind(&lease.workflow_id)
                     .bind(lease.epoch)
-                    .execute(conn)
-                    .await
-                    .map(|_| ())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
             })
         })
         .await

@@ -11,7 +11,8 @@
 //! - `leases` (create, claim, renew, release, finish), `attempts` (the
 //!   attempt-write API) over `group_commit` (the writer, its pure batch plan
 //!   and its SQL), `reads`, `operations` (cancel, delete, prune, fork,
-//!   events), `components`, `queue` (submit, claim, park, reap, limits),
+//!   events), `components`, `deployments` (what workflows run with, stored
+//!   once), `queue` (submit, claim, park, reap, limits),
 //!   `workers`, `notify` (LISTEN/NOTIFY);
 //! - a workflow's own operations: `waits` (operations as call rows, the
 //!   fence, a wait that gives the slot back), `messages` (send, recv,
@@ -23,6 +24,7 @@ mod backend;
 mod children;
 mod coalesce;
 mod components;
+mod deployments;
 mod ends;
 mod error;
 mod faults;
@@ -52,6 +54,7 @@ use std::time::Duration;
 pub use backend::BackendKind;
 pub(crate) use backend::{Backend, with_conn};
 pub use children::ChildStart;
+pub use components::digest;
 pub use ends::{ENDED, EndWatch};
 pub use error::JournalError;
 pub use faults::{DEFAULT_OUTAGE_BUDGET, DEFAULT_STATEMENT_WAIT};
@@ -78,16 +81,29 @@ use group_commit::Writer;
 use postgres::PgDb;
 use sqlite::SqliteDb;
 
-/// The columns of [`WorkflowRecord`], as a literal for `concat!`.
+/// The columns of [`WorkflowRecord`], as a literal for `concat!`, given the
+/// `options` column's expression (`options_postgres!()` or `options_sqlite!()`:
+/// a row's options are put back together with its deployment's).
 macro_rules! workflow_columns {
-    () => {
-        "id, name, component, component_digest, entry, input, input_json, status, output, output_json, error, \
-         options, queue, priority, partition_key, dedup_key, run_at, deadline_at, executor, lease_epoch, \
+    ($($options:tt)*) => {
+        concat!(
+            "id, name, component, component_digest, entry, input, input_json, status, output, output_json, error, ",
+            $($options)*,
+            ", queue, priority, partition_key, dedup_key, run_at, deadline_at, executor, lease_epoch, \
          lease_expires_at, claims, cancel_requested_at, created_at, started_at, updated_at, finished_at, \
          waiting_for, wait_topic, schedule, scheduled_at, parent_id, parent_detached"
+        )
     };
 }
 pub(crate) use workflow_columns;
+
+/// The columns of [`WorkflowRecord`] as read from `kind`'s tables.
+fn workflow_columns_on(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Postgres => workflow_columns!(deployments::options_postgres!()),
+        BackendKind::Sqlite => workflow_columns!(deployments::options_sqlite!()),
+    }
+}
 
 /// The columns of [`StepCallRecord`], as a literal for `concat!`.
 macro_rules! call_columns {

@@ -3,6 +3,7 @@
 
 use serde_json::Value as Json;
 
+use super::deployments::{self, store_deployment};
 use super::notify::notify;
 use super::{CancelOutcome, Deleted, Forked, Journal, JournalError, Timestamp, WorkflowStatus, statement, with_conn};
 
@@ -202,6 +203,7 @@ impl Journal {
         queue: Option<&str>,
     ) -> Result<Forked, JournalError> {
         let now = Timestamp::now();
+        let stored = deployments::split(options);
         self.commit("fork of a workflow", || {
             with_conn!(&self.backend, |conn| {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -225,19 +227,21 @@ impl Journal {
                 }
                 // Epoch 1, as if its copied journal had been written under a lease of its own:
                 // its first claim (epoch 2) reads that journal (`Claimed::first_lease`).
+                store_deployment!(tx, stored);
                 let created: Option<Option<String>> = statement::query_scalar(
                     "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, \
-                     options, queue, priority, partition_key, run_at, lease_epoch, created_at, updated_at) \
-                     SELECT $1, name, component, component_digest, entry, input, input_json, \
+                     options, queue, priority, partition_key, run_at, lease_epoch, created_at, updated_at, \
+                     deployment) SELECT $1, name, component, component_digest, entry, input, input_json, \
                      CASE WHEN COALESCE($5, queue) IS NULL THEN 'running' ELSE 'enqueued' END, $2, \
-                     COALESCE($5, queue), priority, partition_key, $3, 1, $3, $3 FROM workflows WHERE id = $4 \
+                     COALESCE($5, queue), priority, partition_key, $3, 1, $3, $3, $6 FROM workflows WHERE id = $4 \
                      RETURNING queue",
                 )
                 .bind(new_id)
-                .bind(options)
+                .bind(&stored.own)
                 .bind(now)
                 .bind(original)
                 .bind(queue)
+                .bind(stored.digest.as_deref())
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(queued) = created else {

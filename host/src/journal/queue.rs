@@ -5,12 +5,13 @@
 //! workflows of workers that died (dead after too many crashes without
 //! progress), and requeue one by hand.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 
 use super::coalesce::firsts;
+use super::deployments::{self, store_deployment};
 use super::faults::Outage;
 use super::leases::{held, lapsed, live, millis};
 use super::notify::{EVENTS, notify};
@@ -28,23 +29,30 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// The SQL list of live statuses (one live workflow per dedup key).
 pub(super) const LIVE: &str = "'enqueued', 'delayed', 'waiting', 'running'";
 
-/// A submitted workflow's row, unless its id (or its live dedup key) is taken.
+/// A submitted workflow's row, unless its id (or its live dedup key) is taken
+/// (`$17`: its deployment's digest, stored before).
 const SUBMIT_INSERT: &str = "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, \
-     status, options, queue, priority, partition_key, dedup_key, run_at, deadline_at, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) ON CONFLICT DO NOTHING";
+     status, options, queue, priority, partition_key, dedup_key, run_at, deadline_at, created_at, updated_at, \
+     deployment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17) \
+     ON CONFLICT DO NOTHING";
 
-/// The rows of several submits, one array per column (`$1`–`$16`, in
-/// [`SUBMIT_INSERT`]'s order), unless an id or a live dedup key is taken;
+/// The rows of several submits, one array per column (`$1`–`$17`, in
+/// [`SUBMIT_INSERT`]'s order), unless an id or a live dedup key is taken,
+/// with the deployments they name (`$18` digests, `$19` JSON) unless stored;
 /// the ids that went in, and one NOTIFY per queue that got work.
 static SUBMIT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH inserted AS (INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, \
-         status, options, queue, priority, partition_key, dedup_key, run_at, deadline_at, created_at, updated_at) \
+        "WITH stored AS (INSERT INTO deployments (digest, deployment, created_at) \
+         SELECT digest, deployment, statement_timestamp() FROM unnest($18::text[], $19::jsonb[]) \
+         AS d (digest, deployment) ON CONFLICT (digest) DO NOTHING), \
+         inserted AS (INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, \
+         status, options, queue, priority, partition_key, dedup_key, run_at, deadline_at, created_at, deployment, \
+         updated_at) \
          SELECT *, created_at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::jsonb[], $8::text[], $9::jsonb[], $10::text[], $11::integer[], $12::text[], $13::text[], \
-         $14::timestamptz[], $15::timestamptz[], $16::timestamptz[]) AS v (id, name, component, component_digest, \
-         entry, input, input_json, status, options, queue, priority, partition_key, dedup_key, run_at, deadline_at, \
-         created_at) ON CONFLICT DO NOTHING RETURNING id, queue), \
+         $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::text[]) AS v (id, name, component, \
+         component_digest, entry, input, input_json, status, options, queue, priority, partition_key, dedup_key, \
+         run_at, deadline_at, created_at, deployment) ON CONFLICT DO NOTHING RETURNING id, queue), \
          woken AS (SELECT count(pg_notify(current_schema() || '_{EVENTS}', 'submit:' || queue)) AS queues \
          FROM (SELECT DISTINCT queue FROM inserted) AS q) \
          SELECT id FROM inserted, woken"
@@ -73,6 +81,7 @@ impl Journal {
                 Some(Ok(false)) | None => {}
             }
         }
+        let stored = deployments::split(&workflow.options);
         // The row's values, bound to either statement below.
         macro_rules! row {
             ($query:expr) => {
@@ -85,7 +94,7 @@ impl Journal {
                     .bind(&workflow.input)
                     .bind(&workflow.input_json)
                     .bind(status)
-                    .bind(&workflow.options)
+                    .bind(&stored.own)
                     .bind(&submission.queue)
                     .bind(submission.priority)
                     .bind(submission.partition_key.as_deref())
@@ -93,26 +102,38 @@ impl Journal {
                     .bind(submission.run_at)
                     .bind(submission.deadline_at)
                     .bind(workflow.created_at)
+                    .bind(stored.digest.as_deref())
             };
         }
-        let insert_new = match self.backend.kind() {
-            // The insert and its wake-up in one statement: one round trip, one commit.
-            BackendKind::Postgres => format!(
-                "WITH inserted AS ({SUBMIT_INSERT} RETURNING queue) \
+        let postgres = self.backend.kind() == BackendKind::Postgres;
+        let insert_new = if postgres {
+            // Its deployment (`$18`), the insert and its wake-up in one statement: one round trip, one commit.
+            format!(
+                "WITH stored AS (INSERT INTO deployments (digest, deployment, created_at) \
+                 SELECT $17, $18, $16 WHERE $17::text IS NOT NULL ON CONFLICT (digest) DO NOTHING), \
+                 inserted AS ({SUBMIT_INSERT} RETURNING queue) \
                  SELECT pg_notify(current_schema() || '_{EVENTS}', 'submit:' || queue) FROM inserted"
-            ),
-            BackendKind::Sqlite => SUBMIT_INSERT.to_string(),
+            )
+        } else {
+            SUBMIT_INSERT.to_string()
         };
         self.commit("submit of a workflow", || {
             with_conn!(&self.backend, |conn| {
-                // A new row, as nearly every submit is, costs no transaction around it.
-                let inserted =
-                    row!(statement::query(sqlx::AssertSqlSafe(insert_new.clone()))).execute(&mut *conn).await?;
+                // A new row, as nearly every submit is, costs no transaction around it
+                // (on SQLite, a deployment stored without its row is only not yet shared).
+                let query = row!(statement::query(sqlx::AssertSqlSafe(insert_new.clone())));
+                let inserted = if postgres {
+                    query.bind(&stored.deployment).execute(&mut *conn).await?
+                } else {
+                    store_deployment!(conn, stored);
+                    query.execute(&mut *conn).await?
+                };
                 if inserted.rows_affected() == 1 {
                     return Ok(Submitted::New);
                 }
                 // Its id or dedup key is taken: insert again beside the reads that say by whom.
                 let mut tx = conn.begin().await?;
+                store_deployment!(tx, stored);
                 let inserted = row!(statement::query(SUBMIT_INSERT)).execute(&mut *tx).await?;
                 let outcome = if inserted.rows_affected() == 1 {
                     notify(&mut *tx, &format!("submit:{}", submission.queue)).await?;
@@ -171,6 +192,10 @@ impl Journal {
         let rows: Vec<&(NewSubmission, WorkflowStatus)> =
             batch.iter().zip(&batched).filter(|(_, in_batch)| **in_batch).map(|(row, _)| row).collect();
         let column = |value: fn(&NewSubmission) -> &str| rows.iter().map(|(s, _)| value(s)).collect::<Vec<_>>();
+        let stored: Vec<deployments::StoredOptions> =
+            rows.iter().map(|(s, _)| deployments::split(&s.workflow.options)).collect();
+        let named: BTreeMap<&str, &serde_json::Value> =
+            stored.iter().filter_map(|stored| Some((stored.digest.as_deref()?, &stored.deployment))).collect();
         let write = || async {
             let mut connection = db.pool().acquire().await?;
             let inserted = statement::query_scalar::<_, String>(SUBMIT_MANY.as_str())
@@ -182,7 +207,7 @@ impl Journal {
                 .bind(column(|s| &s.workflow.input))
                 .bind(rows.iter().map(|(s, _)| &s.workflow.input_json).collect::<Vec<_>>())
                 .bind(rows.iter().map(|(_, status)| status.as_column()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|(s, _)| &s.workflow.options).collect::<Vec<_>>())
+                .bind(stored.iter().map(|stored| &stored.own).collect::<Vec<_>>())
                 .bind(column(|s| &s.queue))
                 .bind(rows.iter().map(|(s, _)| s.priority).collect::<Vec<_>>())
                 .bind(rows.iter().map(|(s, _)| s.partition_key.as_deref()).collect::<Vec<_>>())
@@ -190,6 +215,9 @@ impl Journal {
                 .bind(rows.iter().map(|(s, _)| s.run_at).collect::<Vec<_>>())
                 .bind(rows.iter().map(|(s, _)| s.deadline_at).collect::<Vec<_>>())
                 .bind(rows.iter().map(|(s, _)| s.workflow.created_at).collect::<Vec<_>>())
+                .bind(stored.iter().map(|stored| stored.digest.as_deref()).collect::<Vec<_>>())
+                .bind(named.keys().copied().collect::<Vec<_>>())
+                .bind(named.values().collect::<Vec<_>>())
                 .fetch_all(&mut *connection)
                 .await;
             if inserted.is_err() {
@@ -254,7 +282,11 @@ impl Journal {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<WorkflowRecord>, JournalError> {
-        let sql = concat!("SELECT ", workflow_columns!(), " FROM claim_workflows($1, $2, $3, $4)");
+        let sql = concat!(
+            "SELECT ",
+            workflow_columns!(deployments::options_postgres!()),
+            " FROM claim_workflows($1, $2, $3, $4) AS workflows"
+        );
         self.commit("claim of queued workflows", || {
             with_conn!(&self.backend, |conn| {
                 let claimed = statement::query_as(sql)
@@ -390,7 +422,7 @@ impl Journal {
                          lease_expires_at = {lease_until}, started_at = COALESCE(started_at, $3), updated_at = $3, \
                          waiting_for = NULL, wait_topic = NULL, progress_at_claim = {CALLS_DONE} \
                          WHERE id IN ({ids}) RETURNING {}",
-                        workflow_columns!()
+                        workflow_columns!(deployments::options_sqlite!())
                     )))
                     .bind(executor)
                     .bind(millis(lease))

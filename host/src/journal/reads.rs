@@ -3,18 +3,16 @@
 
 use super::{
     AttemptRecord, EventRecord, Journal, JournalError, StepCallRecord, Timestamp, WorkflowFilter, WorkflowHistory,
-    WorkflowRecord, WorkflowStatus, attempt_columns, call_columns, statement, with_conn, workflow_columns,
+    WorkflowRecord, WorkflowStatus, attempt_columns, call_columns, statement, with_conn, workflow_columns_on,
 };
 
 impl Journal {
     /// The workflow `id`, if it was ever started.
     pub async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, JournalError> {
+        let sql = format!("SELECT {} FROM workflows WHERE id = $1", workflow_columns_on(self.backend.kind()));
         self.run("read of a workflow", || {
             with_conn!(&self.backend, |conn| {
-                statement::query_as(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(conn)
-                    .await
+                statement::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(id).fetch_optional(conn).await
             })
         })
         .await
@@ -102,10 +100,10 @@ impl Journal {
 
     /// Workflows matching `filter`, newest first.
     pub async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<WorkflowRecord>, JournalError> {
+        let select = format!("SELECT {} FROM workflows WHERE true", workflow_columns_on(self.backend.kind()));
         self.run("list of workflows", || {
             with_conn!(&self.backend, |conn| {
-                let mut query =
-                    sqlx::QueryBuilder::new(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE true"));
+                let mut query = sqlx::QueryBuilder::new(select.clone());
                 if let Some(status) = filter.status {
                     query.push(" AND status = ").push_bind(status);
                 }

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::deployments::{self, store_deployment};
 use super::notify::notify;
 use super::waits::begin_write;
 use super::{CatchUp, Journal, JournalError, Timestamp, statement, with_conn};
@@ -223,11 +224,13 @@ impl Journal {
                         let deadline = schedule
                             .timeout_ms
                             .map(|ms| tick.plus(std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))));
+                        let stored = deployments::split(&template.options);
+                        store_deployment!(tx, stored);
                         let inserted = statement::query(
                             "INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, \
                              status, options, queue, priority, run_at, deadline_at, schedule, scheduled_at, \
-                             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'enqueued', $8, $9, $10, \
-                             $11, $12, $13, $14, $11, $11) ON CONFLICT DO NOTHING",
+                             created_at, updated_at, deployment) VALUES ($1, $2, $3, $4, $5, $6, $7, 'enqueued', $8, \
+                             $9, $10, $11, $12, $13, $14, $11, $11, $15) ON CONFLICT DO NOTHING",
                         )
                         .bind(&id)
                         .bind(&template.name)
@@ -236,13 +239,14 @@ impl Journal {
                         .bind(&template.entry)
                         .bind(&template.input)
                         .bind(&template.input_json)
-                        .bind(&template.options)
+                        .bind(&stored.own)
                         .bind(&schedule.queue)
                         .bind(schedule.priority)
                         .bind(now)
                         .bind(deadline)
                         .bind(&schedule.name)
                         .bind(*tick)
+                        .bind(stored.digest.as_deref())
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();

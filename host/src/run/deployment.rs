@@ -13,8 +13,8 @@ use wasmtime::Engine;
 use super::linking::{self, LinkError, Plan};
 use super::values::{self, ArgumentError};
 use crate::config::{Manifest, ManifestError, SettingsError, SettingsLayer, SettingsLayers, StepSettings, StepSource};
-use crate::journal::{Journal, JournalError};
-use crate::wasm::{ComponentLoader, LoadError, LoadedComponent, digest};
+use crate::journal::{Journal, JournalError, digest};
+use crate::wasm::{ComponentLoader, LoadError, LoadedComponent};
 
 /// A component a workflow runs, pinned by its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::journal::digest;
+
 /// A compiled component and where it came from.
 #[derive(Clone)]
 pub struct LoadedComponent {
@@ -57,7 +59,8 @@ impl ComponentLoader {
     pub fn new(engine: &Engine, cache_dir: Option<PathBuf>) -> Self {
         let mut hasher = Sha256Hasher::default();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let engine_key = hex(&hasher.0.finalize()[..8]);
+        let engine_key =
+            format!("{:016x}", u64::from_be_bytes(hasher.0.finalize()[..8].try_into().unwrap_or_default()));
         Self { engine: engine.clone(), cache_dir, engine_key, cache_max: DEFAULT_CACHE_MAX }
     }
 
@@ -209,13 +212,4 @@ impl Hasher for Sha256Hasher {
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
-}
-
-/// The hex SHA-256 of a component's bytes: how the journal pins it.
-pub fn digest(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -12,9 +12,7 @@ mod http_grant;
 mod interrupt;
 mod sandbox;
 
-pub use cache::{
-    ComponentLoader, DEFAULT_CACHE_MAX, LoadError, LoadedComponent, Pruned, default_cache_dir, digest, prune,
-};
+pub use cache::{ComponentLoader, DEFAULT_CACHE_MAX, LoadError, LoadedComponent, Pruned, default_cache_dir, prune};
 pub use deterministic::WorkflowClock;
 pub use engine::{EPOCH_TICK, POOL_COMPONENT_INSTANCES, new_engine, new_engine_with, ticks};
 pub use host_api::RUNTIME_WIT;

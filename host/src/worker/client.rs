@@ -12,11 +12,11 @@ use wasmtime::component::types::ComponentFunc;
 use crate::config::CronSchedule;
 use crate::journal::{
     CatchUp, DEFAULT_QUEUE, Journal, JournalError, NewSchedule, NewSubmission, ScheduleRecord, ScheduleTemplate,
-    Submitted, Timestamp,
+    Submitted, Timestamp, digest,
 };
 use crate::operate::{EventValue, OperateError, SendReceipt, Sender};
 use crate::run::{ArgumentError, ComponentRef, Deployment, PrepareError, Prepared, RunSpec, StoredSpec, new_workflow};
-use crate::wasm::{ComponentLoader, LoadError, digest};
+use crate::wasm::{ComponentLoader, LoadError};
 
 /// A workflow ready to be submitted any number of times: its deployment
 /// (components pinned by digest and stored, settings resolved) and entry.
