@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::Connection as _;
 use stepbox::journal::{
     AttemptEnd, AttemptOutcome, CallEnd, CallRef, CallStatus, Claim, Finish, Journal, JournalError, Lease, NewStepCall,
-    NewSubmission, NewWorkflow, Renewal, Submitted, Timestamp, WorkflowFilter, WorkflowStatus,
+    NewSubmission, NewWorkflow, QueueLimits, Renewal, Submitted, Timestamp, WorkflowFilter, WorkflowStatus,
 };
 
 use crate::support::PostgresDb;
@@ -566,3 +566,44 @@ async fn a_deployment_is_stored_once_and_options_read_back_whole(target: &str) {
     assert_eq!(journal.workflow("q-00").await.expect("reads").expect("exists").options, options_of("q-00", 3));
 }
 on_both!(a_deployment_is_stored_once_and_options_read_back_whole);
+
+/// A claim that began before a submit committed (waiting on the queue's lock
+/// meanwhile) still answers the workflow's options whole: the deployment the
+/// submit stored with the row is read by the claim's own update, not by a
+/// statement whose snapshot predates the submit. The first workflow of each
+/// new deployment, claimed at once by a waiting worker, read as options with
+/// no deployment ("missing field `workflow`") before.
+#[tokio::test]
+async fn a_claim_waiting_on_the_queue_reads_a_deployment_committed_meanwhile() {
+    let db = PostgresDb::create().await;
+    let journal = Journal::open(&db.url).await.expect("opens");
+    let limits = QueueLimits {
+        name: "locked".into(),
+        concurrency: Some(10),
+        partition_concurrency: None,
+        rate_limit: None,
+        rate_period_ms: None,
+    };
+    journal.set_queue(&limits).await.expect("a queue with a row to lock");
+    let mut submitter = sqlx::PgConnection::connect(&db.url).await.expect("connects");
+    sqlx::raw_sql(
+        "SET search_path TO stepbox; BEGIN; SELECT * FROM queues WHERE name = 'locked' FOR UPDATE; \
+         INSERT INTO deployments (digest, deployment, created_at) VALUES ('new', '{\"entry\": \"run\"}', now()); \
+         INSERT INTO workflows (id, name, component, component_digest, entry, input, input_json, status, options, \
+         queue, run_at, created_at, updated_at, deployment) VALUES ('late', 'w', 'w.wasm', 'd', 'run', '()', '[]', \
+         'enqueued', '{\"arguments\": []}', 'locked', now(), now(), now(), 'new');",
+    )
+    .execute(&mut submitter)
+    .await
+    .expect("the submit, not committed yet");
+    let claiming = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.claim_workflows("locked", "x", 1, A_MINUTE).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!claiming.is_finished(), "the claim waits for the queue's lock");
+    sqlx::raw_sql("COMMIT").execute(&mut submitter).await.expect("committed");
+    let claimed = claiming.await.expect("the claim ran").expect("claims");
+    assert_eq!(claimed.len(), 1, "the claim takes the workflow committed while it waited");
+    assert_eq!(claimed[0].workflow.options, json!({"entry": "run", "arguments": []}));
+}

@@ -282,11 +282,9 @@ impl Journal {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<WorkflowRecord>, JournalError> {
-        let sql = concat!(
-            "SELECT ",
-            workflow_columns!(deployments::options_postgres!()),
-            " FROM claim_workflows($1, $2, $3, $4) AS workflows"
-        );
+        // The function answers the options put back together already (its UPDATE sees the deployment
+        // a submit committed with the row; this statement's own snapshot may predate that submit).
+        let sql = concat!("SELECT ", workflow_columns!("options"), " FROM claim_workflows($1, $2, $3, $4)");
         self.commit("claim of queued workflows", || {
             with_conn!(&self.backend, |conn| {
                 let claimed = statement::query_as(sql)
