@@ -371,8 +371,11 @@ async fn limits_hold(mode: Wakeups) {
         };
         submit(&client, &chain_workflow, request).await;
     }
-    let args = ["--queue", "limited", "--concurrency", "10"];
-    let (mut a, mut b) = (service.worker(&args), service.worker(&args));
+    // A runs one at a time, so B must take part (A alone would need 4 s); B alone could run 10 at once,
+    // so only the queue's count across workers keeps the two at 3.
+    let a_args = ["--queue", "limited", "--concurrency", "1"];
+    let b_args = ["--queue", "limited", "--concurrency", "10"];
+    let (mut a, mut b) = (service.worker(&a_args), service.worker(&b_args));
     service.all_finished(Duration::from_secs(60), &[&a, &b]).await;
     // Each workflow's running time: its claim to its end, from the journal.
     let rows: Vec<(String, i64, i64, String)> = service
