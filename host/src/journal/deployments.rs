@@ -4,8 +4,9 @@
 //! once in `deployments`, by the digest of its JSON, and a workflow's row keeps
 //! only its own part of its options (its arguments). The row that every
 //! submit, claim, renewal and finish writes again stays a few hundred bytes
-//! instead of kilobytes. Reads put the two back together ([`OPTIONS_POSTGRES`],
-//! [`OPTIONS_SQLITE`]), so a workflow's options read as they were written.
+//! instead of kilobytes. Reads put the two back together (`options_postgres!`,
+//! `options_sqlite!`, and the claim function of migration 0005), so a
+//! workflow's options read as they were written.
 
 use serde_json::{Map, Value as Json};
 
