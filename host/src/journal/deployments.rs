@@ -41,6 +41,18 @@ pub(super) fn split(options: &Json) -> StoredOptions {
 pub(super) const STORE: &str =
     "INSERT INTO deployments (digest, deployment, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING";
 
+/// A PostgreSQL CTE, `stored`, that stores a deployment unless it is there
+/// or there is none: its digest, JSON and time are the parameters numbered
+/// `digest`, `digest + 1` and `at`. Written before the row that names it, in
+/// the same statement.
+pub(super) fn store_cte(digest: usize, at: usize) -> String {
+    format!(
+        "stored AS (INSERT INTO deployments (digest, deployment, created_at) SELECT ${digest}, ${json}, ${at} \
+         WHERE ${digest}::text IS NOT NULL ON CONFLICT (digest) DO NOTHING)",
+        json = digest + 1
+    )
+}
+
 /// Stores `$stored`'s deployment in `$tx` (unless there is none, or it is
 /// there already), before a row that names it is written.
 macro_rules! store_deployment {

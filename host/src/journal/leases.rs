@@ -103,10 +103,7 @@ impl Journal {
         );
         let sql = if postgres {
             // Its deployment (`$13`) in the same statement: one round trip, one commit.
-            format!(
-                "WITH stored AS (INSERT INTO deployments (digest, deployment, created_at) \
-                 SELECT $12, $13, $11 WHERE $12::text IS NOT NULL ON CONFLICT (digest) DO NOTHING) {insert}"
-            )
+            format!("WITH {} {insert}", deployments::store_cte(12, 11))
         } else {
             insert
         };

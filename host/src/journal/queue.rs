@@ -109,10 +109,9 @@ impl Journal {
         let insert_new = if postgres {
             // Its deployment (`$18`), the insert and its wake-up in one statement: one round trip, one commit.
             format!(
-                "WITH stored AS (INSERT INTO deployments (digest, deployment, created_at) \
-                 SELECT $17, $18, $16 WHERE $17::text IS NOT NULL ON CONFLICT (digest) DO NOTHING), \
-                 inserted AS ({SUBMIT_INSERT} RETURNING queue) \
-                 SELECT pg_notify(current_schema() || '_{EVENTS}', 'submit:' || queue) FROM inserted"
+                "WITH {}, inserted AS ({SUBMIT_INSERT} RETURNING queue) \
+                 SELECT pg_notify(current_schema() || '_{EVENTS}', 'submit:' || queue) FROM inserted",
+                deployments::store_cte(17, 16)
             )
         } else {
             SUBMIT_INSERT.to_string()
